@@ -1,0 +1,20 @@
+//! Shared vocabulary of the cxr tools.
+//!
+//! Every tool in the workspace speaks through files on disk: `cxr-index` writes a [`Manifest`],
+//! `cxr-preprocess` writes [`shard`]s described by a [`ShardIndex`], `cxr-train` reads both and
+//! `cxr-eval` scores predictions against the manifest's labels under a [`LabelPolicy`]. This crate
+//! owns those formats so that no tool ever parses another tool's files by hand.
+
+pub mod atomic;
+pub mod error;
+pub mod hash;
+pub mod label;
+pub mod manifest;
+pub mod observation;
+pub mod shard;
+
+pub use error::{Error, Result};
+pub use label::{BlankRule, LabelPolicy, LabelState, Target, UncertainRule};
+pub use manifest::{Dataset, Manifest, ManifestRow, Projection, Sex, Split, View};
+pub use observation::{Observation, CHEXPERT_14, COMPETITION_5, NIH_14, OBSERVATIONS};
+pub use shard::{Shard, ShardIndex, ShardInfo};

@@ -1,0 +1,338 @@
+//! The manifest: one row per image, the contract between `cxr-index` and every later tool.
+//!
+//! Stored as Parquet with these columns (documented for users in `data-manifests/README.md`):
+//!
+//! | column | type | meaning |
+//! | --- | --- | --- |
+//! | `image_id` | str | NIH: the `Image Index` file name; CheXpert: the CSV's `Path` |
+//! | `dataset` | str | `chexpert` or `nih` |
+//! | `path` | str | image path relative to the dataset root given to the tools |
+//! | `patient_id` | str | `patient00001` (CheXpert), `00000001` (NIH) |
+//! | `study_id` | str | `patient00001/study1` (CheXpert), `00000001/003` (NIH: patient and follow-up) |
+//! | `view` | str | `frontal` or `lateral` |
+//! | `projection` | str | `AP`, `PA`, `LL`, `RL` or `unknown` |
+//! | `sex` | str | `male`, `female` or `unknown` |
+//! | `age` | i32, nullable | years as the dataset states them (CheXpert has ages of 0) |
+//! | `source_split` | str, nullable | the dataset's own split (`train`/`valid` for CheXpert's CSVs) |
+//! | `split` | str | patient-level `train`/`valid`/`test`; no patient is in two splits |
+//! | one per [`Observation`] | i8, nullable | raw state: 1 positive, 0 negative, -1 uncertain, null not mentioned |
+//!
+//! Row order is meaningful: shards refer to rows by position, so a manifest is never re-sorted
+//! behind the shards' back (shards also store image ids, and readers check them).
+
+use crate::atomic;
+use crate::label::LabelState;
+use crate::observation::{Observation, OBSERVATIONS};
+use crate::{Error, Result};
+use polars::prelude::*;
+use std::collections::HashMap;
+use std::fs::File;
+use std::path::Path;
+
+macro_rules! string_enum {
+    ($(#[$doc:meta])* $name:ident { $($variant:ident => $text:literal),+ $(,)? }) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub enum $name { $($variant),+ }
+
+        impl $name {
+            pub const ALL: &'static [$name] = &[$($name::$variant),+];
+            /// The manifest's spelling.
+            pub fn as_str(self) -> &'static str {
+                match self { $($name::$variant => $text),+ }
+            }
+            /// Parse the manifest's spelling (case-insensitive).
+            pub fn parse(text: &str) -> Option<$name> {
+                $(if text.eq_ignore_ascii_case($text) { return Some($name::$variant); })+
+                None
+            }
+        }
+
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+    };
+}
+
+string_enum!(
+    /// Which dataset a row comes from.
+    Dataset { Chexpert => "chexpert", Nih => "nih" }
+);
+string_enum!(
+    /// Frontal (AP/PA) or lateral.
+    View { Frontal => "frontal", Lateral => "lateral" }
+);
+string_enum!(
+    /// The radiographic projection.
+    Projection { Ap => "AP", Pa => "PA", Ll => "LL", Rl => "RL", Unknown => "unknown" }
+);
+string_enum!(
+    /// Patient sex as recorded.
+    Sex { Male => "male", Female => "female", Unknown => "unknown" }
+);
+string_enum!(
+    /// A patient-level split.
+    Split { Train => "train", Valid => "valid", Test => "test" }
+);
+
+/// One image.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ManifestRow {
+    pub image_id: String,
+    pub dataset: Dataset,
+    pub path: String,
+    pub patient_id: String,
+    pub study_id: String,
+    pub view: View,
+    pub projection: Projection,
+    pub sex: Sex,
+    pub age: Option<i32>,
+    pub source_split: Option<Split>,
+    pub split: Split,
+    /// Raw states indexed by [`Observation::index`].
+    pub labels: [LabelState; OBSERVATIONS.len()],
+}
+
+impl ManifestRow {
+    pub fn label(&self, observation: Observation) -> LabelState {
+        self.labels[observation.index()]
+    }
+}
+
+/// All rows of a manifest, in file order.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Manifest {
+    pub rows: Vec<ManifestRow>,
+}
+
+const FIXED_COLUMNS: [&str; 11] = [
+    "image_id",
+    "dataset",
+    "path",
+    "patient_id",
+    "study_id",
+    "view",
+    "projection",
+    "sex",
+    "age",
+    "source_split",
+    "split",
+];
+
+impl Manifest {
+    pub fn len(&self) -> usize {
+        self.rows.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.rows.is_empty()
+    }
+
+    /// Position of every image id, for joining predictions and shards back to rows.
+    pub fn positions(&self) -> HashMap<&str, usize> {
+        self.rows
+            .iter()
+            .enumerate()
+            .map(|(i, r)| (r.image_id.as_str(), i))
+            .collect()
+    }
+
+    /// Write as Parquet (zstd), atomically.
+    pub fn write(&self, path: &Path) -> Result<()> {
+        let mut df = self.to_frame().map_err(|source| Error::Polars {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        atomic::write_with(path, |w| {
+            ParquetWriter::new(w)
+                .with_compression(ParquetCompression::Zstd(None))
+                .finish(&mut df)
+                .map(|_| ())
+                .map_err(std::io::Error::other)
+        })
+    }
+
+    /// Read a manifest written by [`Manifest::write`], checking every column and value.
+    pub fn read(path: &Path) -> Result<Manifest> {
+        let file = File::open(path).map_err(|e| Error::io(path, e))?;
+        let df = ParquetReader::new(file).finish().map_err(|source| Error::Polars {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::from_frame(&df).map_err(|reason| Error::Manifest {
+            path: path.to_path_buf(),
+            reason,
+        })
+    }
+
+    fn to_frame(&self) -> PolarsResult<DataFrame> {
+        let rows = &self.rows;
+        let text = |name: &str, f: &dyn Fn(&ManifestRow) -> &str| {
+            Column::new(name.into(), rows.iter().map(f).collect::<Vec<_>>())
+        };
+        let mut columns = vec![
+            text("image_id", &|r| &r.image_id),
+            text("dataset", &|r| r.dataset.as_str()),
+            text("path", &|r| &r.path),
+            text("patient_id", &|r| &r.patient_id),
+            text("study_id", &|r| &r.study_id),
+            text("view", &|r| r.view.as_str()),
+            text("projection", &|r| r.projection.as_str()),
+            text("sex", &|r| r.sex.as_str()),
+            Column::new("age".into(), rows.iter().map(|r| r.age).collect::<Vec<_>>()),
+            Column::new(
+                "source_split".into(),
+                rows.iter()
+                    .map(|r| r.source_split.map(Split::as_str))
+                    .collect::<Vec<_>>(),
+            ),
+            text("split", &|r| r.split.as_str()),
+        ];
+        for o in OBSERVATIONS {
+            let codes: Vec<Option<i8>> = rows.iter().map(|r| r.label(o).code()).collect();
+            columns.push(Column::new(o.name().into(), codes));
+        }
+        DataFrame::new(rows.len(), columns)
+    }
+
+    fn from_frame(df: &DataFrame) -> Result<Manifest, String> {
+        let n = df.height();
+        let strings = |name: &str| -> Result<Vec<Option<&str>>, String> {
+            let col = df
+                .column(name)
+                .map_err(|_| format!("missing column `{name}`; re-create it with cxr-index"))?;
+            let ca = col
+                .str()
+                .map_err(|_| format!("column `{name}` should hold text, found {}", col.dtype()))?;
+            Ok(ca.iter().collect())
+        };
+        let required = |name: &str| -> Result<Vec<&str>, String> {
+            strings(name)?
+                .into_iter()
+                .enumerate()
+                .map(|(i, v)| v.ok_or_else(|| format!("row {i}: `{name}` is empty")))
+                .collect()
+        };
+        fn parsed<T>(
+            name: &str,
+            values: Vec<&str>,
+            parse: fn(&str) -> Option<T>,
+        ) -> Result<Vec<T>, String> {
+            values
+                .into_iter()
+                .enumerate()
+                .map(|(i, v)| parse(v).ok_or_else(|| format!("row {i}: `{name}` has unknown value `{v}`")))
+                .collect()
+        }
+        let image_id = required("image_id")?;
+        let dataset = parsed("dataset", required("dataset")?, Dataset::parse)?;
+        let path = required("path")?;
+        let patient_id = required("patient_id")?;
+        let study_id = required("study_id")?;
+        let view = parsed("view", required("view")?, View::parse)?;
+        let projection = parsed("projection", required("projection")?, Projection::parse)?;
+        let sex = parsed("sex", required("sex")?, Sex::parse)?;
+        let split = parsed("split", required("split")?, Split::parse)?;
+        let source_split = strings("source_split")?
+            .iter()
+            .enumerate()
+            .map(|(i, v)| match v {
+                None => Ok(None),
+                Some(v) => Split::parse(v)
+                    .map(Some)
+                    .ok_or_else(|| format!("row {i}: `source_split` has unknown value `{v}`")),
+            })
+            .collect::<Result<Vec<_>, String>>()?;
+        let age: Vec<Option<i32>> = df
+            .column("age")
+            .map_err(|_| "missing column `age`".to_string())?
+            .i32()
+            .map_err(|_| "column `age` should be i32".to_string())?
+            .iter()
+            .collect();
+        let mut labels = vec![[LabelState::NotMentioned; OBSERVATIONS.len()]; n];
+        for o in OBSERVATIONS {
+            let col = df
+                .column(o.name())
+                .map_err(|_| format!("missing label column `{}`", o.name()))?;
+            let codes = col
+                .i8()
+                .map_err(|_| format!("label column `{}` should be i8", o.name()))?;
+            for (i, code) in codes.iter().enumerate() {
+                labels[i][o.index()] = LabelState::from_code(code)
+                    .ok_or_else(|| format!("row {i}: `{}` has unknown state {code:?}", o.name()))?;
+            }
+        }
+        let rows = (0..n)
+            .map(|i| ManifestRow {
+                image_id: image_id[i].to_string(),
+                dataset: dataset[i],
+                path: path[i].to_string(),
+                patient_id: patient_id[i].to_string(),
+                study_id: study_id[i].to_string(),
+                view: view[i],
+                projection: projection[i],
+                sex: sex[i],
+                age: age[i],
+                source_split: source_split[i],
+                split: split[i],
+                labels: labels[i],
+            })
+            .collect();
+        Ok(Manifest { rows })
+    }
+}
+
+/// The columns every manifest has before its label columns.
+pub fn fixed_columns() -> &'static [&'static str] {
+    &FIXED_COLUMNS
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    pub(crate) fn sample_row(i: usize) -> ManifestRow {
+        let mut labels = [LabelState::NotMentioned; OBSERVATIONS.len()];
+        labels[2] = LabelState::Positive;
+        labels[5] = LabelState::Uncertain;
+        labels[8] = LabelState::Negative;
+        ManifestRow {
+            image_id: format!("img{i}.png"),
+            dataset: Dataset::Nih,
+            path: format!("images/img{i}.png"),
+            patient_id: format!("{:08}", i / 2),
+            study_id: format!("{:08}/000", i / 2),
+            view: View::Frontal,
+            projection: if i % 2 == 0 { Projection::Pa } else { Projection::Ap },
+            sex: Sex::Female,
+            age: if i == 1 { None } else { Some(40 + i as i32) },
+            source_split: None,
+            split: Split::Train,
+            labels,
+        }
+    }
+
+    #[test]
+    fn parquet_round_trip_is_exact() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m.parquet");
+        let manifest = Manifest {
+            rows: (0..5).map(sample_row).collect(),
+        };
+        manifest.write(&path).unwrap();
+        assert_eq!(Manifest::read(&path).unwrap(), manifest);
+    }
+
+    #[test]
+    fn foreign_parquet_is_refused_with_the_missing_column() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("other.parquet");
+        let mut df = DataFrame::new(1, vec![Column::new("x".into(), [1i32])]).unwrap();
+        ParquetWriter::new(File::create(&path).unwrap()).finish(&mut df).unwrap();
+        let err = Manifest::read(&path).unwrap_err().to_string();
+        assert!(err.contains("other.parquet") && err.contains("image_id"), "{err}");
+    }
+}
