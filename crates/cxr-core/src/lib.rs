@@ -11,6 +11,8 @@ pub mod hash;
 pub mod label;
 pub mod manifest;
 pub mod observation;
+pub mod predictions;
+pub mod runlog;
 pub mod shard;
 
 pub use error::{Error, Result};

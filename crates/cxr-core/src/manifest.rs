@@ -27,7 +27,7 @@ use crate::{Error, Result};
 use polars::prelude::*;
 use std::collections::HashMap;
 use std::fs::File;
-use std::path::Path;
+use std::path::{Component, Path, PathBuf};
 
 macro_rules! string_enum {
     ($(#[$doc:meta])* $name:ident { $($variant:ident => $text:literal),+ $(,)? }) => {
@@ -99,6 +99,25 @@ impl ManifestRow {
     pub fn label(&self, observation: Observation) -> LabelState {
         self.labels[observation.index()]
     }
+
+    /// The image's path under `root`, refusing a path that could leave it.
+    pub fn image_path(&self, root: &Path) -> Result<PathBuf, String> {
+        checked_relative(&self.path).map(|p| root.join(p))
+    }
+}
+
+/// `path` as a relative path that stays under its root: no root, prefix or `..` component.
+/// Manifests come from label files users download; a crafted `../../etc` must not be read.
+pub fn checked_relative(path: &str) -> Result<&Path, String> {
+    let p = Path::new(path);
+    let escapes = p
+        .components()
+        .any(|c| !matches!(c, Component::Normal(_) | Component::CurDir));
+    if path.is_empty() || escapes {
+        Err(format!("image path `{path}` is not a plain relative path under the dataset root (absolute or with `..`)"))
+    } else {
+        Ok(p)
+    }
 }
 
 /// All rows of a manifest, in file order.
@@ -106,20 +125,6 @@ impl ManifestRow {
 pub struct Manifest {
     pub rows: Vec<ManifestRow>,
 }
-
-const FIXED_COLUMNS: [&str; 11] = [
-    "image_id",
-    "dataset",
-    "path",
-    "patient_id",
-    "study_id",
-    "view",
-    "projection",
-    "sex",
-    "age",
-    "source_split",
-    "split",
-];
 
 impl Manifest {
     pub fn len(&self) -> usize {
@@ -285,11 +290,6 @@ impl Manifest {
     }
 }
 
-/// The columns every manifest has before its label columns.
-pub fn fixed_columns() -> &'static [&'static str] {
-    &FIXED_COLUMNS
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -312,6 +312,14 @@ mod tests {
             source_split: None,
             split: Split::Train,
             labels,
+        }
+    }
+
+    #[test]
+    fn escaping_paths_are_refused() {
+        assert!(checked_relative("CheXpert-v1.0-small/train/p1/s1/v.jpg").is_ok());
+        for bad in ["/etc/passwd", "../x.png", "a/../../x.png", ""] {
+            assert!(checked_relative(bad).is_err(), "{bad}");
         }
     }
 

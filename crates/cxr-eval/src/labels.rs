@@ -1,0 +1,452 @@
+//! Joining predictions to the manifest's labels: which column is which task, which images count
+//! as positive or negative, and what one scored unit (an image or a study) is.
+//!
+//! Ground truth comes from the manifest, never from the predictions file, so every model of a
+//! study is scored against the same labels under the same [`LabelPolicy`]. The default policy
+//! for scoring, [`LabelPolicy::evaluation`], counts only explicit positives and negatives:
+//! uncertain and not-mentioned labels leave the image out of that task.
+//!
+//! Non-pathology tasks, scored when the predictions have a column for them:
+//! - `sex`: male = 1, female = 0, unknown left out.
+//! - `view` or `projection`: PA = 1, AP = 0 (NIH's "View Position" task); lateral (LL, RL) and
+//!   unknown projections are left out. Both column names mean this same task.
+//! - `age` is a regression output: it is recognised and skipped, as AUC does not apply.
+//!
+//! Study-level scoring (`Aggregate::StudyMax`, `StudyMean`) follows CheXpert, whose truth is per
+//! study: a study's score is the max or mean of its images' scores, and its label is the largest
+//! known target among its images (positive over negative; images whose target is unknown under
+//! the policy are ignored, and a study with no known target is left out). CheXpert's rows of one
+//! study carry the same labels, so this only decides what happens with inconsistent data.
+
+use anyhow::{bail, Result};
+use cxr_core::predictions::Predictions;
+use cxr_core::{LabelPolicy, Manifest, ManifestRow, Observation, Projection, Sex};
+use std::collections::HashMap;
+use std::path::Path;
+
+/// What a predictions column predicts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum TaskKind {
+    Pathology(Observation),
+    /// P(male).
+    Sex,
+    /// P(PA) among PA and AP images.
+    Projection,
+}
+
+impl TaskKind {
+    /// The task's display name: the observation's name, `sex`, or `view (PA vs AP)`.
+    pub fn name(self) -> &'static str {
+        match self {
+            TaskKind::Pathology(o) => o.name(),
+            TaskKind::Sex => "sex (male vs female)",
+            TaskKind::Projection => "view (PA vs AP)",
+        }
+    }
+
+    /// The target of one manifest row under `policy`: `Some(true)` positive, `Some(false)`
+    /// negative, `None` left out.
+    pub fn target(self, row: &ManifestRow, policy: &LabelPolicy) -> Option<bool> {
+        match self {
+            TaskKind::Pathology(o) => {
+                let t = policy.target(o, row.label(o));
+                t.known.then_some(t.value > 0.5)
+            }
+            TaskKind::Sex => match row.sex {
+                Sex::Male => Some(true),
+                Sex::Female => Some(false),
+                Sex::Unknown => None,
+            },
+            TaskKind::Projection => match row.projection {
+                Projection::Pa => Some(true),
+                Projection::Ap => Some(false),
+                _ => None,
+            },
+        }
+    }
+}
+
+/// A predictions column resolved to its task.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Task {
+    /// The column's name in the predictions file.
+    pub column: String,
+    pub kind: TaskKind,
+}
+
+/// Columns recognised but not scored.
+const SKIPPED: [&str; 1] = ["age"];
+
+/// Resolve the task columns of a predictions file: pathologies by [`Observation::parse`] (which
+/// takes `prob_` prefixes, `_` for spaces and NIH's names), then `sex`, `view`, `projection`.
+/// Returns the tasks and the columns skipped (`age`); an unknown column is an error naming the
+/// file, since a misspelt pathology silently left out would change the mean AUC.
+pub fn resolve_tasks(predictions: &Predictions, path: &Path) -> Result<(Vec<Task>, Vec<String>)> {
+    let mut tasks: Vec<Task> = Vec::new();
+    let mut skipped = Vec::new();
+    for column in &predictions.tasks {
+        let bare = column.trim();
+        let bare = bare.strip_prefix("prob_").unwrap_or(bare).to_ascii_lowercase();
+        let kind = match bare.as_str() {
+            "sex" => TaskKind::Sex,
+            "view" | "projection" => TaskKind::Projection,
+            s if SKIPPED.contains(&s) => {
+                skipped.push(column.clone());
+                continue;
+            }
+            _ => match Observation::parse(column) {
+                Ok(o) => TaskKind::Pathology(o),
+                Err(_) => bail!(
+                    "{}: column `{column}` is not a known task; task columns are named by an \
+                     observation (e.g. `Pleural Effusion`, `prob_Pleural_Effusion`, NIH's \
+                     `Effusion`) or are `sex`, `view`, `projection` or `age`. Rename or drop it",
+                    path.display()
+                ),
+            },
+        };
+        if let Some(other) = tasks.iter().find(|t| t.kind == kind) {
+            bail!(
+                "{}: columns `{}` and `{column}` both predict {}; keep one",
+                path.display(),
+                other.column,
+                kind.name()
+            );
+        }
+        tasks.push(Task {
+            column: column.clone(),
+            kind,
+        });
+    }
+    Ok((tasks, skipped))
+}
+
+/// What one scored unit is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Aggregate {
+    /// Every image on its own.
+    Image,
+    /// A study's score is the max of its images' scores.
+    StudyMax,
+    /// A study's score is the mean of its images' scores.
+    StudyMean,
+}
+
+impl Aggregate {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Aggregate::Image => "image",
+            Aggregate::StudyMax => "study-max",
+            Aggregate::StudyMean => "study-mean",
+        }
+    }
+}
+
+/// One task's labels and scores per unit.
+#[derive(Debug, Clone)]
+pub struct TaskData {
+    pub task: Task,
+    /// Per unit: `Some(true)` positive, `Some(false)` negative, `None` left out.
+    pub labels: Vec<Option<bool>>,
+    pub scores: Vec<f64>,
+}
+
+impl TaskData {
+    pub fn n_pos(&self) -> usize {
+        self.labels.iter().filter(|l| **l == Some(true)).count()
+    }
+    pub fn n_neg(&self) -> usize {
+        self.labels.iter().filter(|l| **l == Some(false)).count()
+    }
+}
+
+/// Predictions joined to labels: units (images or studies) in manifest order, each with its
+/// patient, and every task's labels and scores per unit.
+#[derive(Debug, Clone)]
+pub struct EvalSet {
+    pub aggregate: Aggregate,
+    /// Image ids, or study ids when aggregated.
+    pub unit_ids: Vec<String>,
+    /// Index into `patient_ids` of each unit's patient: the bootstrap resamples these.
+    pub unit_patient: Vec<u32>,
+    pub patient_ids: Vec<String>,
+    /// Images scored (before aggregation).
+    pub n_images: usize,
+    pub tasks: Vec<TaskData>,
+}
+
+/// Join `predictions` (read from `predictions_path`) to `manifest` and build the units.
+pub fn join(
+    predictions: &Predictions,
+    predictions_path: &Path,
+    tasks: &[Task],
+    manifest: &Manifest,
+    manifest_path: &Path,
+    policy: &LabelPolicy,
+    aggregate: Aggregate,
+) -> Result<EvalSet> {
+    let positions = manifest.positions();
+    let mut rows: Vec<(usize, usize)> = Vec::with_capacity(predictions.len()); // (manifest row, prediction row)
+    let mut missing = 0usize;
+    let mut first_missing = None;
+    for (i, id) in predictions.image_ids.iter().enumerate() {
+        match positions.get(id.as_str()) {
+            Some(&pos) => rows.push((pos, i)),
+            None => {
+                missing += 1;
+                first_missing.get_or_insert((i, id));
+            }
+        }
+    }
+    if let Some((i, id)) = first_missing {
+        bail!(
+            "{}: image `{id}` (row {i}) is not in the manifest {}; {missing} of {} predicted \
+             images are missing. Score predictions against the manifest the run was trained \
+             and predicted with",
+            predictions_path.display(),
+            manifest_path.display(),
+            predictions.len()
+        );
+    }
+    if rows.is_empty() {
+        bail!("{}: no predictions to score", predictions_path.display());
+    }
+    // Manifest order, so results never depend on the order of the predictions file's rows.
+    rows.sort_unstable();
+    let columns: Vec<&[f64]> = tasks
+        .iter()
+        .map(|t| predictions.task(&t.column).expect("tasks resolved from these predictions"))
+        .collect();
+
+    // Units: each image, or each study (in order of first appearance).
+    let mut unit_of_row = Vec::with_capacity(rows.len());
+    let mut unit_ids: Vec<String> = Vec::new();
+    let mut unit_patient_id: Vec<&str> = Vec::new();
+    let mut study_index: HashMap<&str, usize> = HashMap::new();
+    for &(pos, _) in &rows {
+        let row = &manifest.rows[pos];
+        let unit = match aggregate {
+            Aggregate::Image => {
+                unit_ids.push(row.image_id.clone());
+                unit_patient_id.push(&row.patient_id);
+                unit_ids.len() - 1
+            }
+            Aggregate::StudyMax | Aggregate::StudyMean => {
+                let next = unit_ids.len();
+                let u = *study_index.entry(row.study_id.as_str()).or_insert(next);
+                if u == next {
+                    unit_ids.push(row.study_id.clone());
+                    unit_patient_id.push(&row.patient_id);
+                } else if unit_patient_id[u] != row.patient_id {
+                    bail!(
+                        "{}: study `{}` has images of patients `{}` and `{}`; fix the manifest \
+                         (re-create it with cxr-index) or score with --aggregate image",
+                        manifest_path.display(),
+                        row.study_id,
+                        unit_patient_id[u],
+                        row.patient_id
+                    );
+                }
+                u
+            }
+        };
+        unit_of_row.push(unit);
+    }
+    let n_units = unit_ids.len();
+    let mut patient_index: HashMap<&str, u32> = HashMap::new();
+    let mut patient_ids = Vec::new();
+    let unit_patient = unit_patient_id
+        .iter()
+        .map(|&p| {
+            *patient_index.entry(p).or_insert_with(|| {
+                patient_ids.push(p.to_string());
+                (patient_ids.len() - 1) as u32
+            })
+        })
+        .collect();
+
+    let mut images_per_unit = vec![0u32; n_units];
+    for &u in &unit_of_row {
+        images_per_unit[u] += 1;
+    }
+    let task_data = tasks
+        .iter()
+        .zip(&columns)
+        .map(|(task, column)| {
+            let mut labels: Vec<Option<bool>> = vec![None; n_units];
+            let mut scores = vec![
+                match aggregate {
+                    Aggregate::StudyMax => f64::NEG_INFINITY,
+                    _ => 0.0,
+                };
+                n_units
+            ];
+            for (&(pos, i), &u) in rows.iter().zip(&unit_of_row) {
+                if let Some(t) = task.kind.target(&manifest.rows[pos], policy) {
+                    labels[u] = Some(labels[u].unwrap_or(false) || t);
+                }
+                match aggregate {
+                    Aggregate::Image => scores[u] = column[i],
+                    Aggregate::StudyMax => scores[u] = scores[u].max(column[i]),
+                    Aggregate::StudyMean => scores[u] += column[i],
+                }
+            }
+            if aggregate == Aggregate::StudyMean {
+                for (s, &k) in scores.iter_mut().zip(&images_per_unit) {
+                    *s /= f64::from(k);
+                }
+            }
+            TaskData {
+                task: task.clone(),
+                labels,
+                scores,
+            }
+        })
+        .collect();
+    Ok(EvalSet {
+        aggregate,
+        unit_ids,
+        unit_patient,
+        patient_ids,
+        n_images: rows.len(),
+        tasks: task_data,
+    })
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use cxr_core::{Dataset, LabelState, Split, View, OBSERVATIONS};
+
+    /// A manifest row with the given study, patient and Edema state.
+    pub(crate) fn row(image: &str, study: &str, patient: &str, edema: LabelState) -> ManifestRow {
+        let mut labels = [LabelState::NotMentioned; OBSERVATIONS.len()];
+        labels[Observation::parse("Edema").unwrap().index()] = edema;
+        ManifestRow {
+            image_id: image.into(),
+            dataset: Dataset::Chexpert,
+            path: image.into(),
+            patient_id: patient.into(),
+            study_id: study.into(),
+            view: View::Frontal,
+            projection: Projection::Pa,
+            sex: Sex::Male,
+            age: Some(50),
+            source_split: None,
+            split: Split::Valid,
+            labels,
+        }
+    }
+
+    fn predictions(ids: &[&str], column: &str, scores: &[f64]) -> Predictions {
+        Predictions::new(
+            ids.iter().map(|s| s.to_string()).collect(),
+            vec![column.into()],
+            vec![scores.to_vec()],
+        )
+        .unwrap()
+    }
+
+    fn eval(p: &Predictions, m: &Manifest, policy: &LabelPolicy, aggregate: Aggregate) -> Result<EvalSet> {
+        let (tasks, _) = resolve_tasks(p, Path::new("p.csv"))?;
+        join(p, Path::new("p.csv"), &tasks, m, Path::new("m.parquet"), policy, aggregate)
+    }
+
+    #[test]
+    fn columns_resolve_to_tasks() {
+        let p = Predictions::new(
+            vec!["a".into()],
+            ["prob_Pleural_Effusion", "Edema", "sex", "view", "age"].map(String::from).to_vec(),
+            vec![vec![0.0]; 5],
+        )
+        .unwrap();
+        let (tasks, skipped) = resolve_tasks(&p, Path::new("p.csv")).unwrap();
+        let kinds: Vec<&str> = tasks.iter().map(|t| t.kind.name()).collect();
+        assert_eq!(kinds, ["Pleural Effusion", "Edema", "sex (male vs female)", "view (PA vs AP)"]);
+        assert_eq!(skipped, ["age"]);
+    }
+
+    #[test]
+    fn unknown_and_duplicate_columns_are_errors_naming_the_file() {
+        let p = predictions(&["a"], "Pneumonitis", &[0.1]);
+        let err = resolve_tasks(&p, Path::new("run/preds.csv")).unwrap_err().to_string();
+        assert!(err.contains("run/preds.csv") && err.contains("`Pneumonitis`"), "{err}");
+        let p = Predictions::new(vec!["a".into()], vec!["Effusion".into(), "prob_Pleural_Effusion".into()], vec![vec![0.0]; 2]).unwrap();
+        let err = resolve_tasks(&p, Path::new("p.csv")).unwrap_err().to_string();
+        assert!(err.contains("`Effusion`") && err.contains("both predict Pleural Effusion"), "{err}");
+    }
+
+    #[test]
+    fn missing_image_is_an_error_naming_file_and_first_id() {
+        let m = Manifest {
+            rows: vec![row("a", "s1", "p1", LabelState::Positive)],
+        };
+        let p = predictions(&["a", "zz", "yy"], "Edema", &[0.1, 0.2, 0.3]);
+        let err = eval(&p, &m, &LabelPolicy::evaluation(), Aggregate::Image).unwrap_err().to_string();
+        assert!(err.contains("p.csv") && err.contains("`zz` (row 1)") && err.contains("2 of 3"), "{err}");
+    }
+
+    #[test]
+    fn policy_decides_which_images_count() {
+        use LabelState::*;
+        let m = Manifest {
+            rows: vec![
+                row("a", "s1", "p1", Positive),
+                row("b", "s2", "p1", Negative),
+                row("c", "s3", "p2", Uncertain),
+                row("d", "s4", "p3", NotMentioned),
+            ],
+        };
+        let p = predictions(&["d", "c", "b", "a"], "Edema", &[0.4, 0.3, 0.2, 0.1]);
+        let set = eval(&p, &m, &LabelPolicy::evaluation(), Aggregate::Image).unwrap();
+        assert_eq!(set.unit_ids, ["a", "b", "c", "d"], "manifest order");
+        assert_eq!(set.tasks[0].labels, [Some(true), Some(false), None, None]);
+        assert_eq!(set.tasks[0].scores, [0.1, 0.2, 0.3, 0.4]);
+        assert_eq!(set.unit_patient, [0, 0, 1, 2]);
+        let ones = LabelPolicy::parse("u-ones", cxr_core::BlankRule::Negative).unwrap();
+        let set = eval(&p, &m, &ones, Aggregate::Image).unwrap();
+        assert_eq!(set.tasks[0].labels, [Some(true), Some(false), Some(true), Some(false)]);
+    }
+
+    #[test]
+    fn studies_take_max_or_mean_score_and_max_label() {
+        use LabelState::*;
+        let m = Manifest {
+            rows: vec![
+                row("s1/frontal", "s1", "p1", Negative),
+                row("s1/lateral", "s1", "p1", Positive),
+                row("s2/frontal", "s2", "p1", Uncertain),
+                row("s2/lateral", "s2", "p1", Negative),
+                row("s3/frontal", "s3", "p2", Uncertain),
+            ],
+        };
+        let ids = ["s1/frontal", "s1/lateral", "s2/frontal", "s2/lateral", "s3/frontal"];
+        let p = predictions(&ids, "Edema", &[0.2, 0.6, 0.9, 0.1, 0.5]);
+        let policy = LabelPolicy::evaluation();
+        let max = eval(&p, &m, &policy, Aggregate::StudyMax).unwrap();
+        assert_eq!(max.unit_ids, ["s1", "s2", "s3"]);
+        assert_eq!(max.n_images, 5);
+        assert_eq!(max.tasks[0].scores, [0.6, 0.9, 0.5]);
+        // Positive beats negative; an uncertain image is ignored; no known image: left out.
+        assert_eq!(max.tasks[0].labels, [Some(true), Some(false), None]);
+        assert_eq!(max.unit_patient, [0, 0, 1]);
+        let mean = eval(&p, &m, &policy, Aggregate::StudyMean).unwrap();
+        assert_eq!(mean.tasks[0].scores, [0.4, 0.5, 0.5]);
+    }
+
+    #[test]
+    fn sex_and_projection_targets() {
+        let mut r = row("a", "s", "p", LabelState::Positive);
+        let policy = LabelPolicy::evaluation();
+        assert_eq!(TaskKind::Sex.target(&r, &policy), Some(true));
+        assert_eq!(TaskKind::Projection.target(&r, &policy), Some(true));
+        r.sex = Sex::Unknown;
+        r.projection = Projection::Ll;
+        assert_eq!(TaskKind::Sex.target(&r, &policy), None);
+        assert_eq!(TaskKind::Projection.target(&r, &policy), None);
+        r.sex = Sex::Female;
+        r.projection = Projection::Ap;
+        assert_eq!(TaskKind::Sex.target(&r, &policy), Some(false));
+        assert_eq!(TaskKind::Projection.target(&r, &policy), Some(false));
+    }
+}

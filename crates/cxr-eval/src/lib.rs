@@ -1,0 +1,1 @@
+//! cxr-eval (work in progress).

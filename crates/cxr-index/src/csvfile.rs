@@ -1,0 +1,105 @@
+//! Opening label files: plain or gzipped CSV, columns looked up by header name.
+
+use crate::IndexError;
+use flate2::read::MultiGzDecoder;
+use std::fs::File;
+use std::io::{BufReader, Read};
+use std::path::{Path, PathBuf};
+
+/// A CSV label file with its header, read record by record.
+pub struct LabelFile {
+    pub path: PathBuf,
+    pub header: Vec<String>,
+    reader: csv::Reader<Box<dyn Read>>,
+}
+
+impl LabelFile {
+    /// Open `path`, decompressing it if it starts with the gzip magic bytes.
+    pub fn open(path: &Path) -> Result<LabelFile, IndexError> {
+        let io = |source| IndexError::Io {
+            file: path.to_path_buf(),
+            source,
+        };
+        let mut file = BufReader::with_capacity(1 << 20, File::open(path).map_err(io)?);
+        let mut magic = [0u8; 2];
+        let gz = file.read_exact(&mut magic).is_ok() && magic == [0x1f, 0x8b];
+        let file = BufReader::with_capacity(1 << 20, File::open(path).map_err(io)?);
+        let input: Box<dyn Read> = if gz {
+            Box::new(BufReader::with_capacity(1 << 20, MultiGzDecoder::new(file)))
+        } else {
+            Box::new(file)
+        };
+        // Flexible: NIH's header splits `OriginalImage[Width,Height]` into two tokens.
+        let mut reader = csv::ReaderBuilder::new().flexible(true).from_reader(input);
+        let header = reader
+            .headers()
+            .map_err(|source| IndexError::Csv {
+                file: path.to_path_buf(),
+                line: 1,
+                source,
+            })?
+            .iter()
+            .map(|h| h.trim().to_string())
+            .collect();
+        Ok(LabelFile {
+            path: path.to_path_buf(),
+            header,
+            reader,
+        })
+    }
+
+    /// Position of column `name` in the header.
+    pub fn column(&self, name: &str) -> Result<usize, IndexError> {
+        self.header
+            .iter()
+            .position(|h| h == name)
+            .ok_or_else(|| IndexError::MissingColumn {
+                file: self.path.clone(),
+                column: name.to_string(),
+                found: self.header.join(", "),
+            })
+    }
+
+    /// Every record with its 1-based line number.
+    pub fn records(self) -> impl Iterator<Item = Result<(u64, csv::ByteRecord), IndexError>> {
+        let path = self.path;
+        self.reader.into_byte_records().map(move |r| {
+            r.map(|rec| (rec.position().map_or(0, |p| p.line()), rec))
+                .map_err(|source| IndexError::Csv {
+                    file: path.clone(),
+                    line: source.position().map_or(0, |p| p.line()),
+                    source,
+                })
+        })
+    }
+}
+
+/// Builds errors for one record of one file.
+pub struct Cell<'a> {
+    pub file: &'a Path,
+    pub line: u64,
+    pub record: &'a csv::ByteRecord,
+}
+
+impl Cell<'_> {
+    /// The trimmed text of field `index` named `column`.
+    pub fn get(&self, index: usize, column: &str) -> Result<&str, IndexError> {
+        let bytes = self
+            .record
+            .get(index)
+            .ok_or_else(|| self.error(column, "", "the row is too short: missing"))?;
+        std::str::from_utf8(bytes)
+            .map(str::trim)
+            .map_err(|_| self.error(column, &String::from_utf8_lossy(bytes), "not UTF-8:"))
+    }
+
+    pub fn error(&self, column: &str, value: &str, problem: &str) -> IndexError {
+        IndexError::Value {
+            file: self.file.to_path_buf(),
+            line: self.line,
+            column: column.to_string(),
+            value: value.to_string(),
+            problem: problem.to_string(),
+        }
+    }
+}

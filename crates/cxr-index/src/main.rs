@@ -1,0 +1,180 @@
+use anyhow::{bail, Context, Result};
+use clap::{Args, Parser, Subcommand};
+use cxr_core::{Manifest, ManifestRow, Projection, Split};
+use cxr_index::filter::Filter;
+use cxr_index::split::{self, Fractions};
+use cxr_index::summary::Summary;
+use cxr_index::{chexpert, collect_rows, images, nih, Indexed};
+use std::io::Write;
+use std::path::PathBuf;
+
+/// Index a chest X-ray dataset's own label files into a Parquet manifest.
+///
+/// The manifest has one row per image: ids, patient, study, view, projection, sex, age, splits,
+/// and the raw label state of every observation (positive, negative, uncertain, not mentioned).
+/// No uncertainty policy is baked in: U-Ignore, U-Ones and U-Zeros are chosen at training time.
+#[derive(Parser)]
+#[command(version, after_help = EXAMPLES)]
+struct Cli {
+    #[command(subcommand)]
+    dataset: Dataset,
+}
+
+const EXAMPLES: &str = "Examples:
+  cxr-index chexpert --root /data --csv CheXpert-v1.0-small/train.csv \\
+      --csv CheXpert-v1.0-small/valid.csv --out chexpert.parquet
+  cxr-index nih --root /data/nih --csv Data_Entry_2017_v2020.csv.gz \\
+      --drop-missing --out nih.parquet
+  cxr-index nih --csv Data_Entry_2017_v2020.csv.gz --projection PA,AP --fractions 0.7,0.1,0.2 \\
+      --seed 1 --out nih.parquet
+
+Paths in the manifest are relative to --root; CSV paths are read relative to --root too when
+they do not exist as given. Splits are per patient (a seeded hash of the patient id); CheXpert's
+valid.csv rows keep their own split `valid`.";
+
+#[derive(Subcommand)]
+enum Dataset {
+    /// CheXpert train.csv / valid.csv (plain or gzipped)
+    Chexpert(Options),
+    /// NIH ChestX-ray14 Data_Entry_2017*.csv (plain or gzipped)
+    Nih(Options),
+}
+
+#[derive(Args)]
+struct Options {
+    /// Label file(s); repeat for several
+    #[arg(long, required = true)]
+    csv: Vec<PathBuf>,
+    /// Folder the image paths are relative to (CheXpert: the folder holding CheXpert-v1.0-small;
+    /// NIH: the folder holding the images, in any sub-folder layout)
+    #[arg(long)]
+    root: Option<PathBuf>,
+    /// Output manifest (Parquet)
+    #[arg(long)]
+    out: PathBuf,
+    /// Patient fractions for train,valid,test
+    #[arg(long, default_value = "0.8,0.1,0.1")]
+    fractions: Fractions,
+    /// Seed of the patient split
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Keep frontal images only
+    #[arg(long)]
+    frontal_only: bool,
+    /// Keep these projections only (comma-separated: AP, PA, LL, RL, unknown)
+    #[arg(long, value_delimiter = ',', value_parser = parse_projection)]
+    projection: Vec<Projection>,
+    /// Keep rows of this dataset's own split only (train or valid)
+    #[arg(long, value_parser = parse_split)]
+    source_split: Option<Split>,
+    /// Fail, naming the first row, if any image is missing under --root
+    #[arg(long, requires = "root", conflicts_with = "drop_missing")]
+    require_images: bool,
+    /// Keep only rows whose image exists under --root
+    #[arg(long, requires = "root")]
+    drop_missing: bool,
+    /// Skip rows with values that cannot be read (and count them) instead of stopping
+    #[arg(long)]
+    lenient: bool,
+    /// Also write the summary as JSON here
+    #[arg(long)]
+    summary_json: Option<PathBuf>,
+}
+
+fn parse_projection(s: &str) -> Result<Projection, String> {
+    Projection::parse(s).ok_or_else(|| format!("`{s}` is not one of AP, PA, LL, RL, unknown"))
+}
+
+fn parse_split(s: &str) -> Result<Split, String> {
+    Split::parse(s).ok_or_else(|| format!("`{s}` is not one of train, valid, test"))
+}
+
+fn main() {
+    if let Err(e) = run(Cli::parse()) {
+        eprintln!("cxr-index: error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
+    let (is_nih, opts) = match cli.dataset {
+        Dataset::Chexpert(o) => (false, o),
+        Dataset::Nih(o) => (true, o),
+    };
+    let mut indexed = Indexed::default();
+    for csv in &opts.csv {
+        let csv = resolve(csv, opts.root.as_deref());
+        let part = if is_nih {
+            collect_rows(nih::read(&csv)?, opts.lenient)?
+        } else {
+            collect_rows(chexpert::read(&csv)?, opts.lenient)?
+        };
+        indexed.rows.extend(part.rows);
+        indexed.skipped.extend(part.skipped);
+    }
+    for skipped in indexed.skipped.iter().take(5) {
+        eprintln!("cxr-index: skipped: {skipped}");
+    }
+    let filter = Filter {
+        frontal_only: opts.frontal_only,
+        projections: opts.projection.clone(),
+        source_split: opts.source_split,
+    };
+    let mut rows: Vec<ManifestRow> = indexed.rows.into_iter().filter(|r| filter.keeps(r)).collect();
+    split::assign(&mut rows, opts.fractions, opts.seed);
+    split::check_patients(&rows).map_err(anyhow::Error::msg)?;
+    let missing = check_images(&opts, is_nih, &mut rows)?;
+
+    let mut summary = Summary::of(&rows);
+    summary.missing_images = missing;
+    summary.skipped_rows = indexed.skipped.len();
+    Manifest { rows }.write(&opts.out)?;
+    // A closed pipe (`| head`) is not an error worth a panic: the manifest is already written.
+    let _ = write!(std::io::stdout().lock(), "{summary}\nwrote {}\n", opts.out.display());
+    if let Some(path) = &opts.summary_json {
+        let json = serde_json::to_vec_pretty(&summary)?;
+        cxr_core::atomic::write_bytes(path, &json)?;
+    }
+    Ok(())
+}
+
+/// Count, require or drop rows without an image, as the options say.
+fn check_images(opts: &Options, is_nih: bool, rows: &mut Vec<ManifestRow>) -> Result<Option<usize>> {
+    let Some(root) = &opts.root else {
+        return Ok(None);
+    };
+    if is_nih {
+        images::locate_nih(root, rows).with_context(|| format!("searching {} for images", root.display()))?;
+    }
+    let missing = images::missing(root, rows);
+    if let (true, Some(&first)) = (opts.require_images, missing.first()) {
+        let row = &rows[first];
+        bail!(
+            "{} of {} images are missing under {}; the first is `{}` ({}); \
+             drop --require-images or pass --drop-missing to index only what is there",
+            missing.len(),
+            rows.len(),
+            root.display(),
+            row.path,
+            row.image_id
+        );
+    }
+    if opts.drop_missing {
+        let gone: std::collections::HashSet<usize> = missing.iter().copied().collect();
+        let mut i = 0;
+        rows.retain(|_| {
+            i += 1;
+            !gone.contains(&(i - 1))
+        });
+        return Ok(Some(0));
+    }
+    Ok(Some(missing.len()))
+}
+
+/// A label file path as given, or under the root if it is not found as given.
+fn resolve(csv: &std::path::Path, root: Option<&std::path::Path>) -> PathBuf {
+    match root {
+        Some(root) if !csv.exists() && root.join(csv).exists() => root.join(csv),
+        _ => csv.to_path_buf(),
+    }
+}

@@ -1,0 +1,133 @@
+//! NIH ChestX-ray14's `Data_Entry_2017*.csv`.
+//!
+//! Quirks handled: the header has 11 comma-separated tokens for 9 columns
+//! (`OriginalImage[Width,Height]` holds a comma), so columns are found by name and rows may be
+//! longer than the header; `Finding Labels` is `|`-separated with `No Finding` a label of its
+//! own; every image is frontal (`View Position` PA or AP). Each of the 14 findings is positive
+//! when listed and negative otherwise; CheXpert-only observations are not mentioned. The study is
+//! the patient plus the CSV's `Follow-up #` (not the file name, which is unreliable for it).
+//! Images live in different folders depending on how they were downloaded (`images/`,
+//! `images_001/images/`, ...): the path is filled in by [`crate::images::locate`].
+
+use crate::csvfile::{Cell, LabelFile};
+use crate::IndexError;
+use cxr_core::{Dataset, LabelState, ManifestRow, Observation, Projection, Sex, Split, View, NIH_14};
+use std::path::Path;
+
+/// Read every row of an NIH label file (plain or gzipped).
+pub fn read(path: &Path) -> Result<impl Iterator<Item = Result<ManifestRow, IndexError>>, IndexError> {
+    let file = LabelFile::open(path)?;
+    let columns = Columns::find(&file)?;
+    let path = path.to_path_buf();
+    Ok(file.records().map(move |record| {
+        let (line, record) = record?;
+        let cell = Cell {
+            file: &path,
+            line,
+            record: &record,
+        };
+        columns.row(&cell)
+    }))
+}
+
+struct Columns {
+    image: usize,
+    findings: usize,
+    follow_up: usize,
+    patient: usize,
+    age: usize,
+    sex: usize,
+    view: usize,
+    no_finding: Observation,
+}
+
+impl Columns {
+    fn find(file: &LabelFile) -> Result<Columns, IndexError> {
+        Ok(Columns {
+            image: file.column("Image Index")?,
+            findings: file.column("Finding Labels")?,
+            follow_up: file.column("Follow-up #")?,
+            patient: file.column("Patient ID")?,
+            age: file.column("Patient Age")?,
+            sex: file.column("Patient Gender")?,
+            view: file.column("View Position")?,
+            no_finding: Observation::parse("No Finding").expect("known observation"),
+        })
+    }
+
+    fn row(&self, cell: &Cell) -> Result<ManifestRow, IndexError> {
+        let image = cell.get(self.image, "Image Index")?;
+        if image.is_empty() || image.contains(['/', '\\']) || image.starts_with('.') {
+            return Err(cell.error("Image Index", image, "expected a bare file name, found"));
+        }
+        let patient = number(cell, self.patient, "Patient ID")?;
+        let follow_up = number(cell, self.follow_up, "Follow-up #")?;
+        let patient_id = format!("{patient:08}");
+        Ok(ManifestRow {
+            image_id: image.to_string(),
+            dataset: Dataset::Nih,
+            path: format!("images/{image}"),
+            study_id: format!("{patient_id}/{follow_up:03}"),
+            patient_id,
+            view: View::Frontal,
+            projection: projection(cell, self.view)?,
+            sex: sex(cell, self.sex)?,
+            age: Some(age(cell, self.age)?),
+            source_split: None,
+            split: Split::Train,
+            labels: self.labels(cell)?,
+        })
+    }
+
+    fn labels(&self, cell: &Cell) -> Result<[LabelState; cxr_core::OBSERVATIONS.len()], IndexError> {
+        let mut labels = [LabelState::NotMentioned; cxr_core::OBSERVATIONS.len()];
+        for o in NIH_14.iter().chain([&self.no_finding]) {
+            labels[o.index()] = LabelState::Negative;
+        }
+        let findings = cell.get(self.findings, "Finding Labels")?;
+        for finding in findings.split('|') {
+            let observation = Observation::parse(finding)
+                .ok()
+                .filter(|o| NIH_14.contains(o) || *o == self.no_finding)
+                .ok_or_else(|| cell.error("Finding Labels", finding, "unknown NIH finding"))?;
+            labels[observation.index()] = LabelState::Positive;
+        }
+        Ok(labels)
+    }
+}
+
+fn number(cell: &Cell, column: usize, name: &str) -> Result<u32, IndexError> {
+    let value = cell.get(column, name)?;
+    value
+        .parse()
+        .map_err(|_| cell.error(name, value, "expected a whole number, found"))
+}
+
+/// Ages are plain years in the v2020 file; the 2017 release wrote some as `058Y`.
+fn age(cell: &Cell, column: usize) -> Result<i32, IndexError> {
+    let value = cell.get(column, "Patient Age")?;
+    let years = value.strip_suffix('Y').unwrap_or(value);
+    years
+        .parse::<i32>()
+        .ok()
+        .filter(|a| (0..=130).contains(a))
+        .ok_or_else(|| cell.error("Patient Age", value, "expected whole years 0 to 130, found"))
+}
+
+fn sex(cell: &Cell, column: usize) -> Result<Sex, IndexError> {
+    let value = cell.get(column, "Patient Gender")?;
+    match value {
+        "M" => Ok(Sex::Male),
+        "F" => Ok(Sex::Female),
+        _ => Err(cell.error("Patient Gender", value, "expected M or F, found")),
+    }
+}
+
+fn projection(cell: &Cell, column: usize) -> Result<Projection, IndexError> {
+    let value = cell.get(column, "View Position")?;
+    match value {
+        "PA" => Ok(Projection::Pa),
+        "AP" => Ok(Projection::Ap),
+        _ => Err(cell.error("View Position", value, "expected PA or AP, found")),
+    }
+}

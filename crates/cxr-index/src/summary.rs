@@ -1,0 +1,106 @@
+//! What was indexed, counted: printed after every run and optionally saved as JSON, which is also
+//! what the golden tests compare.
+
+use cxr_core::{LabelState, ManifestRow, OBSERVATIONS};
+use serde::Serialize;
+use std::collections::{BTreeMap, HashSet};
+use std::fmt;
+
+/// Counts of each raw state of one observation.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct StateCounts {
+    pub positive: usize,
+    pub negative: usize,
+    pub uncertain: usize,
+    pub not_mentioned: usize,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Summary {
+    pub rows: usize,
+    pub patients: usize,
+    pub studies: usize,
+    pub views: BTreeMap<String, usize>,
+    pub projections: BTreeMap<String, usize>,
+    pub sexes: BTreeMap<String, usize>,
+    pub splits: BTreeMap<String, usize>,
+    /// Per observation, in manifest column order.
+    pub labels: Vec<(String, StateCounts)>,
+    /// Rows whose image is not under the root (None when no root was checked).
+    pub missing_images: Option<usize>,
+    /// Rows `--lenient` skipped.
+    pub skipped_rows: usize,
+}
+
+impl Summary {
+    pub fn of(rows: &[ManifestRow]) -> Summary {
+        let count = |key: &dyn Fn(&ManifestRow) -> String| {
+            let mut counts = BTreeMap::new();
+            for r in rows {
+                *counts.entry(key(r)).or_insert(0) += 1;
+            }
+            counts
+        };
+        let labels = OBSERVATIONS
+            .iter()
+            .map(|&o| {
+                let mut c = StateCounts::default();
+                for r in rows {
+                    match r.label(o) {
+                        LabelState::Positive => c.positive += 1,
+                        LabelState::Negative => c.negative += 1,
+                        LabelState::Uncertain => c.uncertain += 1,
+                        LabelState::NotMentioned => c.not_mentioned += 1,
+                    }
+                }
+                (o.name().to_string(), c)
+            })
+            .collect();
+        Summary {
+            rows: rows.len(),
+            patients: distinct(rows, |r| (r.dataset.as_str(), r.patient_id.as_str())),
+            studies: distinct(rows, |r| (r.dataset.as_str(), r.study_id.as_str())),
+            views: count(&|r| r.view.to_string()),
+            projections: count(&|r| r.projection.to_string()),
+            sexes: count(&|r| r.sex.to_string()),
+            splits: count(&|r| r.split.to_string()),
+            labels,
+            missing_images: None,
+            skipped_rows: 0,
+        }
+    }
+}
+
+fn distinct<'a>(rows: &'a [ManifestRow], key: impl Fn(&'a ManifestRow) -> (&'a str, &'a str)) -> usize {
+    rows.iter().map(key).collect::<HashSet<_>>().len()
+}
+
+impl fmt::Display for Summary {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let line = |m: &BTreeMap<String, usize>| {
+            m.iter().map(|(k, v)| format!("{k} {v}")).collect::<Vec<_>>().join(", ")
+        };
+        writeln!(f, "rows         {}", self.rows)?;
+        writeln!(f, "patients     {}", self.patients)?;
+        writeln!(f, "studies      {}", self.studies)?;
+        writeln!(f, "views        {}", line(&self.views))?;
+        writeln!(f, "projections  {}", line(&self.projections))?;
+        writeln!(f, "sexes        {}", line(&self.sexes))?;
+        writeln!(f, "splits       {}", line(&self.splits))?;
+        if let Some(missing) = self.missing_images {
+            writeln!(f, "no image     {missing}")?;
+        }
+        if self.skipped_rows > 0 {
+            writeln!(f, "skipped      {} bad rows (--lenient)", self.skipped_rows)?;
+        }
+        writeln!(f, "\n{:<28}{:>10}{:>10}{:>10}{:>14}", "observation", "positive", "negative", "uncertain", "not mentioned")?;
+        for (name, c) in &self.labels {
+            writeln!(
+                f,
+                "{name:<28}{:>10}{:>10}{:>10}{:>14}",
+                c.positive, c.negative, c.uncertain, c.not_mentioned
+            )?;
+        }
+        Ok(())
+    }
+}

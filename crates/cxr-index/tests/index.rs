@@ -1,0 +1,241 @@
+//! End-to-end tests of the `cxr-index` binary on real label files (from `../shared/data`, which
+//! CI provides) and on a synthetic CheXpert train.csv with every quirk of the real one.
+
+use cxr_core::{LabelState, Manifest, Observation, Projection, Sex, Split, View};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn shared() -> PathBuf {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data");
+    assert!(dir.is_dir(), "{} is missing: these tests need the shared data beside the repo", dir.display());
+    dir
+}
+
+fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures")
+}
+
+fn index(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_cxr-index")).args(args).output().unwrap()
+}
+
+fn index_ok(args: &[&str]) -> String {
+    let out = index(args);
+    assert!(out.status.success(), "cxr-index {args:?} failed:\n{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap()
+}
+
+fn stderr_of(args: &[&str]) -> String {
+    let out = index(args);
+    assert!(!out.status.success(), "cxr-index {args:?} should have failed");
+    String::from_utf8(out.stderr).unwrap()
+}
+
+fn obs(name: &str) -> Observation {
+    Observation::parse(name).unwrap()
+}
+
+fn count(m: &Manifest, f: impl Fn(&cxr_core::ManifestRow) -> bool) -> usize {
+    m.rows.iter().filter(|r| f(r)).count()
+}
+
+fn assert_patients_in_one_split(m: &Manifest) {
+    let mut seen = HashMap::new();
+    for r in &m.rows {
+        let s = *seen.entry(&r.patient_id).or_insert(r.split);
+        assert_eq!(s, r.split, "patient {} in two splits", r.patient_id);
+    }
+}
+
+#[test]
+fn chexpert_valid_golden() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("m.parquet");
+    let root = shared().join("chexpert");
+    let csv = root.join("CheXpert-v1.0-small/valid.csv");
+    index_ok(&["chexpert", "--csv", csv.to_str().unwrap(), "--out", out.to_str().unwrap()]);
+    let m = Manifest::read(&out).unwrap();
+    assert_eq!(m.len(), 234);
+    let patients: std::collections::HashSet<_> = m.rows.iter().map(|r| &r.patient_id).collect();
+    assert_eq!(patients.len(), 200);
+    assert_eq!(count(&m, |r| r.view == View::Frontal), 202);
+    assert_eq!(count(&m, |r| r.view == View::Lateral), 32);
+    assert_eq!(count(&m, |r| r.label(obs("Fracture")) == LabelState::Positive), 0);
+    assert_eq!(count(&m, |r| r.label(obs("Pleural Effusion")) == LabelState::Positive), 67);
+    assert!(m.rows.iter().all(|r| r.split == Split::Valid && r.source_split == Some(Split::Valid)));
+    assert!(m.rows.iter().all(|r| r.label(obs("Mass")) == LabelState::NotMentioned));
+    let first = &m.rows[0];
+    assert_eq!(first.image_id, "CheXpert-v1.0-small/valid/patient64541/study1/view1_frontal.jpg");
+    assert_eq!((first.patient_id.as_str(), first.study_id.as_str()), ("patient64541", "patient64541/study1"));
+    assert_eq!((first.sex, first.age, first.projection), (Sex::Male, Some(73), Projection::Ap));
+}
+
+#[test]
+fn nih_full_golden() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("nih.parquet");
+    let summary = dir.path().join("summary.json");
+    let csv = shared().join("nih/Data_Entry_2017_v2020.csv.gz");
+    index_ok(&[
+        "nih",
+        "--csv",
+        csv.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--summary-json",
+        summary.to_str().unwrap(),
+    ]);
+    let golden = fixtures().join("nih-summary.golden.json");
+    let got: serde_json::Value = serde_json::from_slice(&std::fs::read(&summary).unwrap()).unwrap();
+    if std::env::var_os("CXR_BLESS").is_some() {
+        std::fs::write(&golden, serde_json::to_string_pretty(&got).unwrap()).unwrap();
+    }
+    let want: serde_json::Value = serde_json::from_slice(&std::fs::read(&golden).unwrap()).unwrap();
+    assert_eq!(got, want, "summary differs from {} (CXR_BLESS=1 rewrites it)", golden.display());
+    assert_eq!(got["rows"], 112_120);
+    assert_eq!(got["patients"], 30_805);
+    assert_eq!(got["projections"]["PA"], 67_310);
+    assert_eq!(got["projections"]["AP"], 44_810);
+
+    let m = Manifest::read(&out).unwrap();
+    assert_patients_in_one_split(&m);
+    let row = &m.rows[1];
+    assert_eq!(row.image_id, "00000001_001.png");
+    assert_eq!((row.patient_id.as_str(), row.study_id.as_str()), ("00000001", "00000001/001"));
+    assert_eq!(row.label(obs("Emphysema")), LabelState::Positive);
+    assert_eq!(row.label(obs("Effusion")), LabelState::Negative);
+    assert_eq!(row.label(obs("Lung Opacity")), LabelState::NotMentioned);
+}
+
+#[test]
+fn synthetic_chexpert_train_quirks() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("m.parquet");
+    let root = fixtures().join("chexpert-synthetic");
+    let stdout = index_ok(&[
+        "chexpert",
+        "--root",
+        root.to_str().unwrap(),
+        "--csv",
+        "CheXpert-v1.0-small/train.csv",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(stdout.contains("no image     12"), "{stdout}");
+    let m = Manifest::read(&out).unwrap();
+    assert_eq!(m.len(), 12);
+    assert_eq!(count(&m, |r| r.projection == Projection::Ll), 1);
+    assert_eq!(count(&m, |r| r.projection == Projection::Rl), 1);
+    assert_eq!(count(&m, |r| r.projection == Projection::Unknown), 1);
+    assert_eq!(count(&m, |r| r.sex == Sex::Unknown), 2);
+    assert_eq!(count(&m, |r| r.age == Some(0)), 2);
+    let second = &m.rows[1];
+    assert_eq!(second.label(obs("Cardiomegaly")), LabelState::Uncertain);
+    assert_eq!(second.label(obs("Lung Opacity")), LabelState::Positive);
+    assert_eq!(second.label(obs("No Finding")), LabelState::NotMentioned);
+    assert_eq!(m.rows[0].label(obs("Pneumothorax")), LabelState::Negative);
+    assert_eq!(count(&m, |r| r.study_id == "patient00002/study1"), 2);
+    assert!(m.rows.iter().all(|r| r.source_split == Some(Split::Train)));
+    assert_patients_in_one_split(&m);
+
+    let frontal = dir.path().join("frontal.parquet");
+    index_ok(&[
+        "chexpert",
+        "--csv",
+        root.join("CheXpert-v1.0-small/train.csv").to_str().unwrap(),
+        "--out",
+        frontal.to_str().unwrap(),
+        "--frontal-only",
+        "--projection",
+        "PA",
+    ]);
+    let m = Manifest::read(&frontal).unwrap();
+    assert_eq!(m.len(), 3);
+    assert!(m.rows.iter().all(|r| r.view == View::Frontal && r.projection == Projection::Pa));
+}
+
+/// Write `body` under the CheXpert header to a temp CSV and return its path.
+fn chexpert_csv(dir: &Path, body: &str) -> PathBuf {
+    let header = std::fs::read_to_string(fixtures().join("chexpert-synthetic/CheXpert-v1.0-small/train.csv")).unwrap();
+    let header = header.lines().next().unwrap();
+    let path = dir.join("train.csv");
+    std::fs::write(&path, format!("{header}\n{body}")).unwrap();
+    path
+}
+
+const GOOD: &str = "CheXpert-v1.0-small/train/patient00001/study1/view1_frontal.jpg,Female,68,Frontal,AP,1.0,,,,,,,,,0.0,,,,1.0\n";
+
+#[test]
+fn bad_values_name_file_line_column_and_value() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("m.parquet");
+    let cases = [
+        (GOOD.replace("Frontal,AP,1.0", "Frontal,AP,2.0"), "No Finding", "`2.0`"),
+        (GOOD.replace(",68,", ",abc,"), "Age", "`abc`"),
+        (GOOD.replace(",Female,", ",F,"), "Sex", "`F`"),
+        (GOOD.replace(",AP,", ",XY,"), "AP/PA", "`XY`"),
+    ];
+    for (bad, column, value) in cases {
+        let csv = chexpert_csv(dir.path(), &format!("{GOOD}{bad}"));
+        let err = stderr_of(&["chexpert", "--csv", csv.to_str().unwrap(), "--out", out.to_str().unwrap()]);
+        assert!(err.contains("train.csv:3") && err.contains(column) && err.contains(value), "{err}");
+        assert!(!out.exists(), "nothing may be written on error");
+
+        let stdout = index_ok(&["chexpert", "--csv", csv.to_str().unwrap(), "--out", out.to_str().unwrap(), "--lenient"]);
+        assert!(stdout.contains("skipped      1 bad rows"), "{stdout}");
+        assert_eq!(Manifest::read(&out).unwrap().len(), 1);
+        std::fs::remove_file(&out).unwrap();
+    }
+}
+
+#[test]
+fn missing_column_and_path_escape_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("m.parquet");
+    let csv = dir.path().join("cut.csv");
+    std::fs::write(&csv, "Path,Sex,Age\nx,Male,3\n").unwrap();
+    let err = stderr_of(&["chexpert", "--csv", csv.to_str().unwrap(), "--out", out.to_str().unwrap()]);
+    assert!(err.contains("cut.csv") && err.contains("missing column `Frontal/Lateral`"), "{err}");
+
+    let escape = GOOD.replace("CheXpert-v1.0-small/train/", "../../etc/patient00001/");
+    let csv = chexpert_csv(dir.path(), &escape);
+    let err = stderr_of(&["chexpert", "--csv", csv.to_str().unwrap(), "--out", out.to_str().unwrap()]);
+    assert!(err.contains("train.csv:2") && err.contains("../../etc"), "{err}");
+}
+
+#[test]
+fn a_patient_in_two_official_splits_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("m.parquet");
+    let train = chexpert_csv(dir.path(), GOOD);
+    let valid = dir.path().join("valid.csv");
+    let text = std::fs::read_to_string(&train).unwrap().replace("/train/", "/valid/");
+    std::fs::write(&valid, text).unwrap();
+    let err = stderr_of(&[
+        "chexpert",
+        "--csv",
+        train.to_str().unwrap(),
+        "--csv",
+        valid.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(err.contains("patient00001") && err.contains("share one split"), "{err}");
+}
+
+#[test]
+fn images_on_disk_are_counted_required_or_dropped() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("m.parquet");
+    let nih = shared().join("nih");
+    let csv = nih.join("Data_Entry_2017_v2020.csv.gz");
+    let (root, csv, out_s) = (nih.to_str().unwrap(), csv.to_str().unwrap(), out.to_str().unwrap());
+    let err = stderr_of(&["nih", "--root", root, "--csv", csv, "--out", out_s, "--require-images"]);
+    assert!(err.contains("111620 of 112120 images are missing") && err.contains("00000001_000.png"), "{err}");
+    index_ok(&["nih", "--root", root, "--csv", csv, "--out", out_s, "--drop-missing"]);
+    let m = Manifest::read(&out).unwrap();
+    assert_eq!(m.len(), 500);
+    assert!(m.rows.iter().all(|r| r.path.starts_with("images/") && nih.join(&r.path).is_file()));
+    assert_eq!(count(&m, |r| r.projection == Projection::Pa), 417);
+}

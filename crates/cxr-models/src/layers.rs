@@ -1,0 +1,290 @@
+//! The building blocks: convolution, BatchNorm, pools.
+//!
+//! [`Conv2d::new`] is the only place a convolution is created and [`BatchNorm::new`] the only
+//! place a normalisation is, and the backbones call nothing but their `forward`s: a later speed
+//! issue can swap in faster kernels (cuDNN, fused conv+BN, a channels-last layout) here without
+//! touching the architectures.
+//!
+//! candle's pools cannot do what torchvision's stem needs: `max_pool2d` has no padding argument
+//! and no backward when kernel != stride. [`max_pool2d`] is therefore written as an elementwise
+//! maximum of strided shifted views of an input padded with -inf, which is differentiable with
+//! candle's own autograd and equals PyTorch's pool (padding never wins a window).
+
+use candle_core::{Tensor, Var};
+
+use crate::error::{ModelError, Result};
+use crate::init::Init;
+use crate::state::{join, lock, Builder, SharedStats};
+
+/// Training or evaluation behaviour (BatchNorm batch statistics vs running statistics).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// Normalise with batch statistics and update the running statistics.
+    Train,
+    /// Normalise with the running statistics; nothing is updated.
+    Eval,
+}
+
+/// Geometry of a square convolution without bias (all of torchvision's DenseNet/ResNet convs).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct ConvSpec {
+    pub(crate) c_in: usize,
+    pub(crate) c_out: usize,
+    pub(crate) kernel: usize,
+    pub(crate) stride: usize,
+    pub(crate) padding: usize,
+}
+
+/// 2-D convolution without bias, weight `[c_out, c_in, k, k]` named `<name>.weight`.
+#[derive(Clone, Debug)]
+pub(crate) struct Conv2d {
+    weight: Var,
+    stride: usize,
+    padding: usize,
+}
+
+impl Conv2d {
+    pub(crate) fn new(b: &mut Builder, name: &str, spec: ConvSpec, init: Init) -> Result<Self> {
+        let shape = [spec.c_out, spec.c_in, spec.kernel, spec.kernel];
+        let weight = b.param(join(name, "weight"), &shape, init)?;
+        Ok(Self {
+            weight,
+            stride: spec.stride,
+            padding: spec.padding,
+        })
+    }
+
+    /// `[N, c_in, H, W] -> [N, c_out, H', W']`.
+    pub(crate) fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        Ok(x.conv2d(self.weight.as_tensor(), self.padding, self.stride, 1, 1)?)
+    }
+}
+
+/// `torch.nn.BatchNorm2d` (eps 1e-5, momentum 0.1, affine, tracking running statistics).
+///
+/// Train mode normalises with the batch mean and biased variance, then updates the running
+/// statistics as PyTorch does: `running = (1 - momentum) * running + momentum * batch`, with the
+/// *unbiased* batch variance, and `num_batches_tracked += 1`. Eval mode uses the running
+/// statistics. Weight and bias are trainable parameters; the running statistics are buffers and
+/// never reach an optimiser.
+#[derive(Clone, Debug)]
+pub(crate) struct BatchNorm {
+    weight: Var,
+    bias: Var,
+    stats: SharedStats,
+}
+
+const BN_EPS: f64 = 1e-5;
+const BN_MOMENTUM: f64 = 0.1;
+
+impl BatchNorm {
+    pub(crate) fn new(b: &mut Builder, name: &str, channels: usize) -> Result<Self> {
+        let weight = b.param(join(name, "weight"), &[channels], Init::Ones)?;
+        let bias = b.param(join(name, "bias"), &[channels], Init::Zeros)?;
+        let stats = b.running_stats(name, channels)?;
+        Ok(Self {
+            weight,
+            bias,
+            stats,
+        })
+    }
+
+    /// `[N, C, H, W] -> [N, C, H, W]`.
+    pub(crate) fn forward(&self, x: &Tensor, mode: Mode) -> Result<Tensor> {
+        let (n, c, h, w) = x.dims4()?;
+        let per_channel = (1, c, 1, 1);
+        let weight = self.weight.as_tensor().reshape(per_channel)?;
+        let bias = self.bias.as_tensor().reshape(per_channel)?;
+        match mode {
+            Mode::Eval => {
+                let (mean, var) = {
+                    let stats = lock(&self.stats);
+                    (stats.mean.reshape(per_channel)?, stats.var.reshape(per_channel)?)
+                };
+                // PyTorch's CPU kernel: x * alpha + beta with alpha = w / sqrt(var + eps).
+                let alpha = weight.div(&(var + BN_EPS)?.sqrt()?)?;
+                let beta = bias.sub(&mean.mul(&alpha)?)?;
+                Ok(x.broadcast_mul(&alpha)?.broadcast_add(&beta)?)
+            }
+            Mode::Train => {
+                let count = n * h * w;
+                if count < 2 {
+                    return Err(ModelError::InvalidInput(format!(
+                        "BatchNorm in train mode needs more than one value per channel, got input \
+                         {:?}; use a larger batch or Mode::Eval",
+                        x.dims()
+                    )));
+                }
+                let mean = (x.sum_keepdim((2, 3))?.sum_keepdim(0)? / count as f64)?;
+                let centred = x.broadcast_sub(&mean)?;
+                let var = (centred.sqr()?.sum_keepdim((2, 3))?.sum_keepdim(0)? / count as f64)?;
+                let scale = weight.div(&(&var + BN_EPS)?.sqrt()?)?;
+                let y = centred.broadcast_mul(&scale)?.broadcast_add(&bias)?;
+                self.update_running_stats(&mean, &var, count)?;
+                Ok(y)
+            }
+        }
+    }
+
+    fn update_running_stats(&self, mean: &Tensor, biased_var: &Tensor, count: usize) -> Result<()> {
+        let mean = mean.detach().flatten_all()?;
+        let unbiased = (biased_var.detach().flatten_all()? * (count as f64 / (count - 1) as f64))?;
+        let mut stats = lock(&self.stats);
+        stats.mean = ((&stats.mean * (1.0 - BN_MOMENTUM))? + (mean * BN_MOMENTUM)?)?;
+        stats.var = ((&stats.var * (1.0 - BN_MOMENTUM))? + (unbiased * BN_MOMENTUM)?)?;
+        stats.num_batches_tracked += 1;
+        Ok(())
+    }
+}
+
+/// Max pool over `kernel x kernel` windows with stride and -inf padding (PyTorch's
+/// `max_pool2d(x, kernel, stride, padding)`, floor mode), differentiable.
+///
+/// The maximum is separable: first over the kernel's rows, then its columns, each as the
+/// elementwise maximum of `kernel` strided views. A strided view is taken by narrowing to
+/// `stride * out` rows and keeping the first of each group of `stride` rows.
+pub(crate) fn max_pool2d(x: &Tensor, kernel: usize, stride: usize, padding: usize) -> Result<Tensor> {
+    let (_, _, h, w) = x.dims4()?;
+    if kernel == 0 || stride == 0 || padding * 2 > kernel || h + 2 * padding < kernel {
+        return Err(ModelError::InvalidInput(format!(
+            "max_pool2d(kernel {kernel}, stride {stride}, padding {padding}) does not fit input {:?}",
+            x.dims()
+        )));
+    }
+    let out_h = (h + 2 * padding - kernel) / stride + 1;
+    let out_w = (w + 2 * padding - kernel) / stride + 1;
+    let x = pad_neg_inf(x, 2, padding, kernel - 1 + stride * out_h - h - padding)?;
+    let x = pad_neg_inf(&x, 3, padding, kernel - 1 + stride * out_w - w - padding)?;
+    let rows = max_of_shifted_views(&x, 2, kernel, stride, out_h)?;
+    max_of_shifted_views(&rows, 3, kernel, stride, out_w)
+}
+
+/// Elementwise maximum over `shift in 0..kernel` of `x[.., shift + stride * i, ..]` along `dim`.
+fn max_of_shifted_views(
+    x: &Tensor,
+    dim: usize,
+    kernel: usize,
+    stride: usize,
+    out: usize,
+) -> Result<Tensor> {
+    let mut grouped = x.dims().to_vec();
+    grouped[dim] = out;
+    grouped.insert(dim + 1, stride);
+    let mut result: Option<Tensor> = None;
+    for shift in 0..kernel {
+        let view = x
+            .narrow(dim, shift, stride * out)?
+            .reshape(grouped.as_slice())?
+            .narrow(dim + 1, 0, 1)?
+            .squeeze(dim + 1)?;
+        result = Some(match result {
+            None => view,
+            Some(acc) => acc.maximum(&view)?,
+        });
+    }
+    Ok(result.expect("kernel > 0 was checked"))
+}
+
+/// Pads `dim` with -inf, which never wins a maximum over a window holding a real value.
+fn pad_neg_inf(x: &Tensor, dim: usize, before: usize, after: usize) -> Result<Tensor> {
+    let block = |len: usize| -> Result<Tensor> {
+        let mut shape = x.dims().to_vec();
+        shape[dim] = len;
+        Ok(Tensor::full(f32::NEG_INFINITY, shape, x.device())?.to_dtype(x.dtype())?)
+    };
+    let mut parts = Vec::with_capacity(3);
+    if before > 0 {
+        parts.push(block(before)?);
+    }
+    parts.push(x.clone());
+    if after > 0 {
+        parts.push(block(after)?);
+    }
+    Ok(Tensor::cat(&parts, dim)?)
+}
+
+/// Average pool over non-overlapping `size x size` windows (PyTorch floor mode: trailing rows and
+/// columns that do not fill a window are dropped, which also keeps candle's backward exact).
+pub(crate) fn avg_pool2d(x: &Tensor, size: usize) -> Result<Tensor> {
+    let (_, _, h, w) = x.dims4()?;
+    let (h_used, w_used) = (h / size * size, w / size * size);
+    if h_used == 0 || w_used == 0 {
+        return Err(ModelError::InvalidInput(format!(
+            "avg_pool2d({size}) needs at least {size}x{size} pixels, got {:?}",
+            x.dims()
+        )));
+    }
+    if (h_used, w_used) == (h, w) {
+        Ok(x.avg_pool2d(size)?)
+    } else {
+        let cropped = x.narrow(2, 0, h_used)?.narrow(3, 0, w_used)?.contiguous()?;
+        Ok(cropped.avg_pool2d(size)?)
+    }
+}
+
+/// Global average pool: `[N, C, H, W] -> [N, C]`.
+pub(crate) fn global_avg_pool(x: &Tensor) -> Result<Tensor> {
+    Ok(x.mean((2, 3))?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::{DType, Device};
+
+    /// Direct loops, as PyTorch defines the pool.
+    fn naive_max_pool(x: &[f32], h: usize, w: usize, k: usize, s: usize, p: usize) -> Vec<f32> {
+        let (oh, ow) = ((h + 2 * p - k) / s + 1, (w + 2 * p - k) / s + 1);
+        let mut out = vec![f32::NEG_INFINITY; oh * ow];
+        for i in 0..oh {
+            for j in 0..ow {
+                for di in 0..k {
+                    for dj in 0..k {
+                        let (r, c) = ((i * s + di) as isize - p as isize, (j * s + dj) as isize - p as isize);
+                        if r >= 0 && c >= 0 && (r as usize) < h && (c as usize) < w {
+                            let v = x[r as usize * w + c as usize];
+                            out[i * ow + j] = out[i * ow + j].max(v);
+                        }
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn max_pool_matches_definition_for_even_and_odd_sizes() {
+        let dev = Device::Cpu;
+        for (h, w) in [(8, 8), (7, 9), (5, 6)] {
+            let x = Tensor::randn(0f32, 1f32, (1, 1, h, w), &dev).unwrap();
+            let got = max_pool2d(&x, 3, 2, 1).unwrap();
+            let want = naive_max_pool(&x.flatten_all().unwrap().to_vec1().unwrap(), h, w, 3, 2, 1);
+            assert_eq!(got.flatten_all().unwrap().to_vec1::<f32>().unwrap(), want, "{h}x{w}");
+        }
+    }
+
+    #[test]
+    fn max_pool_gradient_goes_to_the_window_maximum() {
+        let dev = Device::Cpu;
+        let x = Var::from_tensor(&Tensor::arange(0f32, 16., &dev).unwrap().reshape((1, 1, 4, 4)).unwrap()).unwrap();
+        let y = max_pool2d(x.as_tensor(), 3, 2, 1).unwrap();
+        // windows of the 4x4 ramp: maxima at (1,1), (1,3), (3,1), (3,3)
+        assert_eq!(y.flatten_all().unwrap().to_vec1::<f32>().unwrap(), [5., 7., 13., 15.]);
+        let grads = y.sum_all().unwrap().backward().unwrap();
+        let g = grads.get(x.as_tensor()).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let mut want = vec![0f32; 16];
+        for i in [5, 7, 13, 15] {
+            want[i] = 1.0;
+        }
+        assert_eq!(g, want);
+    }
+
+    #[test]
+    fn avg_pool_floors_odd_sizes() {
+        let x = Tensor::arange(0f32, 25., &Device::Cpu).unwrap().reshape((1, 1, 5, 5)).unwrap();
+        let y = avg_pool2d(&x, 2).unwrap();
+        assert_eq!(y.dims(), [1, 1, 2, 2]);
+        assert_eq!(y.flatten_all().unwrap().to_vec1::<f32>().unwrap(), [3., 5., 13., 15.]);
+        assert_eq!(global_avg_pool(&x).unwrap().to_dtype(DType::F64).unwrap().to_vec2::<f64>().unwrap(), [[12.0]]);
+    }
+}

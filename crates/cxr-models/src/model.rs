@@ -1,0 +1,220 @@
+//! A backbone plus named heads: what training and evaluation hold on to.
+//!
+//! The backbone and the heads register their tensors in one [`State`] while they are built, in
+//! torchvision's `state_dict` order; [`Model`] exposes the trainable part for optimisers and the
+//! whole for loading and saving (see `weights.rs`).
+
+use candle_core::{DType, Device, Tensor, Var};
+use candle_nn::VarMap;
+
+use crate::config::{Architecture, HeadSpec, ModelConfig};
+use crate::densenet::DenseNet;
+use crate::error::{ModelError, Result};
+use crate::heads::Head;
+use crate::init::InitRng;
+use crate::layers::Mode;
+use crate::resnet::ResNet;
+use crate::state::{Builder, Slot, State, DTYPE};
+
+enum Backbone {
+    DenseNet(DenseNet),
+    ResNet(ResNet),
+}
+
+/// What a forward pass returns.
+#[derive(Clone, Debug)]
+pub struct ModelOutput {
+    /// Activations before the global pool, `[N, C, h, w]`: DenseNet's `model.features(x)`
+    /// (after `norm5`, before the final ReLU), ResNet's `layer4` output.
+    pub features: Tensor,
+    /// Globally pooled features, `[N, C]`: the heads' input (DenseNet: ReLU, then the mean).
+    pub pooled: Tensor,
+    /// Logits `[N, outputs]` of every head, in configuration order (primary first).
+    pub heads: Vec<(String, Tensor)>,
+}
+
+impl ModelOutput {
+    /// Logits of the head with this name.
+    pub fn head(&self, name: &str) -> Option<&Tensor> {
+        self.heads.iter().find(|(n, _)| n == name).map(|(_, t)| t)
+    }
+
+    /// Logits of the primary (first) head.
+    pub fn primary(&self) -> &Tensor {
+        &self.heads[0].1
+    }
+}
+
+/// A DenseNet or ResNet with named heads, tensors named as torchvision names them.
+pub struct Model {
+    pub(crate) config: ModelConfig,
+    backbone: Backbone,
+    pub(crate) heads: Vec<Head>,
+    pub(crate) state: State,
+    pub(crate) rng: InitRng,
+    pub(crate) device: Device,
+}
+
+impl Model {
+    /// Builds a randomly initialised model (torchvision's schemes; the same `seed` gives the same
+    /// weights on every device, see `init.rs`).
+    pub fn new(config: ModelConfig, device: &Device, seed: u64) -> Result<Self> {
+        config.validate()?;
+        let mut state = State::new();
+        let mut rng = InitRng::new(seed);
+        let mut b = Builder {
+            state: &mut state,
+            rng: &mut rng,
+            device,
+        };
+        let backbone = match &config.arch {
+            Architecture::DenseNet(c) => {
+                Backbone::DenseNet(DenseNet::new(&mut b, c, config.in_channels)?)
+            }
+            Architecture::ResNet(c) => Backbone::ResNet(ResNet::new(&mut b, c, config.in_channels)?),
+        };
+        let heads = config
+            .heads
+            .iter()
+            .enumerate()
+            .map(|(i, spec)| Head::new(&mut b, &config.arch, i, spec))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Self {
+            config,
+            backbone,
+            heads,
+            state,
+            rng,
+            device: device.clone(),
+        })
+    }
+
+    /// The configuration, heads included as they are now.
+    pub fn config(&self) -> &ModelConfig {
+        &self.config
+    }
+
+    /// The device the tensors live on.
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    /// Runs the model on `x` (`[N, in_channels, H, W]`, f32). In [`Mode::Train`] BatchNorm uses
+    /// batch statistics and updates its running statistics (as PyTorch does, also when no
+    /// backward follows).
+    pub fn forward(&self, x: &Tensor, mode: Mode) -> Result<ModelOutput> {
+        let dims = x.dims();
+        if dims.len() != 4 || dims[1] != self.config.in_channels || x.dtype() != DTYPE {
+            return Err(ModelError::InvalidInput(format!(
+                "expected an f32 tensor [N, {}, H, W], got {:?} {:?}",
+                self.config.in_channels,
+                x.dtype(),
+                dims
+            )));
+        }
+        let (features, pooled) = match &self.backbone {
+            Backbone::DenseNet(net) => {
+                let features = net.features(x, mode)?;
+                let pooled = DenseNet::pool(&features)?;
+                (features, pooled)
+            }
+            Backbone::ResNet(net) => {
+                let features = net.features(x, mode)?;
+                let pooled = ResNet::pool(&features)?;
+                (features, pooled)
+            }
+        };
+        let heads = self
+            .heads
+            .iter()
+            .map(|h| Ok((h.spec.name.clone(), h.forward(&pooled)?)))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(ModelOutput {
+            features,
+            pooled,
+            heads,
+        })
+    }
+
+    /// The trainable parameters under their torchvision names (no BatchNorm buffers).
+    pub fn varmap(&self) -> &VarMap {
+        self.state.varmap()
+    }
+
+    /// The trainable parameters in `state_dict` order, ready for `candle_nn::AdamW::new`.
+    pub fn trainable_vars(&self) -> Vec<Var> {
+        self.named_parameters().into_iter().map(|(_, v)| v).collect()
+    }
+
+    /// The trainable parameters with their names, in `state_dict` order (filter by name to freeze
+    /// a part, e.g. train only names starting with `classifier.` / `heads.`).
+    pub fn named_parameters(&self) -> Vec<(String, Var)> {
+        self.state
+            .entries()
+            .iter()
+            .filter_map(|(name, slot)| match slot {
+                Slot::Param(var) => Some((name.clone(), var.clone())),
+                Slot::Stat(..) => None,
+            })
+            .collect()
+    }
+
+    /// Every tensor (parameters and buffers) with torchvision's names, dtypes and order: f32,
+    /// except `num_batches_tracked`, an i64 scalar on the CPU.
+    pub fn state_dict(&self) -> Result<Vec<(String, Tensor)>> {
+        self.state
+            .entries()
+            .iter()
+            .map(|(name, slot)| Ok((name.clone(), slot.value()?)))
+            .collect()
+    }
+
+    /// Names, dtypes and shapes of [`Model::state_dict`], without copying any data.
+    pub fn state_dict_spec(&self) -> Vec<(String, DType, Vec<usize>)> {
+        self.state
+            .entries()
+            .iter()
+            .map(|(name, slot)| (name.clone(), slot.dtype(), slot.shape()))
+            .collect()
+    }
+
+    /// Adds an auxiliary head, freshly initialised (drawn from the model's generator).
+    pub fn add_head(&mut self, spec: HeadSpec) -> Result<()> {
+        let mut config = self.config.clone();
+        config.heads.push(spec.clone());
+        config.validate()?;
+        let mut b = Builder {
+            state: &mut self.state,
+            rng: &mut self.rng,
+            device: &self.device,
+        };
+        let head = Head::new(&mut b, &config.arch, config.heads.len() - 1, &spec)?;
+        self.heads.push(head);
+        self.config = config;
+        Ok(())
+    }
+
+    /// Removes an auxiliary head and its tensors. The primary head cannot be removed: build a
+    /// model with another configuration and load non-strictly instead.
+    pub fn remove_head(&mut self, name: &str) -> Result<()> {
+        let err = |reason: &str| ModelError::Head {
+            name: name.to_string(),
+            reason: reason.to_string(),
+        };
+        let index = self
+            .heads
+            .iter()
+            .position(|h| h.spec.name == name)
+            .ok_or_else(|| err("the model has no head with that name"))?;
+        if index == 0 {
+            return Err(err(
+                "it is the primary head; build a model with the heads you want and load this \
+                 checkpoint with LoadOptions::non_strict()",
+            ));
+        }
+        let head = self.heads.remove(index);
+        self.state.remove_prefix(&head.prefix);
+        self.config.heads.remove(index);
+        Ok(())
+    }
+}

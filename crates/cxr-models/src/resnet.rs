@@ -1,0 +1,154 @@
+//! ResNet as torchvision builds it (`torchvision.models.resnet`, v1.5: the stride sits in the
+//! 3x3 convolution of a bottleneck).
+//!
+//! Tensor names follow torchvision (`layer2.0.conv1`, `layer2.0.downsample.0`, ...).
+//! Initialisation follows torchvision: convolutions `kaiming_normal_(mode="fan_out",
+//! nonlinearity="relu")`, BatchNorm weight 1 and bias 0, no zero-init of the last BN of a block.
+
+use candle_core::Tensor;
+
+use crate::config::{ResNetConfig, ResidualBlock};
+use crate::error::Result;
+use crate::init::{Fan, Init};
+use crate::layers::{global_avg_pool, max_pool2d, BatchNorm, Conv2d, ConvSpec, Mode};
+use crate::state::Builder;
+
+const CONV_INIT: Init = Init::KaimingNormal(Fan::Out);
+
+/// A convolution followed by its BatchNorm.
+struct ConvBn {
+    conv: Conv2d,
+    bn: BatchNorm,
+}
+
+impl ConvBn {
+    fn new(b: &mut Builder, conv_name: &str, bn_name: &str, spec: ConvSpec) -> Result<Self> {
+        Ok(Self {
+            conv: Conv2d::new(b, conv_name, spec, CONV_INIT)?,
+            bn: BatchNorm::new(b, bn_name, spec.c_out)?,
+        })
+    }
+
+    fn forward(&self, x: &Tensor, mode: Mode) -> Result<Tensor> {
+        self.bn.forward(&self.conv.forward(x)?, mode)
+    }
+}
+
+fn spec(c_in: usize, c_out: usize, kernel: usize, stride: usize) -> ConvSpec {
+    ConvSpec {
+        c_in,
+        c_out,
+        kernel,
+        stride,
+        padding: kernel / 2,
+    }
+}
+
+/// A basic block (`conv1..conv2`) or a bottleneck (`conv1..conv3`): conv-BN pairs with ReLUs
+/// between them, plus the (possibly projected) input, then a ReLU.
+struct Block {
+    path: Vec<ConvBn>,
+    downsample: Option<ConvBn>,
+}
+
+impl Block {
+    fn new(
+        b: &mut Builder,
+        name: &str,
+        cfg: &ResNetConfig,
+        c_in: usize,
+        planes: usize,
+        stride: usize,
+    ) -> Result<Self> {
+        let c_out = planes * cfg.block.expansion();
+        let specs = match cfg.block {
+            ResidualBlock::Basic => vec![spec(c_in, planes, 3, stride), spec(planes, planes, 3, 1)],
+            ResidualBlock::Bottleneck => {
+                let width = planes * cfg.width_per_group / 64;
+                vec![
+                    spec(c_in, width, 1, 1),
+                    spec(width, width, 3, stride),
+                    spec(width, c_out, 1, 1),
+                ]
+            }
+        };
+        let path = specs
+            .into_iter()
+            .enumerate()
+            .map(|(i, s)| {
+                let conv = format!("{name}.conv{}", i + 1);
+                ConvBn::new(b, &conv, &format!("{name}.bn{}", i + 1), s)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let downsample = if stride != 1 || c_in != c_out {
+            let conv = format!("{name}.downsample.0");
+            let bn = format!("{name}.downsample.1");
+            Some(ConvBn::new(b, &conv, &bn, spec(c_in, c_out, 1, stride))?)
+        } else {
+            None
+        };
+        Ok(Self { path, downsample })
+    }
+
+    fn forward(&self, x: &Tensor, mode: Mode) -> Result<Tensor> {
+        let mut out = x.clone();
+        for (i, conv_bn) in self.path.iter().enumerate() {
+            if i > 0 {
+                out = out.relu()?;
+            }
+            out = conv_bn.forward(&out, mode)?;
+        }
+        let identity = match &self.downsample {
+            Some(down) => down.forward(x, mode)?,
+            None => x.clone(),
+        };
+        Ok((out + identity)?.relu()?)
+    }
+}
+
+/// Everything of torchvision's ResNet before `avgpool`.
+pub(crate) struct ResNet {
+    stem: ConvBn,
+    stages: Vec<Vec<Block>>,
+}
+
+impl ResNet {
+    pub(crate) fn new(b: &mut Builder, cfg: &ResNetConfig, in_channels: usize) -> Result<Self> {
+        let stem = ConvBn::new(b, "conv1", "bn1", spec(in_channels, 64, 7, 2))?;
+        let mut channels = 64;
+        let mut stages = Vec::with_capacity(4);
+        for (i, &blocks) in cfg.layers.iter().enumerate() {
+            let planes = 64 << i;
+            let stride = if i == 0 { 1 } else { 2 };
+            let stage = (0..blocks)
+                .map(|j| {
+                    let name = format!("layer{}.{j}", i + 1);
+                    let (c_in, s) = if j == 0 {
+                        (channels, stride)
+                    } else {
+                        (planes * cfg.block.expansion(), 1)
+                    };
+                    Block::new(b, &name, cfg, c_in, planes, s)
+                })
+                .collect::<Result<Vec<_>>>()?;
+            channels = planes * cfg.block.expansion();
+            stages.push(stage);
+        }
+        Ok(Self { stem, stages })
+    }
+
+    /// The output of `layer4`.
+    pub(crate) fn features(&self, x: &Tensor, mode: Mode) -> Result<Tensor> {
+        let x = self.stem.forward(x, mode)?.relu()?;
+        let mut x = max_pool2d(&x, 3, 2, 1)?;
+        for block in self.stages.iter().flatten() {
+            x = block.forward(&x, mode)?;
+        }
+        Ok(x)
+    }
+
+    /// What the heads see: the features averaged over space.
+    pub(crate) fn pool(features: &Tensor) -> Result<Tensor> {
+        global_avg_pool(features)
+    }
+}

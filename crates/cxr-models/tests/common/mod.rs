@@ -1,0 +1,118 @@
+//! Helpers shared by the integration tests: where the golden files are, the golden models'
+//! configurations, and tensor comparisons.
+
+// Each test binary uses a different subset of these helpers.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+
+use candle_core::{DType, Tensor};
+use cxr_models::{
+    Architecture, DenseNetConfig, HeadSpec, ModelConfig, ResNetConfig, ResidualBlock,
+};
+
+/// `/work/shared/golden/models` (the repository and `shared/` sit side by side, also in CI).
+pub fn golden_dir() -> PathBuf {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/golden/models");
+    assert!(
+        dir.join("tiny_densenet.safetensors").is_file(),
+        "golden files not found in {}: these tests need the shared golden data next to the \
+         repository (repo at <root>/main, data at <root>/shared/golden, see \
+         shared/golden/README.md); regenerate it with shared/golden/make_golden.py if it is lost",
+        dir.display()
+    );
+    dir
+}
+
+/// The golden models with PyTorch outputs (see `shared/golden/README.md`).
+pub const GOLDEN_MODELS: [&str; 4] = [
+    "densenet121",
+    "tiny_densenet",
+    "tiny_resnet_basic",
+    "tiny_resnet_bottleneck",
+];
+
+pub fn tiny_densenet() -> Architecture {
+    Architecture::DenseNet(DenseNetConfig {
+        growth_rate: 8,
+        block_config: vec![1, 2, 2, 1],
+        bn_size: 2,
+        num_init_features: 16,
+    })
+}
+
+pub fn tiny_resnet(block: ResidualBlock) -> Architecture {
+    Architecture::ResNet(ResNetConfig {
+        block,
+        layers: [1, 1, 1, 1],
+        width_per_group: if block == ResidualBlock::Basic { 64 } else { 16 },
+    })
+}
+
+/// The configuration `make_golden.py` used for a golden model: 14 outputs, and one input channel
+/// for the tiny models.
+pub fn golden_config(name: &str) -> ModelConfig {
+    let (arch, in_channels) = match name {
+        "densenet121" => ("densenet121".parse().unwrap(), 3),
+        "tiny_densenet" => (tiny_densenet(), 1),
+        "tiny_resnet_basic" => (tiny_resnet(ResidualBlock::Basic), 1),
+        "tiny_resnet_bottleneck" => (tiny_resnet(ResidualBlock::Bottleneck), 1),
+        other => panic!("no golden model {other}"),
+    };
+    ModelConfig {
+        arch,
+        in_channels,
+        heads: vec![HeadSpec::new("pathologies", 14)],
+    }
+}
+
+/// Largest absolute difference and that difference relative to the largest reference magnitude.
+pub fn max_diff(got: &Tensor, want: &Tensor) -> (f64, f64) {
+    assert_eq!(got.dims(), want.dims(), "shapes differ");
+    let flat = |t: &Tensor| -> Vec<f64> {
+        t.to_dtype(DType::F64)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap()
+    };
+    let (got, want) = (flat(got), flat(want));
+    let max_abs = got
+        .iter()
+        .zip(&want)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0, f64::max);
+    let scale = want.iter().map(|v| v.abs()).fold(0.0, f64::max);
+    (max_abs, max_abs / scale.max(1e-30))
+}
+
+/// Whether two tensors hold exactly the same bits (same dtype and shape).
+pub fn bit_identical(a: &Tensor, b: &Tensor) -> bool {
+    if a.dtype() != b.dtype() || a.dims() != b.dims() {
+        return false;
+    }
+    let bytes = |t: &Tensor| -> Vec<u8> {
+        match t.dtype() {
+            DType::I64 => t
+                .flatten_all()
+                .unwrap()
+                .to_vec1::<i64>()
+                .unwrap()
+                .iter()
+                .flat_map(|v| v.to_le_bytes())
+                .collect(),
+            _ => t
+                .to_dtype(DType::F32)
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1::<f32>()
+                .unwrap()
+                .iter()
+                .flat_map(|v| v.to_bits().to_le_bytes())
+                .collect(),
+        }
+    };
+    bytes(a) == bytes(b)
+}
