@@ -400,7 +400,10 @@ mod tests {
             Architecture::ResNet(ResNetConfig::resnet50())
         );
         let err = "vgg16".parse::<Architecture>().unwrap_err().to_string();
-        assert!(err.contains("densenet121") && err.contains("vgg16"), "{err}");
+        assert!(
+            err.contains("densenet121") && err.contains("vgg16"),
+            "{err}"
+        );
     }
 
     #[test]

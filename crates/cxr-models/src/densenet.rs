@@ -35,7 +35,12 @@ impl DenseLayer {
         };
         Ok(Self {
             norm1: BatchNorm::new(b, &format!("{name}.norm1"), c_in)?,
-            conv1: Conv2d::new(b, &format!("{name}.conv1"), conv(c_in, width, 1, 0), CONV_INIT)?,
+            conv1: Conv2d::new(
+                b,
+                &format!("{name}.conv1"),
+                conv(c_in, width, 1, 0),
+                CONV_INIT,
+            )?,
             norm2: BatchNorm::new(b, &format!("{name}.norm2"), width)?,
             conv2: Conv2d::new(
                 b,

@@ -118,15 +118,27 @@ impl fmt::Display for WeightMismatch {
             }
         }
         if !self.unexpected.is_empty() {
-            writeln!(f, "  {} unexpected in the checkpoint:", self.unexpected.len())?;
+            writeln!(
+                f,
+                "  {} unexpected in the checkpoint:",
+                self.unexpected.len()
+            )?;
             for name in &self.unexpected {
                 writeln!(f, "    {name}")?;
             }
         }
         if !self.mismatched.is_empty() {
-            writeln!(f, "  {} with a different shape or dtype:", self.mismatched.len())?;
+            writeln!(
+                f,
+                "  {} with a different shape or dtype:",
+                self.mismatched.len()
+            )?;
             for m in &self.mismatched {
-                writeln!(f, "    {}: model {}, checkpoint {}", m.name, m.model, m.checkpoint)?;
+                writeln!(
+                    f,
+                    "    {}: model {}, checkpoint {}",
+                    m.name, m.model, m.checkpoint
+                )?;
             }
         }
         write!(

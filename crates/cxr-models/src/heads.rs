@@ -70,7 +70,9 @@ impl Head {
     /// `[N, in_features] -> [N, outputs]`.
     pub(crate) fn forward(&self, pooled: &Tensor) -> Result<Tensor> {
         let w = self.weight.as_tensor();
-        Ok(pooled.matmul(&w.t()?)?.broadcast_add(self.bias.as_tensor())?)
+        Ok(pooled
+            .matmul(&w.t()?)?
+            .broadcast_add(self.bias.as_tensor())?)
     }
 
     /// Whether `name` is one of this head's tensors.

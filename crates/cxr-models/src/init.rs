@@ -65,7 +65,9 @@ pub(crate) enum Init {
     KaimingNormal(Fan),
     /// Uniform on [-bound, bound]; `nn.Linear`'s default is bound = 1 / sqrt(fan_in) for both
     /// weight (kaiming_uniform with a = sqrt(5)) and bias.
-    Uniform { bound: f64 },
+    Uniform {
+        bound: f64,
+    },
 }
 
 impl Init {

@@ -56,7 +56,20 @@ impl Conv2d {
 
     /// `[N, c_in, H, W] -> [N, c_out, H', W']`.
     pub(crate) fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        Ok(x.conv2d(self.weight.as_tensor(), self.padding, self.stride, 1, 1)?)
+        let weight = self.weight.as_tensor();
+        let (c_out, c_in, kh, kw) = weight.dims4()?;
+        if (kh, kw, self.stride, self.padding) == (1, 1, 1, 0) {
+            // A pointwise convolution is a matrix product. Written as one, its backward is two
+            // more matrix products instead of candle's CPU conv_transpose2d loops (DenseNet's
+            // bottlenecks and transitions are all 1x1: this halves a densenet121 backward).
+            let (n, _, h, w) = x.dims4()?;
+            let y = weight
+                .reshape((c_out, c_in))?
+                .broadcast_left(n)?
+                .matmul(&x.reshape((n, c_in, h * w))?)?;
+            return Ok(y.reshape((n, c_out, h, w))?);
+        }
+        Ok(x.conv2d(weight, self.padding, self.stride, 1, 1)?)
     }
 }
 
@@ -99,7 +112,10 @@ impl BatchNorm {
             Mode::Eval => {
                 let (mean, var) = {
                     let stats = lock(&self.stats);
-                    (stats.mean.reshape(per_channel)?, stats.var.reshape(per_channel)?)
+                    (
+                        stats.mean.reshape(per_channel)?,
+                        stats.var.reshape(per_channel)?,
+                    )
                 };
                 // PyTorch's CPU kernel: x * alpha + beta with alpha = w / sqrt(var + eps).
                 let alpha = weight.div(&(var + BN_EPS)?.sqrt()?)?;
@@ -143,7 +159,12 @@ impl BatchNorm {
 /// The maximum is separable: first over the kernel's rows, then its columns, each as the
 /// elementwise maximum of `kernel` strided views. A strided view is taken by narrowing to
 /// `stride * out` rows and keeping the first of each group of `stride` rows.
-pub(crate) fn max_pool2d(x: &Tensor, kernel: usize, stride: usize, padding: usize) -> Result<Tensor> {
+pub(crate) fn max_pool2d(
+    x: &Tensor,
+    kernel: usize,
+    stride: usize,
+    padding: usize,
+) -> Result<Tensor> {
     let (_, _, h, w) = x.dims4()?;
     if kernel == 0 || stride == 0 || padding * 2 > kernel || h + 2 * padding < kernel {
         return Err(ModelError::InvalidInput(format!(
@@ -240,7 +261,10 @@ mod tests {
             for j in 0..ow {
                 for di in 0..k {
                     for dj in 0..k {
-                        let (r, c) = ((i * s + di) as isize - p as isize, (j * s + dj) as isize - p as isize);
+                        let (r, c) = (
+                            (i * s + di) as isize - p as isize,
+                            (j * s + dj) as isize - p as isize,
+                        );
                         if r >= 0 && c >= 0 && (r as usize) < h && (c as usize) < w {
                             let v = x[r as usize * w + c as usize];
                             out[i * ow + j] = out[i * ow + j].max(v);
@@ -259,19 +283,38 @@ mod tests {
             let x = Tensor::randn(0f32, 1f32, (1, 1, h, w), &dev).unwrap();
             let got = max_pool2d(&x, 3, 2, 1).unwrap();
             let want = naive_max_pool(&x.flatten_all().unwrap().to_vec1().unwrap(), h, w, 3, 2, 1);
-            assert_eq!(got.flatten_all().unwrap().to_vec1::<f32>().unwrap(), want, "{h}x{w}");
+            assert_eq!(
+                got.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+                want,
+                "{h}x{w}"
+            );
         }
     }
 
     #[test]
     fn max_pool_gradient_goes_to_the_window_maximum() {
         let dev = Device::Cpu;
-        let x = Var::from_tensor(&Tensor::arange(0f32, 16., &dev).unwrap().reshape((1, 1, 4, 4)).unwrap()).unwrap();
+        let x = Var::from_tensor(
+            &Tensor::arange(0f32, 16., &dev)
+                .unwrap()
+                .reshape((1, 1, 4, 4))
+                .unwrap(),
+        )
+        .unwrap();
         let y = max_pool2d(x.as_tensor(), 3, 2, 1).unwrap();
         // windows of the 4x4 ramp: maxima at (1,1), (1,3), (3,1), (3,3)
-        assert_eq!(y.flatten_all().unwrap().to_vec1::<f32>().unwrap(), [5., 7., 13., 15.]);
+        assert_eq!(
+            y.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+            [5., 7., 13., 15.]
+        );
         let grads = y.sum_all().unwrap().backward().unwrap();
-        let g = grads.get(x.as_tensor()).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let g = grads
+            .get(x.as_tensor())
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
         let mut want = vec![0f32; 16];
         for i in [5, 7, 13, 15] {
             want[i] = 1.0;
@@ -281,10 +324,24 @@ mod tests {
 
     #[test]
     fn avg_pool_floors_odd_sizes() {
-        let x = Tensor::arange(0f32, 25., &Device::Cpu).unwrap().reshape((1, 1, 5, 5)).unwrap();
+        let x = Tensor::arange(0f32, 25., &Device::Cpu)
+            .unwrap()
+            .reshape((1, 1, 5, 5))
+            .unwrap();
         let y = avg_pool2d(&x, 2).unwrap();
         assert_eq!(y.dims(), [1, 1, 2, 2]);
-        assert_eq!(y.flatten_all().unwrap().to_vec1::<f32>().unwrap(), [3., 5., 13., 15.]);
-        assert_eq!(global_avg_pool(&x).unwrap().to_dtype(DType::F64).unwrap().to_vec2::<f64>().unwrap(), [[12.0]]);
+        assert_eq!(
+            y.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+            [3., 5., 13., 15.]
+        );
+        assert_eq!(
+            global_avg_pool(&x)
+                .unwrap()
+                .to_dtype(DType::F64)
+                .unwrap()
+                .to_vec2::<f64>()
+                .unwrap(),
+            [[12.0]]
+        );
     }
 }

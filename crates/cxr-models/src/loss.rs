@@ -59,13 +59,24 @@ mod tests {
         let ys = [1.0f32, 0.0, 1.0, 1.0, 0.0];
         let x = Tensor::new(&xs, &dev).unwrap();
         let y = Tensor::new(&ys, &dev).unwrap();
-        let got = bce_with_logits(&x, &y, None).unwrap().to_scalar::<f32>().unwrap() as f64;
-        let want = xs.iter().zip(ys).map(|(&x, y)| naive(x as f64, y as f64)).sum::<f64>() / 5.0;
+        let got = bce_with_logits(&x, &y, None)
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap() as f64;
+        let want = xs
+            .iter()
+            .zip(ys)
+            .map(|(&x, y)| naive(x as f64, y as f64))
+            .sum::<f64>()
+            / 5.0;
         assert!((got - want).abs() < 1e-6, "{got} vs {want}");
 
         let big = Tensor::new(&[200f32, -200.0], &dev).unwrap();
         let y = Tensor::new(&[0f32, 1.0], &dev).unwrap();
-        let got = bce_with_logits(&big, &y, None).unwrap().to_scalar::<f32>().unwrap();
+        let got = bce_with_logits(&big, &y, None)
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
         assert_eq!(got, 200.0);
     }
 
@@ -75,11 +86,17 @@ mod tests {
         let x = Tensor::new(&[[1f32, -2.0], [0.5, 3.0]], &dev).unwrap();
         let y = Tensor::new(&[[1f32, 0.0], [0.0, 1.0]], &dev).unwrap();
         let mask = Tensor::new(&[[1f32, 0.0], [0.0, 1.0]], &dev).unwrap();
-        let got = bce_with_logits(&x, &y, Some(&mask)).unwrap().to_scalar::<f32>().unwrap() as f64;
+        let got = bce_with_logits(&x, &y, Some(&mask))
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap() as f64;
         let want = (naive(1.0, 1.0) + naive(3.0, 1.0)) / 2.0;
         assert!((got - want).abs() < 1e-6);
         let none = mask.zeros_like().unwrap();
-        let got = bce_with_logits(&x, &y, Some(&none)).unwrap().to_scalar::<f32>().unwrap();
+        let got = bce_with_logits(&x, &y, Some(&none))
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
         assert_eq!(got, 0.0);
         assert!(bce_with_logits(&x, &y.flatten_all().unwrap(), None).is_err());
     }

@@ -71,7 +71,9 @@ impl Model {
             Architecture::DenseNet(c) => {
                 Backbone::DenseNet(DenseNet::new(&mut b, c, config.in_channels)?)
             }
-            Architecture::ResNet(c) => Backbone::ResNet(ResNet::new(&mut b, c, config.in_channels)?),
+            Architecture::ResNet(c) => {
+                Backbone::ResNet(ResNet::new(&mut b, c, config.in_channels)?)
+            }
         };
         let heads = config
             .heads
@@ -143,7 +145,10 @@ impl Model {
 
     /// The trainable parameters in `state_dict` order, ready for `candle_nn::AdamW::new`.
     pub fn trainable_vars(&self) -> Vec<Var> {
-        self.named_parameters().into_iter().map(|(_, v)| v).collect()
+        self.named_parameters()
+            .into_iter()
+            .map(|(_, v)| v)
+            .collect()
     }
 
     /// The trainable parameters with their names, in `state_dict` order (filter by name to freeze
@@ -159,8 +164,9 @@ impl Model {
             .collect()
     }
 
-    /// Every tensor (parameters and buffers) with torchvision's names, dtypes and order: f32,
-    /// except `num_batches_tracked`, an i64 scalar on the CPU.
+    /// A snapshot of every tensor (parameters and buffers) with torchvision's names, dtypes and
+    /// order: f32, except `num_batches_tracked`, an i64 scalar on the CPU. The tensors are copies:
+    /// later training does not change them.
     pub fn state_dict(&self) -> Result<Vec<(String, Tensor)>> {
         self.state
             .entries()

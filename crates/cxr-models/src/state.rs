@@ -32,7 +32,9 @@ pub(crate) type SharedStats = Arc<Mutex<RunningStats>>;
 /// Locks running statistics. A poisoned lock only means another thread panicked mid-forward;
 /// the tensors inside are still whole (each field is replaced atomically), so carry on.
 pub(crate) fn lock(stats: &SharedStats) -> MutexGuard<'_, RunningStats> {
-    stats.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    stats
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// Which buffer of a BatchNorm layer a registry entry stands for.
@@ -69,10 +71,12 @@ impl Slot {
         }
     }
 
-    /// The current value (detached from any graph).
+    /// A snapshot of the current value: detached, and (unlike PyTorch's `state_dict`) not
+    /// sharing storage with the parameter, so optimiser steps do not change it afterwards.
+    /// Buffers need no copy: BatchNorm replaces them rather than writing into them.
     pub(crate) fn value(&self) -> Result<Tensor> {
         Ok(match self {
-            Self::Param(var) => var.as_detached_tensor(),
+            Self::Param(var) => var.as_detached_tensor().copy()?,
             Self::Stat(stats, StatField::Mean) => lock(stats).mean.clone(),
             Self::Stat(stats, StatField::Var) => lock(stats).var.clone(),
             Self::Stat(stats, StatField::NumBatchesTracked) => {
@@ -92,8 +96,11 @@ impl Slot {
                     StatField::Var => stats.var = owned_copy(value, device)?,
                     StatField::NumBatchesTracked => {
                         // f64 holds every count a training run can reach exactly.
-                        stats.num_batches_tracked =
-                            value.to_dtype(DType::F64)?.flatten_all()?.to_vec1::<f64>()?[0] as i64
+                        stats.num_batches_tracked = value
+                            .to_dtype(DType::F64)?
+                            .flatten_all()?
+                            .to_vec1::<f64>()?[0]
+                            as i64
                     }
                 }
             }

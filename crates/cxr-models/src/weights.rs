@@ -93,7 +93,11 @@ impl fmt::Display for LoadReport {
             write!(f, "; removed the 'module.' prefix")?;
         }
         if self.renamed_legacy_keys > 0 {
-            write!(f, "; renamed {} legacy DenseNet keys", self.renamed_legacy_keys)?;
+            write!(
+                f,
+                "; renamed {} legacy DenseNet keys",
+                self.renamed_legacy_keys
+            )?;
         }
         if let Some(name) = &self.summed_rgb {
             write!(f, "; summed {name} over RGB for one input channel")?;
@@ -105,7 +109,11 @@ impl fmt::Display for LoadReport {
             write!(f, "; ignored {}", self.ignored.join(", "))?;
         }
         if !self.defaulted.is_empty() {
-            write!(f, "; set {} missing num_batches_tracked to 0", self.defaulted.len())?;
+            write!(
+                f,
+                "; set {} missing num_batches_tracked to 0",
+                self.defaulted.len()
+            )?;
         }
         Ok(())
     }
@@ -133,10 +141,12 @@ pub fn read_weights(path: impl AsRef<Path>, device: &Device) -> Result<Vec<(Stri
             Ok(map) => map.into_iter().collect(),
             // Old torch.save files are a bare pickle stream: protocol 2, then the magic number.
             Err(_) if magic[..3] == [0x80, 0x02, 0x8a] => {
-                return Err(err("this is PyTorch's legacy (pre-1.6) format; re-save it with a \
+                return Err(err(
+                    "this is PyTorch's legacy (pre-1.6) format; re-save it with a \
                                 current PyTorch (torch.save(torch.load(f), g)) or convert it to \
                                 safetensors"
-                    .into()))
+                        .into(),
+                ))
             }
             Err(e) => {
                 return Err(err(format!(
@@ -206,6 +216,7 @@ impl Model {
         };
         let first_conv = self.config.arch.first_conv_weight();
         let mut plan: Vec<(Slot, Tensor, Option<usize>)> = Vec::new();
+        let mut counters_to_zero: Vec<Slot> = Vec::new();
         let mut reinit: BTreeMap<usize, String> = BTreeMap::new();
         for (name, slot) in self.state.entries() {
             let head = self.heads.iter().position(|h| h.owns(name));
@@ -214,7 +225,7 @@ impl Model {
             let Some(mut tensor) = checkpoint.remove(name) else {
                 if matches!(slot, Slot::Stat(_, StatField::NumBatchesTracked)) {
                     report.defaulted.push(name.clone());
-                    plan.push((slot.clone(), Tensor::new(0i64, &Device::Cpu)?, None));
+                    counters_to_zero.push(slot.clone());
                 } else if let Some(h) = lenient_head {
                     reinit.entry(h).or_insert_with(|| format!("{name} missing"));
                 } else {
@@ -265,6 +276,10 @@ impl Model {
             }
             slot.set(&tensor, &self.device)?;
             report.loaded += 1;
+        }
+        let zero = Tensor::new(0i64, &Device::Cpu)?;
+        for slot in counters_to_zero {
+            slot.set(&zero, &self.device)?;
         }
         for (h, reason) in reinit {
             self.heads[h].reinit(&mut self.rng)?;
@@ -423,8 +438,14 @@ impl CheckpointMetadata {
                 "architecture_config".to_string(),
                 json(serde_json::to_string(&self.config.arch))?,
             ),
-            ("in_channels".to_string(), self.config.in_channels.to_string()),
-            ("heads".to_string(), json(serde_json::to_string(&self.config.heads))?),
+            (
+                "in_channels".to_string(),
+                self.config.in_channels.to_string(),
+            ),
+            (
+                "heads".to_string(),
+                json(serde_json::to_string(&self.config.heads))?,
+            ),
             (
                 "training_config".to_string(),
                 json(serde_json::to_string(&self.training_config))?,
@@ -442,9 +463,11 @@ impl CheckpointMetadata {
             Some(format) if format == FORMAT => {}
             Some(other) => return Err(format!("format {other:?}, expected {FORMAT:?}")),
             None => {
-                return Err("it was not written by cxr-models (a plain torchvision state_dict?); \
+                return Err(
+                    "it was not written by cxr-models (a plain torchvision state_dict?); \
                             build the model from its configuration and use Model::load"
-                    .into())
+                        .into(),
+                )
             }
         }
         let arch: Architecture = serde_json::from_str(get("architecture_config")?)
@@ -517,8 +540,14 @@ mod tests {
             modern_densenet_name("features.denseblock4.denselayer1.conv.1.weight").as_deref(),
             Some("features.denseblock4.denselayer1.conv1.weight")
         );
-        assert_eq!(modern_densenet_name("features.denseblock1.denselayer1.norm1.weight"), None);
-        assert_eq!(modern_densenet_name("features.transition1.norm.weight"), None);
+        assert_eq!(
+            modern_densenet_name("features.denseblock1.denselayer1.norm1.weight"),
+            None
+        );
+        assert_eq!(
+            modern_densenet_name("features.transition1.norm.weight"),
+            None
+        );
         assert_eq!(modern_densenet_name("layer1.0.conv1.weight"), None);
     }
 

@@ -24,14 +24,6 @@ pub fn golden_dir() -> PathBuf {
     dir
 }
 
-/// The golden models with PyTorch outputs (see `shared/golden/README.md`).
-pub const GOLDEN_MODELS: [&str; 4] = [
-    "densenet121",
-    "tiny_densenet",
-    "tiny_resnet_basic",
-    "tiny_resnet_bottleneck",
-];
-
 pub fn tiny_densenet() -> Architecture {
     Architecture::DenseNet(DenseNetConfig {
         growth_rate: 8,
@@ -45,7 +37,11 @@ pub fn tiny_resnet(block: ResidualBlock) -> Architecture {
     Architecture::ResNet(ResNetConfig {
         block,
         layers: [1, 1, 1, 1],
-        width_per_group: if block == ResidualBlock::Basic { 64 } else { 16 },
+        width_per_group: if block == ResidualBlock::Basic {
+            64
+        } else {
+            16
+        },
     })
 }
 
