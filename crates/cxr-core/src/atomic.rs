@@ -9,7 +9,10 @@ use std::path::{Path, PathBuf};
 
 /// The temporary name used while `path` is being written: `.NAME.tmp` beside it.
 pub fn temp_path(path: &Path) -> PathBuf {
-    let name = path.file_name().map(|n| n.to_string_lossy()).unwrap_or_default();
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy())
+        .unwrap_or_default();
     path.with_file_name(format!(".{name}.tmp"))
 }
 

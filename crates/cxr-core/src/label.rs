@@ -126,9 +126,8 @@ impl LabelPolicy {
         };
         let mut parts = spec.split(',');
         let first = parts.next().unwrap_or_default();
-        let uncertain = parse_rule(first).ok_or_else(|| {
-            bad(format!("`{first}` is not one of u-ignore, u-ones, u-zeros"))
-        })?;
+        let uncertain = parse_rule(first)
+            .ok_or_else(|| bad(format!("`{first}` is not one of u-ignore, u-ones, u-zeros")))?;
         let mut overrides = BTreeMap::new();
         for part in parts {
             let (name, rule) = part
@@ -203,7 +202,10 @@ mod tests {
         let edema = Observation::parse("Edema").unwrap();
         let ignore = LabelPolicy::parse("u-ignore", BlankRule::Negative).unwrap();
         assert!(!ignore.target(edema, LabelState::Uncertain).known);
-        assert_eq!(ignore.target(edema, LabelState::NotMentioned), Target::of(0.0));
+        assert_eq!(
+            ignore.target(edema, LabelState::NotMentioned),
+            Target::of(0.0)
+        );
         let ones = LabelPolicy::parse("u-ones", BlankRule::Ignore).unwrap();
         assert_eq!(ones.target(edema, LabelState::Uncertain), Target::of(1.0));
         assert!(!ones.target(edema, LabelState::NotMentioned).known);
@@ -223,7 +225,12 @@ mod tests {
 
     #[test]
     fn codes_round_trip() {
-        for s in [LabelState::Positive, LabelState::Negative, LabelState::Uncertain, LabelState::NotMentioned] {
+        for s in [
+            LabelState::Positive,
+            LabelState::Negative,
+            LabelState::Uncertain,
+            LabelState::NotMentioned,
+        ] {
             assert_eq!(LabelState::from_code(s.code()), Some(s));
         }
         assert_eq!(LabelState::from_code(Some(2)), None);

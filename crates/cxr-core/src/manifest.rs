@@ -162,10 +162,12 @@ impl Manifest {
     /// Read a manifest written by [`Manifest::write`], checking every column and value.
     pub fn read(path: &Path) -> Result<Manifest> {
         let file = File::open(path).map_err(|e| Error::io(path, e))?;
-        let df = ParquetReader::new(file).finish().map_err(|source| Error::Polars {
-            path: path.to_path_buf(),
-            source,
-        })?;
+        let df = ParquetReader::new(file)
+            .finish()
+            .map_err(|source| Error::Polars {
+                path: path.to_path_buf(),
+                source,
+            })?;
         Self::from_frame(&df).map_err(|reason| Error::Manifest {
             path: path.to_path_buf(),
             reason,
@@ -228,7 +230,9 @@ impl Manifest {
             values
                 .into_iter()
                 .enumerate()
-                .map(|(i, v)| parse(v).ok_or_else(|| format!("row {i}: `{name}` has unknown value `{v}`")))
+                .map(|(i, v)| {
+                    parse(v).ok_or_else(|| format!("row {i}: `{name}` has unknown value `{v}`"))
+                })
                 .collect()
         }
         let image_id = required("image_id")?;
@@ -306,7 +310,11 @@ mod tests {
             patient_id: format!("{:08}", i / 2),
             study_id: format!("{:08}/000", i / 2),
             view: View::Frontal,
-            projection: if i % 2 == 0 { Projection::Pa } else { Projection::Ap },
+            projection: if i % 2 == 0 {
+                Projection::Pa
+            } else {
+                Projection::Ap
+            },
             sex: Sex::Female,
             age: if i == 1 { None } else { Some(40 + i as i32) },
             source_split: None,
@@ -339,8 +347,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("other.parquet");
         let mut df = DataFrame::new(1, vec![Column::new("x".into(), [1i32])]).unwrap();
-        ParquetWriter::new(File::create(&path).unwrap()).finish(&mut df).unwrap();
+        ParquetWriter::new(File::create(&path).unwrap())
+            .finish(&mut df)
+            .unwrap();
         let err = Manifest::read(&path).unwrap_err().to_string();
-        assert!(err.contains("other.parquet") && err.contains("image_id"), "{err}");
+        assert!(
+            err.contains("other.parquet") && err.contains("image_id"),
+            "{err}"
+        );
     }
 }

@@ -150,16 +150,33 @@ mod tests {
         }
         let effusion = Observation::parse("Effusion").unwrap();
         assert_eq!(effusion.name(), "Pleural Effusion");
-        assert_eq!(Observation::parse("prob_Pleural_Thickening").unwrap().name(), "Pleural Thickening");
+        assert_eq!(
+            Observation::parse("prob_Pleural_Thickening")
+                .unwrap()
+                .name(),
+            "Pleural Thickening"
+        );
         assert!(Observation::parse("Pneumonitis").is_err());
     }
 
     #[test]
     fn named_sets() {
         let c5: Vec<_> = COMPETITION_5.iter().map(|o| o.name()).collect();
-        assert_eq!(c5, ["Atelectasis", "Cardiomegaly", "Consolidation", "Edema", "Pleural Effusion"]);
+        assert_eq!(
+            c5,
+            [
+                "Atelectasis",
+                "Cardiomegaly",
+                "Consolidation",
+                "Edema",
+                "Pleural Effusion"
+            ]
+        );
         assert_eq!(NIH_14[2].name(), "Pleural Effusion");
         assert_eq!(NIH_14[13].name(), "Hernia");
-        assert_eq!(Observation::parse_list("Edema,Atelectasis").unwrap().len(), 2);
+        assert_eq!(
+            Observation::parse_list("Edema,Atelectasis").unwrap().len(),
+            2
+        );
     }
 }

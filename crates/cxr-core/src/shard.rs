@@ -85,19 +85,43 @@ pub fn info_file(k: usize) -> String {
 }
 
 /// Encode a shard in memory. `images` holds `rows.len()` images of `size * size` bytes.
-pub fn encode(images: &[u8], rows: &[usize], image_ids: &[&str], size: usize, resize: Resize) -> Result<Vec<u8>> {
+pub fn encode(
+    images: &[u8],
+    rows: &[usize],
+    image_ids: &[&str],
+    size: usize,
+    resize: Resize,
+) -> Result<Vec<u8>> {
     let n = rows.len();
-    assert_eq!(images.len(), n * size * size, "image buffer does not match row count");
-    let row_bytes: Vec<u8> = rows.iter().flat_map(|&r| (r as i64).to_le_bytes()).collect();
-    let images_view = TensorView::new(Dtype::U8, vec![n, 1, size, size], images).map_err(shard_err)?;
+    assert_eq!(
+        images.len(),
+        n * size * size,
+        "image buffer does not match row count"
+    );
+    let row_bytes: Vec<u8> = rows
+        .iter()
+        .flat_map(|&r| (r as i64).to_le_bytes())
+        .collect();
+    let images_view =
+        TensorView::new(Dtype::U8, vec![n, 1, size, size], images).map_err(shard_err)?;
     let rows_view = TensorView::new(Dtype::I64, vec![n], &row_bytes).map_err(shard_err)?;
     let metadata = HashMap::from([
         ("format".to_string(), FORMAT.to_string()),
         ("size".to_string(), size.to_string()),
-        ("resize".to_string(), serde_json::to_string(&resize).expect("serialisable")),
-        ("image_ids".to_string(), serde_json::to_string(image_ids).expect("serialisable")),
+        (
+            "resize".to_string(),
+            serde_json::to_string(&resize).expect("serialisable"),
+        ),
+        (
+            "image_ids".to_string(),
+            serde_json::to_string(image_ids).expect("serialisable"),
+        ),
     ]);
-    safetensors::serialize([("images", images_view), ("rows", rows_view)], Some(metadata)).map_err(shard_err)
+    safetensors::serialize(
+        [("images", images_view), ("rows", rows_view)],
+        Some(metadata),
+    )
+    .map_err(shard_err)
 }
 
 fn shard_err(e: safetensors::SafeTensorError) -> Error {
@@ -130,12 +154,18 @@ impl Shard {
         let tensors = SafeTensors::deserialize(&mmap).map_err(|e| bad(e.to_string()))?;
         let info = meta.metadata().clone().unwrap_or_default();
         if info.get("format").map(String::as_str) != Some(FORMAT) {
-            return Err(bad(format!("missing format tag `{FORMAT}`; re-run cxr-preprocess")));
+            return Err(bad(format!(
+                "missing format tag `{FORMAT}`; re-run cxr-preprocess"
+            )));
         }
         let images = tensors.tensor("images").map_err(|e| bad(e.to_string()))?;
         let shape = images.shape().to_vec();
-        if images.dtype() != Dtype::U8 || shape.len() != 4 || shape[1] != 1 || shape[2] != shape[3] {
-            return Err(bad(format!("`images` should be u8 [N,1,S,S], found {:?} {shape:?}", images.dtype())));
+        if images.dtype() != Dtype::U8 || shape.len() != 4 || shape[1] != 1 || shape[2] != shape[3]
+        {
+            return Err(bad(format!(
+                "`images` should be u8 [N,1,S,S], found {:?} {shape:?}",
+                images.dtype()
+            )));
         }
         let rows_view = tensors.tensor("rows").map_err(|e| bad(e.to_string()))?;
         let rows: Vec<usize> = rows_view
@@ -143,10 +173,16 @@ impl Shard {
             .chunks_exact(8)
             .map(|b| i64::from_le_bytes(b.try_into().expect("8 bytes")) as usize)
             .collect();
-        let image_ids: Vec<String> = serde_json::from_str(info.get("image_ids").map(String::as_str).unwrap_or("[]"))
-            .map_err(|e| bad(format!("bad image_ids metadata: {e}")))?;
+        let image_ids: Vec<String> =
+            serde_json::from_str(info.get("image_ids").map(String::as_str).unwrap_or("[]"))
+                .map_err(|e| bad(format!("bad image_ids metadata: {e}")))?;
         if rows.len() != shape[0] || image_ids.len() != shape[0] {
-            return Err(bad(format!("{} images but {} rows and {} ids", shape[0], rows.len(), image_ids.len())));
+            return Err(bad(format!(
+                "{} images but {} rows and {} ids",
+                shape[0],
+                rows.len(),
+                image_ids.len()
+            )));
         }
         let images_offset = images.data().as_ptr() as usize - mmap.as_ptr() as usize;
         Ok(Shard {
@@ -212,7 +248,14 @@ impl Shard {
 
 impl ShardInfo {
     /// Describe an encoded shard.
-    pub fn new(k: usize, first_row: usize, rows: usize, bytes: &[u8], images: usize, errors: Vec<ImageError>) -> ShardInfo {
+    pub fn new(
+        k: usize,
+        first_row: usize,
+        rows: usize,
+        bytes: &[u8],
+        images: usize,
+        errors: Vec<ImageError>,
+    ) -> ShardInfo {
         ShardInfo {
             file: shard_file(k),
             first_row,
@@ -243,11 +286,17 @@ impl ShardIndex {
     pub fn read(dir: &Path) -> Result<ShardIndex> {
         let path = dir.join(INDEX_FILE);
         let bytes = std::fs::read(&path).map_err(|e| Error::io(&path, e))?;
-        let index: ShardIndex = serde_json::from_slice(&bytes).map_err(|source| Error::Json { path: path.clone(), source })?;
+        let index: ShardIndex = serde_json::from_slice(&bytes).map_err(|source| Error::Json {
+            path: path.clone(),
+            source,
+        })?;
         if index.format != FORMAT {
             return Err(Error::Shard {
                 path,
-                reason: format!("format `{}` is not `{FORMAT}`; re-run cxr-preprocess", index.format),
+                reason: format!(
+                    "format `{}` is not `{FORMAT}`; re-run cxr-preprocess",
+                    index.format
+                ),
             });
         }
         Ok(index)
@@ -270,7 +319,10 @@ impl ShardIndex {
 
     /// Open every shard.
     pub fn open_all(&self, dir: &Path) -> Result<Vec<Shard>> {
-        self.shards.iter().map(|s| Shard::open(&dir.join(&s.file))).collect()
+        self.shards
+            .iter()
+            .map(|s| Shard::open(&dir.join(&s.file)))
+            .collect()
     }
 }
 
@@ -283,7 +335,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let size = 4;
         let images: Vec<u8> = (0..2 * size * size).map(|i| i as u8).collect();
-        let bytes = encode(&images, &[7, 9], &["a.png", "b.png"], size, Resize::CentreCrop).unwrap();
+        let bytes = encode(
+            &images,
+            &[7, 9],
+            &["a.png", "b.png"],
+            size,
+            Resize::CentreCrop,
+        )
+        .unwrap();
         let info = ShardInfo::new(3, 6, 4, &bytes, 2, vec![]);
         info.write_shard(dir.path(), 3, &bytes).unwrap();
         assert_eq!(ShardInfo::read_done(dir.path(), 3), Some(info.clone()));
@@ -291,7 +350,10 @@ mod tests {
         assert_eq!(shard.rows(), &[7, 9]);
         assert_eq!(shard.image_ids(), &["a.png", "b.png"]);
         assert_eq!(shard.image(1), &images[16..32]);
-        assert_eq!(sha256_hex(&std::fs::read(shard.path()).unwrap()), info.sha256);
+        assert_eq!(
+            sha256_hex(&std::fs::read(shard.path()).unwrap()),
+            info.sha256
+        );
     }
 
     #[test]

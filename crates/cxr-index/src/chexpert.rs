@@ -9,11 +9,15 @@
 use crate::csvfile::{Cell, LabelFile};
 use crate::IndexError;
 use cxr_core::manifest::checked_relative;
-use cxr_core::{Dataset, LabelState, ManifestRow, Observation, Projection, Sex, Split, View, CHEXPERT_14};
+use cxr_core::{
+    Dataset, LabelState, ManifestRow, Observation, Projection, Sex, Split, View, CHEXPERT_14,
+};
 use std::path::Path;
 
 /// Read every row of a CheXpert label file.
-pub fn read(path: &Path) -> Result<impl Iterator<Item = Result<ManifestRow, IndexError>>, IndexError> {
+pub fn read(
+    path: &Path,
+) -> Result<impl Iterator<Item = Result<ManifestRow, IndexError>>, IndexError> {
     let file = LabelFile::open(path)?;
     let columns = Columns::find(&file)?;
     let fallback_split = split_from_name(path);
@@ -56,8 +60,13 @@ impl Columns {
     fn row(&self, cell: &Cell, fallback_split: Option<Split>) -> Result<ManifestRow, IndexError> {
         let image = cell.get(self.path, "Path")?;
         checked_relative(image).map_err(|why| cell.error("Path", image, &why))?;
-        let (patient_id, study_id, split) = parse_path(image)
-            .ok_or_else(|| cell.error("Path", image, "expected `.../patientNNNNN/studyN/viewN_*.jpg`, found"))?;
+        let (patient_id, study_id, split) = parse_path(image).ok_or_else(|| {
+            cell.error(
+                "Path",
+                image,
+                "expected `.../patientNNNNN/studyN/viewN_*.jpg`, found",
+            )
+        })?;
         let source_split = split.or(fallback_split);
         let mut labels = [LabelState::NotMentioned; cxr_core::OBSERVATIONS.len()];
         for &(observation, column) in &self.labels {
@@ -86,7 +95,11 @@ fn parse_path(path: &str) -> Option<(String, String, Option<Split>)> {
     let p = parts.iter().position(|c| c.starts_with("patient"))?;
     let study = parts.get(p + 1).filter(|s| s.starts_with("study"))?;
     let split = p.checked_sub(1).and_then(|i| Split::parse(parts[i]));
-    Some((parts[p].to_string(), format!("{}/{}", parts[p], study), split))
+    Some((
+        parts[p].to_string(),
+        format!("{}/{}", parts[p], study),
+        split,
+    ))
 }
 
 fn split_from_name(path: &Path) -> Option<Split> {
@@ -107,7 +120,13 @@ fn label(cell: &Cell, column: usize, name: &str) -> Result<LabelState, IndexErro
 
 fn view(cell: &Cell, column: usize) -> Result<View, IndexError> {
     let value = cell.get(column, "Frontal/Lateral")?;
-    View::parse(value).ok_or_else(|| cell.error("Frontal/Lateral", value, "expected Frontal or Lateral, found"))
+    View::parse(value).ok_or_else(|| {
+        cell.error(
+            "Frontal/Lateral",
+            value,
+            "expected Frontal or Lateral, found",
+        )
+    })
 }
 
 fn projection(cell: &Cell, column: usize) -> Result<Projection, IndexError> {
@@ -146,8 +165,12 @@ mod tests {
 
     #[test]
     fn paths_give_patient_study_and_split() {
-        let (p, s, split) = parse_path("CheXpert-v1.0-small/train/patient00001/study1/view1_frontal.jpg").unwrap();
-        assert_eq!((p.as_str(), s.as_str(), split), ("patient00001", "patient00001/study1", Some(Split::Train)));
+        let (p, s, split) =
+            parse_path("CheXpert-v1.0-small/train/patient00001/study1/view1_frontal.jpg").unwrap();
+        assert_eq!(
+            (p.as_str(), s.as_str(), split),
+            ("patient00001", "patient00001/study1", Some(Split::Train))
+        );
         assert!(parse_path("images/x.jpg").is_none());
     }
 }

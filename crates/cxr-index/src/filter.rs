@@ -14,6 +14,8 @@ impl Filter {
     pub fn keeps(&self, row: &ManifestRow) -> bool {
         (!self.frontal_only || row.view == View::Frontal)
             && (self.projections.is_empty() || self.projections.contains(&row.projection))
-            && self.source_split.is_none_or(|s| row.source_split == Some(s))
+            && self
+                .source_split
+                .is_none_or(|s| row.source_split == Some(s))
     }
 }

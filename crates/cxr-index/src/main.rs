@@ -120,7 +120,11 @@ fn run(cli: Cli) -> Result<()> {
         projections: opts.projection.clone(),
         source_split: opts.source_split,
     };
-    let mut rows: Vec<ManifestRow> = indexed.rows.into_iter().filter(|r| filter.keeps(r)).collect();
+    let mut rows: Vec<ManifestRow> = indexed
+        .rows
+        .into_iter()
+        .filter(|r| filter.keeps(r))
+        .collect();
     split::assign(&mut rows, opts.fractions, opts.seed);
     split::check_patients(&rows).map_err(anyhow::Error::msg)?;
     let missing = check_images(&opts, is_nih, &mut rows)?;
@@ -130,7 +134,11 @@ fn run(cli: Cli) -> Result<()> {
     summary.skipped_rows = indexed.skipped.len();
     Manifest { rows }.write(&opts.out)?;
     // A closed pipe (`| head`) is not an error worth a panic: the manifest is already written.
-    let _ = write!(std::io::stdout().lock(), "{summary}\nwrote {}\n", opts.out.display());
+    let _ = write!(
+        std::io::stdout().lock(),
+        "{summary}\nwrote {}\n",
+        opts.out.display()
+    );
     if let Some(path) = &opts.summary_json {
         let json = serde_json::to_vec_pretty(&summary)?;
         cxr_core::atomic::write_bytes(path, &json)?;
@@ -139,12 +147,17 @@ fn run(cli: Cli) -> Result<()> {
 }
 
 /// Count, require or drop rows without an image, as the options say.
-fn check_images(opts: &Options, is_nih: bool, rows: &mut Vec<ManifestRow>) -> Result<Option<usize>> {
+fn check_images(
+    opts: &Options,
+    is_nih: bool,
+    rows: &mut Vec<ManifestRow>,
+) -> Result<Option<usize>> {
     let Some(root) = &opts.root else {
         return Ok(None);
     };
     if is_nih {
-        images::locate_nih(root, rows).with_context(|| format!("searching {} for images", root.display()))?;
+        images::locate_nih(root, rows)
+            .with_context(|| format!("searching {} for images", root.display()))?;
     }
     let missing = images::missing(root, rows);
     if let (true, Some(&first)) = (opts.require_images, missing.first()) {

@@ -11,11 +11,15 @@
 
 use crate::csvfile::{Cell, LabelFile};
 use crate::IndexError;
-use cxr_core::{Dataset, LabelState, ManifestRow, Observation, Projection, Sex, Split, View, NIH_14};
+use cxr_core::{
+    Dataset, LabelState, ManifestRow, Observation, Projection, Sex, Split, View, NIH_14,
+};
 use std::path::Path;
 
 /// Read every row of an NIH label file (plain or gzipped).
-pub fn read(path: &Path) -> Result<impl Iterator<Item = Result<ManifestRow, IndexError>>, IndexError> {
+pub fn read(
+    path: &Path,
+) -> Result<impl Iterator<Item = Result<ManifestRow, IndexError>>, IndexError> {
     let file = LabelFile::open(path)?;
     let columns = Columns::find(&file)?;
     let path = path.to_path_buf();
@@ -79,7 +83,10 @@ impl Columns {
         })
     }
 
-    fn labels(&self, cell: &Cell) -> Result<[LabelState; cxr_core::OBSERVATIONS.len()], IndexError> {
+    fn labels(
+        &self,
+        cell: &Cell,
+    ) -> Result<[LabelState; cxr_core::OBSERVATIONS.len()], IndexError> {
         let mut labels = [LabelState::NotMentioned; cxr_core::OBSERVATIONS.len()];
         for o in NIH_14.iter().chain([&self.no_finding]) {
             labels[o.index()] = LabelState::Negative;

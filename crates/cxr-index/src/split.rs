@@ -7,7 +7,7 @@
 
 use cxr_core::hash::{seeded_hash, unit_interval};
 use cxr_core::{ManifestRow, Split};
-use std::collections::HashMap;
+use rustc_hash::FxHashMap;
 
 /// Fractions of patients in train, valid and test; they sum to 1.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -28,11 +28,15 @@ impl std::str::FromStr for Fractions {
             .collect::<Result<_, _>>()
             .map_err(|_| format!("`{s}`: expected three numbers like 0.8,0.1,0.1"))?;
         let [train, valid, test] = parts[..] else {
-            return Err(format!("`{s}`: expected three fractions (train,valid,test)"));
+            return Err(format!(
+                "`{s}`: expected three fractions (train,valid,test)"
+            ));
         };
         let sum = train + valid + test;
         if parts.iter().any(|f| !(0.0..=1.0).contains(f)) || (sum - 1.0).abs() > 1e-9 {
-            return Err(format!("`{s}`: fractions must lie in [0,1] and sum to 1 (sum is {sum})"));
+            return Err(format!(
+                "`{s}`: fractions must lie in [0,1] and sum to 1 (sum is {sum})"
+            ));
         }
         Ok(Fractions { train, valid, test })
     }
@@ -60,7 +64,7 @@ pub fn assign(rows: &mut [ManifestRow], fractions: Fractions, seed: u64) {
 
 /// Fail, naming the patient and rows, if any patient is in two splits.
 pub fn check_patients(rows: &[ManifestRow]) -> Result<(), String> {
-    let mut seen: HashMap<(&str, &str), (Split, usize)> = HashMap::new();
+    let mut seen: FxHashMap<(&str, &str), (Split, usize)> = FxHashMap::default();
     for (i, row) in rows.iter().enumerate() {
         let key = (row.dataset.as_str(), row.patient_id.as_str());
         let (split, first) = *seen.entry(key).or_insert((row.split, i));

@@ -8,7 +8,11 @@ use std::process::{Command, Output};
 
 fn shared() -> PathBuf {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data");
-    assert!(dir.is_dir(), "{} is missing: these tests need the shared data beside the repo", dir.display());
+    assert!(
+        dir.is_dir(),
+        "{} is missing: these tests need the shared data beside the repo",
+        dir.display()
+    );
     dir
 }
 
@@ -17,18 +21,28 @@ fn fixtures() -> PathBuf {
 }
 
 fn index(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_cxr-index")).args(args).output().unwrap()
+    Command::new(env!("CARGO_BIN_EXE_cxr-index"))
+        .args(args)
+        .output()
+        .unwrap()
 }
 
 fn index_ok(args: &[&str]) -> String {
     let out = index(args);
-    assert!(out.status.success(), "cxr-index {args:?} failed:\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "cxr-index {args:?} failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8(out.stdout).unwrap()
 }
 
 fn stderr_of(args: &[&str]) -> String {
     let out = index(args);
-    assert!(!out.status.success(), "cxr-index {args:?} should have failed");
+    assert!(
+        !out.status.success(),
+        "cxr-index {args:?} should have failed"
+    );
     String::from_utf8(out.stderr).unwrap()
 }
 
@@ -54,21 +68,49 @@ fn chexpert_valid_golden() {
     let out = dir.path().join("m.parquet");
     let root = shared().join("chexpert");
     let csv = root.join("CheXpert-v1.0-small/valid.csv");
-    index_ok(&["chexpert", "--csv", csv.to_str().unwrap(), "--out", out.to_str().unwrap()]);
+    index_ok(&[
+        "chexpert",
+        "--csv",
+        csv.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
     let m = Manifest::read(&out).unwrap();
     assert_eq!(m.len(), 234);
     let patients: std::collections::HashSet<_> = m.rows.iter().map(|r| &r.patient_id).collect();
     assert_eq!(patients.len(), 200);
     assert_eq!(count(&m, |r| r.view == View::Frontal), 202);
     assert_eq!(count(&m, |r| r.view == View::Lateral), 32);
-    assert_eq!(count(&m, |r| r.label(obs("Fracture")) == LabelState::Positive), 0);
-    assert_eq!(count(&m, |r| r.label(obs("Pleural Effusion")) == LabelState::Positive), 67);
-    assert!(m.rows.iter().all(|r| r.split == Split::Valid && r.source_split == Some(Split::Valid)));
-    assert!(m.rows.iter().all(|r| r.label(obs("Mass")) == LabelState::NotMentioned));
+    assert_eq!(
+        count(&m, |r| r.label(obs("Fracture")) == LabelState::Positive),
+        0
+    );
+    assert_eq!(
+        count(&m, |r| r.label(obs("Pleural Effusion"))
+            == LabelState::Positive),
+        67
+    );
+    assert!(m
+        .rows
+        .iter()
+        .all(|r| r.split == Split::Valid && r.source_split == Some(Split::Valid)));
+    assert!(m
+        .rows
+        .iter()
+        .all(|r| r.label(obs("Mass")) == LabelState::NotMentioned));
     let first = &m.rows[0];
-    assert_eq!(first.image_id, "CheXpert-v1.0-small/valid/patient64541/study1/view1_frontal.jpg");
-    assert_eq!((first.patient_id.as_str(), first.study_id.as_str()), ("patient64541", "patient64541/study1"));
-    assert_eq!((first.sex, first.age, first.projection), (Sex::Male, Some(73), Projection::Ap));
+    assert_eq!(
+        first.image_id,
+        "CheXpert-v1.0-small/valid/patient64541/study1/view1_frontal.jpg"
+    );
+    assert_eq!(
+        (first.patient_id.as_str(), first.study_id.as_str()),
+        ("patient64541", "patient64541/study1")
+    );
+    assert_eq!(
+        (first.sex, first.age, first.projection),
+        (Sex::Male, Some(73), Projection::Ap)
+    );
 }
 
 #[test]
@@ -92,7 +134,12 @@ fn nih_full_golden() {
         std::fs::write(&golden, serde_json::to_string_pretty(&got).unwrap()).unwrap();
     }
     let want: serde_json::Value = serde_json::from_slice(&std::fs::read(&golden).unwrap()).unwrap();
-    assert_eq!(got, want, "summary differs from {} (CXR_BLESS=1 rewrites it)", golden.display());
+    assert_eq!(
+        got,
+        want,
+        "summary differs from {} (CXR_BLESS=1 rewrites it)",
+        golden.display()
+    );
     assert_eq!(got["rows"], 112_120);
     assert_eq!(got["patients"], 30_805);
     assert_eq!(got["projections"]["PA"], 67_310);
@@ -102,7 +149,10 @@ fn nih_full_golden() {
     assert_patients_in_one_split(&m);
     let row = &m.rows[1];
     assert_eq!(row.image_id, "00000001_001.png");
-    assert_eq!((row.patient_id.as_str(), row.study_id.as_str()), ("00000001", "00000001/001"));
+    assert_eq!(
+        (row.patient_id.as_str(), row.study_id.as_str()),
+        ("00000001", "00000001/001")
+    );
     assert_eq!(row.label(obs("Emphysema")), LabelState::Positive);
     assert_eq!(row.label(obs("Effusion")), LabelState::Negative);
     assert_eq!(row.label(obs("Lung Opacity")), LabelState::NotMentioned);
@@ -152,12 +202,18 @@ fn synthetic_chexpert_train_quirks() {
     ]);
     let m = Manifest::read(&frontal).unwrap();
     assert_eq!(m.len(), 3);
-    assert!(m.rows.iter().all(|r| r.view == View::Frontal && r.projection == Projection::Pa));
+    assert!(m
+        .rows
+        .iter()
+        .all(|r| r.view == View::Frontal && r.projection == Projection::Pa));
 }
 
 /// Write `body` under the CheXpert header to a temp CSV and return its path.
 fn chexpert_csv(dir: &Path, body: &str) -> PathBuf {
-    let header = std::fs::read_to_string(fixtures().join("chexpert-synthetic/CheXpert-v1.0-small/train.csv")).unwrap();
+    let header = std::fs::read_to_string(
+        fixtures().join("chexpert-synthetic/CheXpert-v1.0-small/train.csv"),
+    )
+    .unwrap();
     let header = header.lines().next().unwrap();
     let path = dir.join("train.csv");
     std::fs::write(&path, format!("{header}\n{body}")).unwrap();
@@ -171,18 +227,38 @@ fn bad_values_name_file_line_column_and_value() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("m.parquet");
     let cases = [
-        (GOOD.replace("Frontal,AP,1.0", "Frontal,AP,2.0"), "No Finding", "`2.0`"),
+        (
+            GOOD.replace("Frontal,AP,1.0", "Frontal,AP,2.0"),
+            "No Finding",
+            "`2.0`",
+        ),
         (GOOD.replace(",68,", ",abc,"), "Age", "`abc`"),
         (GOOD.replace(",Female,", ",F,"), "Sex", "`F`"),
         (GOOD.replace(",AP,", ",XY,"), "AP/PA", "`XY`"),
     ];
     for (bad, column, value) in cases {
         let csv = chexpert_csv(dir.path(), &format!("{GOOD}{bad}"));
-        let err = stderr_of(&["chexpert", "--csv", csv.to_str().unwrap(), "--out", out.to_str().unwrap()]);
-        assert!(err.contains("train.csv:3") && err.contains(column) && err.contains(value), "{err}");
+        let err = stderr_of(&[
+            "chexpert",
+            "--csv",
+            csv.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ]);
+        assert!(
+            err.contains("train.csv:3") && err.contains(column) && err.contains(value),
+            "{err}"
+        );
         assert!(!out.exists(), "nothing may be written on error");
 
-        let stdout = index_ok(&["chexpert", "--csv", csv.to_str().unwrap(), "--out", out.to_str().unwrap(), "--lenient"]);
+        let stdout = index_ok(&[
+            "chexpert",
+            "--csv",
+            csv.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--lenient",
+        ]);
         assert!(stdout.contains("skipped      1 bad rows"), "{stdout}");
         assert_eq!(Manifest::read(&out).unwrap().len(), 1);
         std::fs::remove_file(&out).unwrap();
@@ -195,13 +271,31 @@ fn missing_column_and_path_escape_are_refused() {
     let out = dir.path().join("m.parquet");
     let csv = dir.path().join("cut.csv");
     std::fs::write(&csv, "Path,Sex,Age\nx,Male,3\n").unwrap();
-    let err = stderr_of(&["chexpert", "--csv", csv.to_str().unwrap(), "--out", out.to_str().unwrap()]);
-    assert!(err.contains("cut.csv") && err.contains("missing column `Frontal/Lateral`"), "{err}");
+    let err = stderr_of(&[
+        "chexpert",
+        "--csv",
+        csv.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(
+        err.contains("cut.csv") && err.contains("missing column `Frontal/Lateral`"),
+        "{err}"
+    );
 
     let escape = GOOD.replace("CheXpert-v1.0-small/train/", "../../etc/patient00001/");
     let csv = chexpert_csv(dir.path(), &escape);
-    let err = stderr_of(&["chexpert", "--csv", csv.to_str().unwrap(), "--out", out.to_str().unwrap()]);
-    assert!(err.contains("train.csv:2") && err.contains("../../etc"), "{err}");
+    let err = stderr_of(&[
+        "chexpert",
+        "--csv",
+        csv.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(
+        err.contains("train.csv:2") && err.contains("../../etc"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -210,7 +304,9 @@ fn a_patient_in_two_official_splits_is_refused() {
     let out = dir.path().join("m.parquet");
     let train = chexpert_csv(dir.path(), GOOD);
     let valid = dir.path().join("valid.csv");
-    let text = std::fs::read_to_string(&train).unwrap().replace("/train/", "/valid/");
+    let text = std::fs::read_to_string(&train)
+        .unwrap()
+        .replace("/train/", "/valid/");
     std::fs::write(&valid, text).unwrap();
     let err = stderr_of(&[
         "chexpert",
@@ -221,7 +317,10 @@ fn a_patient_in_two_official_splits_is_refused() {
         "--out",
         out.to_str().unwrap(),
     ]);
-    assert!(err.contains("patient00001") && err.contains("share one split"), "{err}");
+    assert!(
+        err.contains("patient00001") && err.contains("share one split"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -230,12 +329,40 @@ fn images_on_disk_are_counted_required_or_dropped() {
     let out = dir.path().join("m.parquet");
     let nih = shared().join("nih");
     let csv = nih.join("Data_Entry_2017_v2020.csv.gz");
-    let (root, csv, out_s) = (nih.to_str().unwrap(), csv.to_str().unwrap(), out.to_str().unwrap());
-    let err = stderr_of(&["nih", "--root", root, "--csv", csv, "--out", out_s, "--require-images"]);
-    assert!(err.contains("111620 of 112120 images are missing") && err.contains("00000001_000.png"), "{err}");
-    index_ok(&["nih", "--root", root, "--csv", csv, "--out", out_s, "--drop-missing"]);
+    let (root, csv, out_s) = (
+        nih.to_str().unwrap(),
+        csv.to_str().unwrap(),
+        out.to_str().unwrap(),
+    );
+    let err = stderr_of(&[
+        "nih",
+        "--root",
+        root,
+        "--csv",
+        csv,
+        "--out",
+        out_s,
+        "--require-images",
+    ]);
+    assert!(
+        err.contains("111620 of 112120 images are missing") && err.contains("00000001_000.png"),
+        "{err}"
+    );
+    index_ok(&[
+        "nih",
+        "--root",
+        root,
+        "--csv",
+        csv,
+        "--out",
+        out_s,
+        "--drop-missing",
+    ]);
     let m = Manifest::read(&out).unwrap();
     assert_eq!(m.len(), 500);
-    assert!(m.rows.iter().all(|r| r.path.starts_with("images/") && nih.join(&r.path).is_file()));
+    assert!(m
+        .rows
+        .iter()
+        .all(|r| r.path.starts_with("images/") && nih.join(&r.path).is_file()));
     assert_eq!(count(&m, |r| r.projection == Projection::Pa), 417);
 }

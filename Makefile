@@ -1,0 +1,35 @@
+# cxr: build, test, demo and benchmark from one place.
+#   make demo   the whole pipeline on the bundled NIH images (CPU)
+#   make test   every test (reads ../shared for real data and golden files)
+#   make bench  whole-process speed, side by side with Python peers where installed
+#   make lint   rustfmt and clippy, as CI would want them
+
+CARGO ?= cargo
+RELEASE := target/release
+DEMO_OUT ?= demo-out
+SHARED ?= ../shared
+
+.PHONY: all build test demo bench lint clean-demo
+
+all: build
+
+build:
+	$(CARGO) build --release --workspace
+
+test:
+	$(CARGO) test --workspace --no-fail-fast
+
+lint:
+	$(CARGO) fmt --all --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+demo: build
+	$(MAKE) -f pipelines/demo.mk OUT=$(DEMO_OUT) BIN=$(RELEASE)
+
+bench: build
+	bench/index.sh
+	bench/preprocess.sh
+	bench/eval.sh
+
+clean-demo:
+	rm -rf $(DEMO_OUT)
