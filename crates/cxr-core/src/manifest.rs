@@ -153,6 +153,7 @@ impl Manifest {
         atomic::write_with(path, |w| {
             ParquetWriter::new(w)
                 .with_compression(ParquetCompression::Zstd(None))
+                .with_statistics(StatisticsOptions::empty())
                 .finish(&mut df)
                 .map(|_| ())
                 .map_err(std::io::Error::other)
