@@ -311,7 +311,7 @@ mod tests {
             patient_id: format!("{:08}", i / 2),
             study_id: format!("{:08}/000", i / 2),
             view: View::Frontal,
-            projection: if i % 2 == 0 {
+            projection: if i.is_multiple_of(2) {
                 Projection::Pa
             } else {
                 Projection::Ap

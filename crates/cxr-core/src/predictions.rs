@@ -100,10 +100,14 @@ impl Predictions {
         let mut seen_tasks = HashMap::new();
         for (t, name) in self.tasks.iter().enumerate() {
             if name.trim().is_empty() || name == IMAGE_ID {
-                return Err(format!("task {t} has the name `{name}`, which is reserved or empty"));
+                return Err(format!(
+                    "task {t} has the name `{name}`, which is reserved or empty"
+                ));
             }
             if let Some(first) = seen_tasks.insert(name.as_str(), t) {
-                return Err(format!("task `{name}` appears twice (columns {first} and {t})"));
+                return Err(format!(
+                    "task `{name}` appears twice (columns {first} and {t})"
+                ));
             }
             if self.scores[t].len() != self.image_ids.len() {
                 return Err(format!(
@@ -168,16 +172,26 @@ impl Predictions {
         };
         let file = File::open(path).map_err(|e| crate::Error::io(path, e))?;
         let df = ParquetReader::new(file).finish().map_err(polars)?;
-        let names: Vec<String> = df.get_column_names().iter().map(|n| n.to_string()).collect();
+        let names: Vec<String> = df
+            .get_column_names()
+            .iter()
+            .map(|n| n.to_string())
+            .collect();
         let id_name = id_column(&names).map_err(invalid)?;
         let ids = df.column(id_name).map_err(polars)?;
-        let ids = ids
-            .str()
-            .map_err(|_| invalid(format!("column `{id_name}` should hold text, found {}", ids.dtype())))?;
+        let ids = ids.str().map_err(|_| {
+            invalid(format!(
+                "column `{id_name}` should hold text, found {}",
+                ids.dtype()
+            ))
+        })?;
         let image_ids = ids
             .iter()
             .enumerate()
-            .map(|(i, id)| id.map(str::to_string).ok_or_else(|| invalid(format!("row {i}: `{id_name}` is empty"))))
+            .map(|(i, id)| {
+                id.map(str::to_string)
+                    .ok_or_else(|| invalid(format!("row {i}: `{id_name}` is empty")))
+            })
             .collect::<Result<Vec<_>>>()?;
         let mut tasks = Vec::new();
         let mut scores = Vec::new();
@@ -198,7 +212,12 @@ impl Predictions {
             let mut out = Vec::with_capacity(values.len());
             for (i, v) in values.iter().enumerate() {
                 match v {
-                    None => return Err(invalid(format!("row {i} (image `{}`): `{name}` is empty", image_ids[i]))),
+                    None => {
+                        return Err(invalid(format!(
+                            "row {i} (image `{}`): `{name}` is empty",
+                            image_ids[i]
+                        )))
+                    }
                     Some(v) => out.push(v),
                 }
             }
@@ -228,7 +247,12 @@ impl Predictions {
                 csv::ErrorKind::Io(io) => PredictionsError::File(crate::Error::io(path, io)),
                 other => invalid(format!("{other:?}")),
             })?;
-        let names: Vec<String> = reader.headers().map_err(csv_error)?.iter().map(str::to_string).collect();
+        let names: Vec<String> = reader
+            .headers()
+            .map_err(csv_error)?
+            .iter()
+            .map(str::to_string)
+            .collect();
         let id_name = id_column(&names).map_err(invalid)?;
         let id_col = names.iter().position(|n| n == id_name).unwrap_or_default();
         let task_cols: Vec<usize> = (0..names.len()).filter(|&c| c != id_col).collect();
@@ -321,7 +345,11 @@ fn id_column(names: &[String]) -> Result<&'static str, String> {
             format!(
                 "no `{IMAGE_ID}` column (found: {}); name the column holding the manifest's image \
                  ids `{IMAGE_ID}`",
-                names.iter().map(|n| format!("`{n}`")).collect::<Vec<_>>().join(", ")
+                names
+                    .iter()
+                    .map(|n| format!("`{n}`"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
             )
         })
 }
@@ -334,7 +362,10 @@ mod tests {
         Predictions::new(
             vec!["a.png".into(), "b.png".into(), "c.png".into()],
             vec!["prob_Edema".into(), "sex".into()],
-            vec![vec![0.1, 0.25, f64::INFINITY], vec![-3.5, 1e-300, 0.1 + 0.2]],
+            vec![
+                vec![0.1, 0.25, f64::INFINITY],
+                vec![-3.5, 1e-300, 0.1 + 0.2],
+            ],
         )
         .unwrap()
     }
@@ -367,7 +398,9 @@ mod tests {
             ],
         )
         .unwrap();
-        ParquetWriter::new(File::create(&path).unwrap()).finish(&mut df).unwrap();
+        ParquetWriter::new(File::create(&path).unwrap())
+            .finish(&mut df)
+            .unwrap();
         let p = Predictions::read(&path).unwrap();
         assert_eq!(p.task("Cardiomegaly").unwrap(), &[0.5, 0.25]);
     }
@@ -376,7 +409,11 @@ mod tests {
     fn nih_style_csv_uses_image_index_as_id() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("chexnet.csv");
-        std::fs::write(&path, "Image Index,prob_Atelectasis\n00000001_000.png,0.3\n").unwrap();
+        std::fs::write(
+            &path,
+            "Image Index,prob_Atelectasis\n00000001_000.png,0.3\n",
+        )
+        .unwrap();
         let p = Predictions::read(&path).unwrap();
         assert_eq!(p.image_ids, ["00000001_000.png"]);
         assert_eq!(p.tasks, ["prob_Atelectasis"]);
@@ -388,13 +425,22 @@ mod tests {
         let path = dir.path().join("bad.csv");
         std::fs::write(&path, "image_id,Edema\na,0.1\nb,NaN\n").unwrap();
         let err = Predictions::read(&path).unwrap_err().to_string();
-        assert!(err.contains("bad.csv") && err.contains("line 3") && err.contains("Edema") && err.contains("NaN"), "{err}");
+        assert!(
+            err.contains("bad.csv")
+                && err.contains("line 3")
+                && err.contains("Edema")
+                && err.contains("NaN"),
+            "{err}"
+        );
         std::fs::write(&path, "image_id,Edema\na,high\n").unwrap();
         let err = Predictions::read(&path).unwrap_err().to_string();
         assert!(err.contains("line 2") && err.contains("`high`"), "{err}");
         std::fs::write(&path, "id,Edema\na,0.1\n").unwrap();
         let err = Predictions::read(&path).unwrap_err().to_string();
-        assert!(err.contains("no `image_id` column") && err.contains("`id`"), "{err}");
+        assert!(
+            err.contains("no `image_id` column") && err.contains("`id`"),
+            "{err}"
+        );
         std::fs::write(&path, "image_id,Edema\na,0.1\na,0.2\n").unwrap();
         let err = Predictions::read(&path).unwrap_err().to_string();
         assert!(err.contains("`a` appears twice"), "{err}");
@@ -402,17 +448,26 @@ mod tests {
 
     #[test]
     fn nan_is_refused_in_memory_and_in_parquet() {
-        let err = Predictions::new(vec!["a".into()], vec!["Edema".into()], vec![vec![f64::NAN]]).unwrap_err();
+        let err = Predictions::new(vec!["a".into()], vec!["Edema".into()], vec![vec![f64::NAN]])
+            .unwrap_err();
         assert!(err.to_string().contains("NaN"), "{err}");
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("nan.parquet");
         let mut df = DataFrame::new(
             2,
-            vec![Column::new("image_id".into(), ["x", "y"]), Column::new("Edema".into(), [0.5, f64::NAN])],
+            vec![
+                Column::new("image_id".into(), ["x", "y"]),
+                Column::new("Edema".into(), [0.5, f64::NAN]),
+            ],
         )
         .unwrap();
-        ParquetWriter::new(File::create(&path).unwrap()).finish(&mut df).unwrap();
+        ParquetWriter::new(File::create(&path).unwrap())
+            .finish(&mut df)
+            .unwrap();
         let err = Predictions::read(&path).unwrap_err().to_string();
-        assert!(err.contains("nan.parquet") && err.contains("row 1") && err.contains("`y`"), "{err}");
+        assert!(
+            err.contains("nan.parquet") && err.contains("row 1") && err.contains("`y`"),
+            "{err}"
+        );
     }
 }

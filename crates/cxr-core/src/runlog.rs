@@ -137,13 +137,19 @@ mod tests {
             loss: 0.4,
             lr: None,
             images_per_s: None,
-            auc: Some(BTreeMap::from([("Edema".to_string(), Some(0.9)), ("Fracture".to_string(), None)])),
+            auc: Some(BTreeMap::from([
+                ("Edema".to_string(), Some(0.9)),
+                ("Fracture".to_string(), None),
+            ])),
         };
         append(&path, &train(1, 0.69)).unwrap();
         append(&path, &valid).unwrap();
         assert_eq!(read(&path).unwrap(), vec![train(1, 0.69), valid]);
         let text = fs::read_to_string(&path).unwrap();
-        assert!(text.lines().nth(1).unwrap().contains("\"Fracture\":null"), "{text}");
+        assert!(
+            text.lines().nth(1).unwrap().contains("\"Fracture\":null"),
+            "{text}"
+        );
     }
 
     #[test]
@@ -165,6 +171,9 @@ mod tests {
         )
         .unwrap();
         let err = read(&path).unwrap_err().to_string();
-        assert!(err.contains(&format!("{}:3:", path.display())) && err.contains("test"), "{err}");
+        assert!(
+            err.contains(&format!("{}:3:", path.display())) && err.contains("test"),
+            "{err}"
+        );
     }
 }

@@ -13,11 +13,16 @@
 //! [`roc_auc`] is what a training loop calls on validation outputs. [`Ranked`] sorts a task
 //! once so that many weighted AUCs (bootstrap replicates) cost one linear pass each.
 
-/// An order-preserving integer key: `a < b` as f64 iff `key(a) < key(b)`, with `-0.0 == 0.0`.
-/// Integer sorts are faster than `f64::total_cmp` and the key makes ties exact.
-fn key(score: f64) -> i64 {
-    let bits = (score + 0.0).to_bits() as i64; // `+ 0.0` turns -0.0 into 0.0
-    bits ^ (((bits >> 63) as u64) >> 1) as i64
+/// An order-preserving integer key: `a < b` as f64 iff `key(a) < key(b)`, with `-0.0 == 0.0`
+/// (the total order of `f64::total_cmp`, except that the two zeros tie, as they do for
+/// scikit-learn). Integer keys sort faster than floats and make ties exact.
+fn key(score: f64) -> u64 {
+    let bits = (score + 0.0).to_bits(); // `+ 0.0` turns -0.0 into 0.0
+    if bits >> 63 == 1 {
+        !bits
+    } else {
+        bits | 1 << 63
+    }
 }
 
 /// ROC AUC of `scores` against binary `labels` (`true` = positive).
@@ -35,7 +40,11 @@ pub fn roc_auc(labels: &[bool], scores: &[f64]) -> Option<f64> {
     let mut pos = Vec::with_capacity(n_pos);
     let mut neg = Vec::with_capacity(labels.len() - n_pos);
     for (&l, &s) in labels.iter().zip(scores) {
-        if l { pos.push(key(s)) } else { neg.push(key(s)) }
+        if l {
+            pos.push(key(s))
+        } else {
+            neg.push(key(s))
+        }
     }
     auc_of_keys(&mut pos, &mut neg)
 }
@@ -58,7 +67,7 @@ pub fn roc_auc_known(labels: &[Option<bool>], scores: &[f64]) -> Option<f64> {
 /// Sort both classes' keys and count, for every positive, the negatives below it (twice) and
 /// tied with it (once): the doubled Mann-Whitney U. The count is exact in u64, and so is its
 /// conversion to f64 below 2^53 (about 130 million items), so the result is rounded only once.
-fn auc_of_keys(pos: &mut [i64], neg: &mut [i64]) -> Option<f64> {
+fn auc_of_keys(pos: &mut [u64], neg: &mut [u64]) -> Option<f64> {
     if pos.is_empty() || neg.is_empty() {
         return None;
     }
@@ -87,7 +96,11 @@ fn auc_of_keys(pos: &mut [i64], neg: &mut [i64]) -> Option<f64> {
 
 /// Midranks (1-based; tied values share the mean of their ranks), as DeLong's method needs.
 pub fn midranks(values: &[f64]) -> Vec<f64> {
-    let mut order: Vec<(i64, usize)> = values.iter().enumerate().map(|(i, &v)| (key(v), i)).collect();
+    let mut order: Vec<(u64, usize)> = values
+        .iter()
+        .enumerate()
+        .map(|(i, &v)| (key(v), i))
+        .collect();
     order.sort_unstable();
     let mut ranks = vec![0.0; values.len()];
     let mut i = 0;
@@ -123,7 +136,7 @@ impl Ranked {
     /// Sort the items with known labels by score.
     pub fn new(labels: &[Option<bool>], scores: &[f64]) -> Ranked {
         assert_eq!(labels.len(), scores.len(), "one label per score");
-        let mut known: Vec<(i64, u32, bool)> = labels
+        let mut known: Vec<(u64, u32, bool)> = labels
             .iter()
             .zip(scores)
             .enumerate()
@@ -152,7 +165,11 @@ impl Ranked {
             let (mut pos, mut neg) = (0u64, 0u64);
             for k in start..end as usize {
                 let w = u64::from(weights[self.items[k] as usize]);
-                if self.labels[k] { pos += w } else { neg += w }
+                if self.labels[k] {
+                    pos += w
+                } else {
+                    neg += w
+                }
             }
             doubled += pos * (2 * neg_below + neg);
             neg_below += neg;
@@ -178,7 +195,7 @@ pub struct RocCurve {
 impl RocCurve {
     /// The curve of the items with known labels; `None` when a class is missing.
     pub fn new(labels: &[Option<bool>], scores: &[f64]) -> Option<RocCurve> {
-        let mut known: Vec<(i64, bool)> = labels
+        let mut known: Vec<(u64, bool)> = labels
             .iter()
             .zip(scores)
             .filter_map(|(l, &s)| l.map(|l| (key(s), l)))
@@ -188,11 +205,15 @@ impl RocCurve {
         if n_pos == 0 || n_neg == 0 {
             return None;
         }
-        known.sort_unstable_by(|a, b| b.0.cmp(&a.0)); // highest score first
+        known.sort_unstable_by_key(|k| std::cmp::Reverse(k.0)); // highest score first
         let (mut fpr, mut tpr) = (vec![0.0], vec![0.0]);
         let (mut tp, mut fp) = (0usize, 0usize);
         for (i, &(k, l)) in known.iter().enumerate() {
-            if l { tp += 1 } else { fp += 1 }
+            if l {
+                tp += 1
+            } else {
+                fp += 1
+            }
             if i + 1 == known.len() || known[i + 1].0 != k {
                 fpr.push(fp as f64 / n_neg as f64);
                 tpr.push(tp as f64 / n_pos as f64);
@@ -241,7 +262,13 @@ mod tests {
             for (j, &lj) in labels.iter().enumerate() {
                 if li && !lj {
                     pairs += 1.0;
-                    num += if scores[i] > scores[j] { 1.0 } else if scores[i] == scores[j] { 0.5 } else { 0.0 };
+                    num += if scores[i] > scores[j] {
+                        1.0
+                    } else if scores[i] == scores[j] {
+                        0.5
+                    } else {
+                        0.0
+                    };
                 }
             }
         }
@@ -249,7 +276,9 @@ mod tests {
     }
 
     fn pseudo(n: usize, seed: u64, levels: u64) -> (Vec<bool>, Vec<f64>) {
-        let h = |i: usize, s: u64| cxr_core::hash::splitmix64(seed.wrapping_mul(1000).wrapping_add(s) ^ i as u64);
+        let h = |i: usize, s: u64| {
+            cxr_core::hash::splitmix64(seed.wrapping_mul(1000).wrapping_add(s) ^ i as u64)
+        };
         let labels = (0..n).map(|i| h(i, 1) % 3 == 0).collect::<Vec<_>>();
         let scores = (0..n)
             .map(|i| (h(i, 2) % levels) as f64 - 3.0 + if labels[i] { 1.5 } else { 0.0 })
@@ -261,8 +290,34 @@ mod tests {
     fn matches_pair_counting_with_ties_and_negative_scores() {
         for seed in 0..50 {
             let (labels, scores) = pseudo(40 + seed as usize, seed, 1 + seed % 7);
-            assert_eq!(roc_auc(&labels, &scores), brute(&labels, &scores), "seed {seed}");
+            assert_eq!(
+                roc_auc(&labels, &scores),
+                brute(&labels, &scores),
+                "seed {seed}"
+            );
         }
+    }
+
+    #[test]
+    fn keys_order_like_total_cmp_with_zeros_tied() {
+        let mut scores: Vec<f64> = (0..5000u64)
+            .map(|i| {
+                let h = cxr_core::hash::splitmix64(i);
+                match i % 4 {
+                    0 => f64::from_bits(h) % 1e6, // any sign and magnitude
+                    1 => (h % 7) as f64 - 3.0,    // heavy ties around zero
+                    2 => f64::NEG_INFINITY,
+                    _ => -1e-300 * (h % 3) as f64,
+                }
+            })
+            .filter(|s| !s.is_nan())
+            .collect();
+        let mut keys: Vec<u64> = scores.iter().map(|&s| key(s)).collect();
+        keys.sort_unstable();
+        scores.sort_unstable_by(f64::total_cmp);
+        assert_eq!(keys, scores.iter().map(|&s| key(s)).collect::<Vec<_>>());
+        assert_eq!(key(-0.0), key(0.0));
+        assert!(key(-1e-300) < key(0.0) && key(0.0) < key(f64::MIN_POSITIVE));
     }
 
     #[test]
@@ -298,7 +353,10 @@ mod tests {
         let mut partly = known.clone();
         partly[0] = None;
         let expected = roc_auc_known(&partly, &scores);
-        assert_eq!(Ranked::new(&partly, &scores).auc_weighted(&[3; 60]), expected);
+        assert_eq!(
+            Ranked::new(&partly, &scores).auc_weighted(&[3; 60]),
+            expected
+        );
     }
 
     #[test]
@@ -310,6 +368,9 @@ mod tests {
         let thin = curve.thinned(50);
         assert!(thin.fpr.len() <= 51);
         assert_eq!((thin.fpr[0], thin.tpr[0]), (0.0, 0.0));
-        assert_eq!((*thin.fpr.last().unwrap(), *thin.tpr.last().unwrap()), (1.0, 1.0));
+        assert_eq!(
+            (*thin.fpr.last().unwrap(), *thin.tpr.last().unwrap()),
+            (1.0, 1.0)
+        );
     }
 }

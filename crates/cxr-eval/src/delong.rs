@@ -32,7 +32,9 @@ pub struct DeLong {
 impl DeLong {
     /// Standard error of `auc_a - auc_b`.
     pub fn se_difference(&self) -> f64 {
-        (self.var_a + self.var_b - 2.0 * self.covariance).max(0.0).sqrt()
+        (self.var_a + self.var_b - 2.0 * self.covariance)
+            .max(0.0)
+            .sqrt()
     }
 }
 
@@ -52,7 +54,9 @@ fn components(pos: &[f64], neg: &[f64]) -> Components {
     let all: Vec<f64> = pos.iter().chain(neg).copied().collect();
     let tz = midranks(&all);
     let v_pos: Vec<f64> = (0..m).map(|i| (tz[i] - tx[i]) / n as f64).collect();
-    let v_neg: Vec<f64> = (0..n).map(|j| 1.0 - (tz[m + j] - ty[j]) / m as f64).collect();
+    let v_neg: Vec<f64> = (0..n)
+        .map(|j| 1.0 - (tz[m + j] - ty[j]) / m as f64)
+        .collect();
     // Midranks are multiples of 1/2, so this sum is exact and the AUC is rounded once, exactly
     // as `auc::roc_auc` computes it.
     let rank_sum: f64 = tz[..m].iter().sum();
@@ -64,7 +68,11 @@ fn components(pos: &[f64], neg: &[f64]) -> Components {
 fn covariance(x: &[f64], y: &[f64]) -> f64 {
     let k = x.len() as f64;
     let (mx, my) = (x.iter().sum::<f64>() / k, y.iter().sum::<f64>() / k);
-    x.iter().zip(y).map(|(a, b)| (a - mx) * (b - my)).sum::<f64>() / (k - 1.0)
+    x.iter()
+        .zip(y)
+        .map(|(a, b)| (a - mx) * (b - my))
+        .sum::<f64>()
+        / (k - 1.0)
 }
 
 /// DeLong's variance of the AUC of `scores` (one model alone); `None` with fewer than two
@@ -86,7 +94,10 @@ pub fn auc_variance(labels: &[bool], scores: &[f64]) -> Option<(f64, f64)> {
 /// # Panics
 /// If the three slices differ in length.
 pub fn paired_test(labels: &[bool], a: &[f64], b: &[f64]) -> Option<DeLong> {
-    assert!(labels.len() == a.len() && a.len() == b.len(), "one label per score of each model");
+    assert!(
+        labels.len() == a.len() && a.len() == b.len(),
+        "one label per score of each model"
+    );
     let (pos_a, neg_a) = split(labels, a);
     let (pos_b, neg_b) = split(labels, b);
     let (m, n) = (pos_a.len() as f64, neg_a.len() as f64);
@@ -95,7 +106,9 @@ pub fn paired_test(labels: &[bool], a: &[f64], b: &[f64]) -> Option<DeLong> {
     }
     let ca = components(&pos_a, &neg_a);
     let cb = components(&pos_b, &neg_b);
-    let s = |x: &Components, y: &Components| covariance(&x.v_pos, &y.v_pos) / m + covariance(&x.v_neg, &y.v_neg) / n;
+    let s = |x: &Components, y: &Components| {
+        covariance(&x.v_pos, &y.v_pos) / m + covariance(&x.v_neg, &y.v_neg) / n
+    };
     let (var_a, var_b, cov) = (s(&ca, &ca), s(&cb, &cb), s(&ca, &cb));
     let diff = ca.auc - cb.auc;
     let var_diff = var_a + var_b - 2.0 * cov;
@@ -127,7 +140,11 @@ fn split(labels: &[bool], scores: &[f64]) -> (Vec<f64>, Vec<f64>) {
     let mut pos = Vec::new();
     let mut neg = Vec::new();
     for (&l, &s) in labels.iter().zip(scores) {
-        if l { pos.push(s) } else { neg.push(s) }
+        if l {
+            pos.push(s)
+        } else {
+            neg.push(s)
+        }
     }
     (pos, neg)
 }
@@ -139,7 +156,9 @@ mod tests {
 
     /// A small case with ties in both models, computed independently with numpy/scipy
     /// (`bench/eval_check.py`, the O(mn) placement-matrix form of DeLong 1988, not Sun & Xu).
-    const LABELS: [bool; 12] = [true, true, true, true, true, false, false, false, false, false, false, false];
+    const LABELS: [bool; 12] = [
+        true, true, true, true, true, false, false, false, false, false, false, false,
+    ];
     const A: [f64; 12] = [0.9, 0.8, 0.8, 0.55, 0.3, 0.7, 0.5, 0.4, 0.4, 0.2, 0.1, 0.8];
     const B: [f64; 12] = [0.6, 0.9, 0.5, 0.5, 0.2, 0.6, 0.3, 0.5, 0.1, 0.3, 0.4, 0.2];
 
@@ -175,7 +194,10 @@ mod tests {
     fn swapping_models_negates_z_and_keeps_variance_and_p() {
         let ab = paired_test(&LABELS, &A, &B).unwrap();
         let ba = paired_test(&LABELS, &B, &A).unwrap();
-        assert_eq!((ab.var_a, ab.var_b, ab.covariance), (ba.var_b, ba.var_a, ba.covariance));
+        assert_eq!(
+            (ab.var_a, ab.var_b, ab.covariance),
+            (ba.var_b, ba.var_a, ba.covariance)
+        );
         assert_eq!(ab.se_difference(), ba.se_difference());
         assert_eq!(ab.z, -ba.z);
         assert_eq!(ab.p_value, ba.p_value);

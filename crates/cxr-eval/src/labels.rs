@@ -86,7 +86,10 @@ pub fn resolve_tasks(predictions: &Predictions, path: &Path) -> Result<(Vec<Task
     let mut skipped = Vec::new();
     for column in &predictions.tasks {
         let bare = column.trim();
-        let bare = bare.strip_prefix("prob_").unwrap_or(bare).to_ascii_lowercase();
+        let bare = bare
+            .strip_prefix("prob_")
+            .unwrap_or(bare)
+            .to_ascii_lowercase();
         let kind = match bare.as_str() {
             "sex" => TaskKind::Sex,
             "view" | "projection" => TaskKind::Projection,
@@ -215,7 +218,11 @@ pub fn join(
     rows.sort_unstable();
     let columns: Vec<&[f64]> = tasks
         .iter()
-        .map(|t| predictions.task(&t.column).expect("tasks resolved from these predictions"))
+        .map(|t| {
+            predictions
+                .task(&t.column)
+                .expect("tasks resolved from these predictions")
+        })
         .collect();
 
     // Units: each image, or each study (in order of first appearance).
@@ -347,33 +354,71 @@ pub(crate) mod tests {
         .unwrap()
     }
 
-    fn eval(p: &Predictions, m: &Manifest, policy: &LabelPolicy, aggregate: Aggregate) -> Result<EvalSet> {
+    fn eval(
+        p: &Predictions,
+        m: &Manifest,
+        policy: &LabelPolicy,
+        aggregate: Aggregate,
+    ) -> Result<EvalSet> {
         let (tasks, _) = resolve_tasks(p, Path::new("p.csv"))?;
-        join(p, Path::new("p.csv"), &tasks, m, Path::new("m.parquet"), policy, aggregate)
+        join(
+            p,
+            Path::new("p.csv"),
+            &tasks,
+            m,
+            Path::new("m.parquet"),
+            policy,
+            aggregate,
+        )
     }
 
     #[test]
     fn columns_resolve_to_tasks() {
         let p = Predictions::new(
             vec!["a".into()],
-            ["prob_Pleural_Effusion", "Edema", "sex", "view", "age"].map(String::from).to_vec(),
+            ["prob_Pleural_Effusion", "Edema", "sex", "view", "age"]
+                .map(String::from)
+                .to_vec(),
             vec![vec![0.0]; 5],
         )
         .unwrap();
         let (tasks, skipped) = resolve_tasks(&p, Path::new("p.csv")).unwrap();
         let kinds: Vec<&str> = tasks.iter().map(|t| t.kind.name()).collect();
-        assert_eq!(kinds, ["Pleural Effusion", "Edema", "sex (male vs female)", "view (PA vs AP)"]);
+        assert_eq!(
+            kinds,
+            [
+                "Pleural Effusion",
+                "Edema",
+                "sex (male vs female)",
+                "view (PA vs AP)"
+            ]
+        );
         assert_eq!(skipped, ["age"]);
     }
 
     #[test]
     fn unknown_and_duplicate_columns_are_errors_naming_the_file() {
         let p = predictions(&["a"], "Pneumonitis", &[0.1]);
-        let err = resolve_tasks(&p, Path::new("run/preds.csv")).unwrap_err().to_string();
-        assert!(err.contains("run/preds.csv") && err.contains("`Pneumonitis`"), "{err}");
-        let p = Predictions::new(vec!["a".into()], vec!["Effusion".into(), "prob_Pleural_Effusion".into()], vec![vec![0.0]; 2]).unwrap();
-        let err = resolve_tasks(&p, Path::new("p.csv")).unwrap_err().to_string();
-        assert!(err.contains("`Effusion`") && err.contains("both predict Pleural Effusion"), "{err}");
+        let err = resolve_tasks(&p, Path::new("run/preds.csv"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("run/preds.csv") && err.contains("`Pneumonitis`"),
+            "{err}"
+        );
+        let p = Predictions::new(
+            vec!["a".into()],
+            vec!["Effusion".into(), "prob_Pleural_Effusion".into()],
+            vec![vec![0.0]; 2],
+        )
+        .unwrap();
+        let err = resolve_tasks(&p, Path::new("p.csv"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("`Effusion`") && err.contains("both predict Pleural Effusion"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -382,8 +427,13 @@ pub(crate) mod tests {
             rows: vec![row("a", "s1", "p1", LabelState::Positive)],
         };
         let p = predictions(&["a", "zz", "yy"], "Edema", &[0.1, 0.2, 0.3]);
-        let err = eval(&p, &m, &LabelPolicy::evaluation(), Aggregate::Image).unwrap_err().to_string();
-        assert!(err.contains("p.csv") && err.contains("`zz` (row 1)") && err.contains("2 of 3"), "{err}");
+        let err = eval(&p, &m, &LabelPolicy::evaluation(), Aggregate::Image)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("p.csv") && err.contains("`zz` (row 1)") && err.contains("2 of 3"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -405,7 +455,10 @@ pub(crate) mod tests {
         assert_eq!(set.unit_patient, [0, 0, 1, 2]);
         let ones = LabelPolicy::parse("u-ones", cxr_core::BlankRule::Negative).unwrap();
         let set = eval(&p, &m, &ones, Aggregate::Image).unwrap();
-        assert_eq!(set.tasks[0].labels, [Some(true), Some(false), Some(true), Some(false)]);
+        assert_eq!(
+            set.tasks[0].labels,
+            [Some(true), Some(false), Some(true), Some(false)]
+        );
     }
 
     #[test]
@@ -420,7 +473,13 @@ pub(crate) mod tests {
                 row("s3/frontal", "s3", "p2", Uncertain),
             ],
         };
-        let ids = ["s1/frontal", "s1/lateral", "s2/frontal", "s2/lateral", "s3/frontal"];
+        let ids = [
+            "s1/frontal",
+            "s1/lateral",
+            "s2/frontal",
+            "s2/lateral",
+            "s3/frontal",
+        ];
         let p = predictions(&ids, "Edema", &[0.2, 0.6, 0.9, 0.1, 0.5]);
         let policy = LabelPolicy::evaluation();
         let max = eval(&p, &m, &policy, Aggregate::StudyMax).unwrap();

@@ -1,0 +1,513 @@
+//! The `cxr-eval` binary end to end: a small manifest and predictions written with cxr-core's
+//! own writers, scored, compared and drawn as a user would.
+
+use cxr_core::hash::{splitmix64, unit_interval};
+use cxr_core::predictions::Predictions;
+use cxr_core::runlog::{self, MetricRecord, Phase};
+use cxr_core::{
+    Dataset, LabelState, Manifest, ManifestRow, Observation, Projection, Sex, Split, View,
+    OBSERVATIONS,
+};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+const TASKS: [&str; 6] = [
+    "Atelectasis",
+    "Cardiomegaly",
+    "Consolidation",
+    "Edema",
+    "Pleural Effusion",
+    "Fracture",
+];
+
+fn u(i: usize, salt: u64) -> f64 {
+    unit_interval(splitmix64((i as u64) << 8 | salt))
+}
+
+/// 150 images: 60 patients, studies of a frontal (PA or AP) and sometimes a lateral view.
+/// Fracture is never positive; some labels are uncertain or blank.
+fn manifest() -> Manifest {
+    let mut rows = Vec::new();
+    for i in 0..150 {
+        let study = i / 2;
+        let patient = study * 60 / 75;
+        let mut labels = [LabelState::NotMentioned; OBSERVATIONS.len()];
+        for (t, name) in TASKS.iter().enumerate() {
+            let o = Observation::parse(name).unwrap();
+            let x = u(study, t as u64);
+            labels[o.index()] = if *name == "Fracture" {
+                LabelState::Negative
+            } else if x < 0.35 {
+                LabelState::Positive
+            } else if x < 0.85 {
+                LabelState::Negative
+            } else if x < 0.93 {
+                LabelState::Uncertain
+            } else {
+                LabelState::NotMentioned
+            };
+        }
+        let lateral = i % 2 == 1;
+        rows.push(ManifestRow {
+            image_id: format!(
+                "CheXpert-v1.0-small/valid/patient{patient:05}/study{study}/view{}.jpg",
+                i % 2 + 1
+            ),
+            dataset: Dataset::Chexpert,
+            path: format!("valid/{i}.jpg"),
+            patient_id: format!("patient{patient:05}"),
+            study_id: format!("patient{patient:05}/study{study}"),
+            view: if lateral {
+                View::Lateral
+            } else {
+                View::Frontal
+            },
+            projection: if lateral {
+                Projection::Ll
+            } else if u(study, 40) < 0.6 {
+                Projection::Pa
+            } else {
+                Projection::Ap
+            },
+            sex: if u(patient, 50) < 0.5 {
+                Sex::Male
+            } else {
+                Sex::Female
+            },
+            age: Some(60),
+            source_split: Some(Split::Valid),
+            split: Split::Valid,
+            labels,
+        });
+    }
+    Manifest { rows }
+}
+
+/// Scores that follow the labels with noise `noise` (0 = perfect ordering by label).
+fn predictions(m: &Manifest, noise: f64, salt: u64) -> Predictions {
+    let mut tasks: Vec<String> = TASKS
+        .iter()
+        .map(|t| format!("prob_{}", t.replace(' ', "_")))
+        .collect();
+    tasks.push("sex".into());
+    let mut scores: Vec<Vec<f64>> = TASKS
+        .iter()
+        .enumerate()
+        .map(|(t, name)| {
+            let o = Observation::parse(name).unwrap();
+            m.rows
+                .iter()
+                .enumerate()
+                .map(|(i, r)| {
+                    let signal = if r.label(o) == LabelState::Positive {
+                        1.0
+                    } else {
+                        0.0
+                    };
+                    ((1.0 - noise) * signal + noise * u(i, 100 + salt + t as u64) * 2.0) as f32
+                        as f64
+                })
+                .collect()
+        })
+        .collect();
+    scores.push(
+        m.rows
+            .iter()
+            .enumerate()
+            .map(|(i, r)| if r.sex == Sex::Male { 0.7 } else { 0.3 } + 0.5 * u(i, 99))
+            .collect(),
+    );
+    let ids = m.rows.iter().map(|r| r.image_id.clone()).collect();
+    Predictions::new(ids, tasks, scores).unwrap()
+}
+
+struct Fixture {
+    dir: tempfile::TempDir,
+}
+
+impl Fixture {
+    fn new() -> Fixture {
+        let dir = tempfile::tempdir().unwrap();
+        let m = manifest();
+        m.write(&dir.path().join("manifest.parquet")).unwrap();
+        predictions(&m, 0.6, 0)
+            .write(&dir.path().join("a.parquet"))
+            .unwrap();
+        predictions(&m, 0.6, 0)
+            .write_csv(&dir.path().join("a.csv"))
+            .unwrap();
+        predictions(&m, 0.8, 7)
+            .write(&dir.path().join("b.parquet"))
+            .unwrap();
+        Fixture { dir }
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        self.run_env(args, &[])
+    }
+
+    fn run_env(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
+        Command::new(env!("CARGO_BIN_EXE_cxr-eval"))
+            .current_dir(self.dir.path())
+            .args(args)
+            .envs(env.iter().copied())
+            .output()
+            .unwrap()
+    }
+}
+
+fn ok(out: &Output) -> String {
+    assert!(
+        out.status.success(),
+        "failed:\nstdout:\n{}\nstderr:\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout.clone()).unwrap()
+}
+
+fn err(out: &Output) -> String {
+    assert!(
+        !out.status.success(),
+        "expected failure, got:\n{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    String::from_utf8(out.stderr.clone()).unwrap()
+}
+
+fn assert_png_and_svg(dir: &Path, stem: &str) {
+    let png = std::fs::read(dir.join(format!("{stem}.png"))).unwrap();
+    assert!(
+        png.len() > 10_000 && png.starts_with(b"\x89PNG\r\n\x1a\n"),
+        "{stem}.png: {} bytes",
+        png.len()
+    );
+    let svg = std::fs::read_to_string(dir.join(format!("{stem}.svg"))).unwrap();
+    assert!(
+        svg.starts_with("<svg") && svg.contains("<text") && svg.len() > 5_000,
+        "{stem}.svg"
+    );
+}
+
+#[test]
+fn score_prints_aucs_intervals_means_and_undefined_tasks() {
+    let f = Fixture::new();
+    let table = ok(&f.run(&[
+        "score",
+        "a.parquet",
+        "--manifest",
+        "manifest.parquet",
+        "--out",
+        "eval",
+    ]));
+    assert!(
+        table.contains("Fracture") && table.contains("n/a") && table.contains("one class only"),
+        "{table}"
+    );
+    assert!(
+        table.contains("undefined: 1 task with one class only: Fracture"),
+        "{table}"
+    );
+    assert!(table.contains("mean, CheXpert competition 5"), "{table}");
+    assert!(
+        table.contains("over Atelectasis, Cardiomegaly, Consolidation, Edema, Pleural Effusion"),
+        "{table}"
+    );
+    assert!(
+        table.contains("sex (male vs female)")
+            && table.contains("2000 bootstrap replicates over 60 patients"),
+        "{table}"
+    );
+
+    let json: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(f.path("eval/metrics.json")).unwrap()).unwrap();
+    let fracture = json["tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["task"] == "Fracture")
+        .unwrap();
+    assert!(fracture["auc"].is_null() && fracture["n_pos"] == 0);
+    assert_eq!(json["undefined"], serde_json::json!(["Fracture"]));
+    let edema = json["tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["task"] == "Edema")
+        .unwrap();
+    let (auc, lo, hi) = (
+        edema["auc"].as_f64().unwrap(),
+        edema["ci"]["low"].as_f64().unwrap(),
+        edema["ci"]["high"].as_f64().unwrap(),
+    );
+    assert!(lo < auc && auc < hi, "{edema}");
+    let csv = std::fs::read_to_string(f.path("eval/metrics.csv")).unwrap();
+    assert!(
+        csv.starts_with("kind,task,n,n_pos") && csv.contains("\nmean,CheXpert competition 5,"),
+        "{csv}"
+    );
+    assert_png_and_svg(&f.path("eval"), "roc");
+}
+
+#[test]
+fn csv_and_parquet_predictions_score_identically_on_any_thread_count() {
+    let f = Fixture::new();
+    ok(&f.run_env(
+        &[
+            "score",
+            "a.parquet",
+            "-m",
+            "manifest.parquet",
+            "--out",
+            "pq",
+            "--no-plots",
+        ],
+        &[("RAYON_NUM_THREADS", "1")],
+    ));
+    ok(&f.run_env(
+        &[
+            "score",
+            "a.csv",
+            "-m",
+            "manifest.parquet",
+            "--out",
+            "csv",
+            "--no-plots",
+        ],
+        &[("RAYON_NUM_THREADS", "3")],
+    ));
+    let strip = |p: &str| {
+        let mut v: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(f.path(p)).unwrap()).unwrap();
+        v["predictions"] = serde_json::Value::Null;
+        v
+    };
+    assert_eq!(strip("pq/metrics.json"), strip("csv/metrics.json"));
+    assert!(!f.path("pq/roc.png").exists(), "--no-plots");
+}
+
+#[test]
+fn study_aggregation_scores_studies() {
+    let f = Fixture::new();
+    let table = ok(&f.run(&[
+        "score",
+        "a.parquet",
+        "-m",
+        "manifest.parquet",
+        "--aggregate",
+        "study-max",
+        "--bootstrap",
+        "0",
+    ]));
+    assert!(
+        table.contains("unit: study (study-max; 150 images in 75 studies)"),
+        "{table}"
+    );
+    assert!(table.contains("intervals  none"), "{table}");
+}
+
+#[test]
+fn compare_reports_delong_and_paired_bootstrap() {
+    let f = Fixture::new();
+    let table = ok(&f.run(&[
+        "compare",
+        "a.parquet",
+        "b.parquet",
+        "-m",
+        "manifest.parquet",
+        "--out",
+        "cmp",
+    ]));
+    assert!(
+        table.contains("DeLong z") && table.contains("paired bootstrap p ="),
+        "{table}"
+    );
+    let json: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(f.path("cmp/comparison.json")).unwrap()).unwrap();
+    let edema = json["tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["task"] == "Edema")
+        .unwrap();
+    assert!(
+        edema["delong"]["p_value"].as_f64().unwrap() < 0.05,
+        "{edema}"
+    );
+    assert!(
+        edema["difference"].as_f64().unwrap() > 0.0,
+        "A has less noise"
+    );
+    assert_png_and_svg(&f.path("cmp"), "roc_compare");
+
+    // A model compared with itself: no difference, p = 1 everywhere.
+    let same = ok(&f.run(&[
+        "compare",
+        "a.parquet",
+        "a.csv",
+        "-m",
+        "manifest.parquet",
+        "--out",
+        "same",
+        "--no-plots",
+    ]));
+    let json: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(f.path("same/comparison.json")).unwrap()).unwrap();
+    for t in json["tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|t| !t["delong"].is_null())
+    {
+        assert_eq!(t["delong"]["p_value"], 1.0, "{same}");
+    }
+    assert_eq!(json["means"][0]["p_value"], 1.0);
+}
+
+#[test]
+fn bad_inputs_are_clear_errors() {
+    let f = Fixture::new();
+    // An image the manifest lacks.
+    let mut p = Predictions::read(&f.path("a.parquet")).unwrap();
+    p.image_ids[3] = "elsewhere/img.png".into();
+    p.write(&f.path("missing.parquet")).unwrap();
+    let e = err(&f.run(&["score", "missing.parquet", "-m", "manifest.parquet"]));
+    assert!(
+        e.contains("missing.parquet")
+            && e.contains("`elsewhere/img.png` (row 3)")
+            && e.contains("not in the manifest"),
+        "{e}"
+    );
+    // An unknown column.
+    let mut p = Predictions::read(&f.path("a.parquet")).unwrap();
+    p.tasks[0] = "Pneumonitis".into();
+    p.write(&f.path("unknown.parquet")).unwrap();
+    let e = err(&f.run(&["score", "unknown.parquet", "-m", "manifest.parquet"]));
+    assert!(
+        e.contains("unknown.parquet") && e.contains("`Pneumonitis` is not a known task"),
+        "{e}"
+    );
+    // A NaN score.
+    let text = std::fs::read_to_string(f.path("a.csv")).unwrap();
+    let mut lines: Vec<String> = text.lines().map(String::from).collect();
+    lines[5] = lines[5].replacen(",0", ",NaN", 1);
+    std::fs::write(f.path("nan.csv"), lines.join("\n")).unwrap();
+    let e = err(&f.run(&["score", "nan.csv", "-m", "manifest.parquet"]));
+    assert!(
+        e.contains("nan.csv") && e.contains("line 6") && e.contains("NaN"),
+        "{e}"
+    );
+    // Too few replicates; a missing manifest.
+    let e = err(&f.run(&[
+        "score",
+        "a.csv",
+        "-m",
+        "manifest.parquet",
+        "--bootstrap",
+        "50",
+    ]));
+    assert!(e.contains("--bootstrap 50: use 1000 to 10000"), "{e}");
+    let e = err(&f.run(&["score", "a.csv", "-m", "nowhere.parquet"]));
+    assert!(e.contains("nowhere.parquet"), "{e}");
+    // Compare needs the same images.
+    let mut p = Predictions::read(&f.path("a.parquet")).unwrap();
+    p.image_ids.truncate(10);
+    for s in &mut p.scores {
+        s.truncate(10);
+    }
+    p.write(&f.path("few.parquet")).unwrap();
+    let e = err(&f.run(&[
+        "compare",
+        "a.parquet",
+        "few.parquet",
+        "-m",
+        "manifest.parquet",
+    ]));
+    assert!(
+        e.contains("a.parquet: image") && e.contains("has no prediction in few.parquet"),
+        "{e}"
+    );
+}
+
+#[test]
+fn curves_overlay_runs_and_draw_validation_auc() {
+    let f = Fixture::new();
+    for (run, scale) in [("imagenet", 1.0), ("in-domain", 0.85)] {
+        let log = f.path(run).join(runlog::FILE_NAME);
+        for step in 1..=60u64 {
+            let epoch = step as f64 / 20.0;
+            let noise = 0.04 * (u(step as usize, 7) - 0.5);
+            let loss = scale * (0.25 + 0.45 * (-epoch).exp()) + noise;
+            let rec = MetricRecord {
+                step,
+                epoch,
+                phase: Phase::Train,
+                loss,
+                lr: Some(1e-4),
+                images_per_s: Some(300.0),
+                auc: None,
+            };
+            runlog::append(&log, &rec).unwrap();
+            if step % 20 == 0 {
+                let auc: BTreeMap<String, Option<f64>> = TASKS
+                    .iter()
+                    .map(|t| {
+                        (
+                            t.to_string(),
+                            (*t != "Fracture").then_some(0.9 - 0.1 * scale + 0.02 * epoch),
+                        )
+                    })
+                    .collect();
+                let rec = MetricRecord {
+                    step,
+                    epoch,
+                    phase: Phase::Valid,
+                    loss: loss + 0.05,
+                    lr: None,
+                    images_per_s: None,
+                    auc: Some(auc),
+                };
+                runlog::append(&log, &rec).unwrap();
+            }
+        }
+    }
+    ok(&f.run(&[
+        "curves",
+        "imagenet",
+        "in-domain/metrics.jsonl",
+        "--out",
+        "figs",
+    ]));
+    assert_png_and_svg(&f.path("figs"), "loss");
+    assert_png_and_svg(&f.path("figs"), "valid_auc");
+    let svg = std::fs::read_to_string(f.path("figs/loss.svg")).unwrap();
+    assert!(
+        svg.contains("imagenet train") && svg.contains("in-domain valid"),
+        "legend names the runs"
+    );
+
+    std::fs::write(f.path("broken.jsonl"), "{\"step\":1}\n").unwrap();
+    let e = err(&f.run(&["curves", "broken.jsonl", "--out", "figs2"]));
+    assert!(e.contains("broken.jsonl:1:"), "{e}");
+}
+
+#[test]
+fn help_teaches_with_examples() {
+    let f = Fixture::new();
+    let help = ok(&f.run(&["--help"]));
+    assert!(
+        help.contains("Examples:") && help.contains("cxr-eval compare"),
+        "{help}"
+    );
+    assert!(!help.contains("bench-auc"), "bench subcommands stay hidden");
+    let help = ok(&f.run(&["score", "--help"]));
+    assert!(
+        help.contains("resample patients") && help.contains("--aggregate"),
+        "{help}"
+    );
+}
