@@ -1,0 +1,191 @@
+//! The run directory: checkpoints, resume state and the probe that fails fast.
+//!
+//! ```text
+//! RUN/config.json            the resolved configuration (written once)
+//! RUN/metrics.jsonl          one record per log point (cxr_core::runlog)
+//! RUN/best.safetensors       the best model so far (by validation AUC or loss), best.json says when
+//! RUN/last.safetensors       the latest model
+//! RUN/resume/step-N/         model.safetensors (BatchNorm buffers included) + optim.safetensors
+//! RUN/last.state.json        step, best and which resume/step-N to continue from
+//! RUN/valid_predictions.parquet
+//! ```
+//!
+//! A checkpoint is committed by rewriting `last.state.json` (atomically) after its files are
+//! complete; the previous `resume/step-N` is deleted only afterwards. A kill at any moment thus
+//! leaves a consistent state to resume from: never a new model with an old optimiser.
+
+use anyhow::{bail, Context, Result};
+use candle_core::{Device, Tensor};
+use cxr_core::atomic;
+use cxr_core::runlog::{self, MetricRecord};
+use cxr_models::{LoadOptions, Model, SaveOptions};
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::path::Path;
+
+use crate::optim::Optimizer;
+
+pub const CONFIG_FILE: &str = "config.json";
+pub const STATE_FILE: &str = "last.state.json";
+pub const BEST_MODEL: &str = "best.safetensors";
+pub const BEST_INFO: &str = "best.json";
+pub const LAST_MODEL: &str = "last.safetensors";
+pub const VALID_PREDICTIONS: &str = "valid_predictions.parquet";
+
+/// The best validation result so far.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Best {
+    pub step: u64,
+    /// Mean AUC (higher is better) or loss (lower is better), as `--select` says.
+    pub value: f64,
+}
+
+/// `last.state.json`: what a resume needs besides the tensors.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunState {
+    /// Optimiser steps completed.
+    pub step: u64,
+    /// The optimiser's own step count (bias correction); equals `step` unless steps were skipped.
+    pub optimizer_steps: u64,
+    /// Directory (relative to the run directory) holding the model and optimiser state.
+    pub resume_dir: String,
+    pub best: Option<Best>,
+}
+
+/// Check that `dir` can be created and written, and holds at least `bytes` of free space for a
+/// checkpoint (by writing that many bytes and syncing them), before any training time is spent.
+pub fn probe_run_dir(dir: &Path, bytes: usize) -> Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| {
+        format!(
+            "cannot create the run directory {}: choose a writable --run-dir",
+            dir.display()
+        )
+    })?;
+    let probe = dir.join(".write-probe");
+    let written = atomic::write_bytes(&probe, &vec![0u8; bytes]);
+    let _ = std::fs::remove_file(&probe);
+    written.with_context(|| {
+        format!(
+            "cannot write {} MB to the run directory {} (unwritable or full disk?): checkpoints \
+             would fail later, so fix this before training",
+            bytes.div_ceil(1 << 20),
+            dir.display()
+        )
+    })
+}
+
+pub fn read_state(run_dir: &Path) -> Result<Option<RunState>> {
+    let path = run_dir.join(STATE_FILE);
+    if !path.exists() {
+        return Ok(None);
+    }
+    let bytes = std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
+    let state = serde_json::from_slice(&bytes).with_context(|| {
+        format!(
+            "{} is corrupt; delete it to restart the run",
+            path.display()
+        )
+    })?;
+    Ok(Some(state))
+}
+
+/// Save model and optimiser under `resume/step-N`, then commit `last.state.json`, then write
+/// `last.safetensors` and remove older resume directories.
+pub fn save(
+    run_dir: &Path,
+    model: &Model,
+    optimizer: &Optimizer,
+    state: &RunState,
+    options: &SaveOptions,
+) -> Result<()> {
+    let dir = run_dir.join(&state.resume_dir);
+    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    model.save(dir.join("model.safetensors"), options)?;
+    let (tensors, steps) = optimizer.state();
+    let cpu: HashMap<String, Tensor> = tensors
+        .into_iter()
+        .map(|(k, t)| Ok((k, t.to_device(&Device::Cpu)?)))
+        .collect::<Result<_>>()?;
+    let optim_path = dir.join("optim.safetensors");
+    let tmp = atomic::temp_path(&optim_path);
+    candle_core::safetensors::save(&cpu, &tmp)
+        .with_context(|| format!("cannot write {}", tmp.display()))?;
+    std::fs::rename(&tmp, &optim_path)
+        .with_context(|| format!("cannot write {}", optim_path.display()))?;
+    let json = serde_json::to_vec_pretty(&RunState {
+        optimizer_steps: steps,
+        ..state.clone()
+    })?;
+    atomic::write_bytes(&run_dir.join(STATE_FILE), &json)?;
+    model.save(run_dir.join(LAST_MODEL), options)?;
+    let resume_root = run_dir.join("resume");
+    for entry in std::fs::read_dir(&resume_root)?.flatten() {
+        if entry.path() != dir {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
+    Ok(())
+}
+
+/// Name of the resume directory for `step`.
+pub fn resume_dir(step: u64) -> String {
+    format!("resume/step-{step:010}")
+}
+
+/// Load the model and optimiser state a [`RunState`] points to.
+pub fn load(
+    run_dir: &Path,
+    state: &RunState,
+    model: &mut Model,
+    optimizer: &mut Optimizer,
+) -> Result<()> {
+    let dir = run_dir.join(&state.resume_dir);
+    model
+        .load(dir.join("model.safetensors"), LoadOptions::strict())
+        .with_context(|| format!("cannot resume from {}", dir.display()))?;
+    let path = dir.join("optim.safetensors");
+    let tensors = candle_core::safetensors::load(&path, model.device())
+        .with_context(|| format!("cannot read the optimiser state {}", path.display()))?;
+    optimizer.load_state(tensors, state.optimizer_steps)
+}
+
+/// Drop the metric records written after the checkpoint a resume continues from, so that the
+/// resumed log equals an uninterrupted one.
+pub fn truncate_metrics(run_dir: &Path, step: u64) -> Result<()> {
+    let path = run_dir.join(runlog::FILE_NAME);
+    if !path.exists() {
+        return Ok(());
+    }
+    let records: Vec<MetricRecord> = runlog::read(&path)?;
+    let kept: Vec<&MetricRecord> = records.iter().filter(|r| r.step <= step).collect();
+    if kept.len() == records.len() {
+        return Ok(());
+    }
+    let mut text = String::new();
+    for r in kept {
+        text.push_str(&serde_json::to_string(r)?);
+        text.push('\n');
+    }
+    atomic::write_bytes(&path, text.as_bytes())?;
+    Ok(())
+}
+
+/// Whether `dir` already holds a run.
+pub fn holds_run(dir: &Path) -> bool {
+    dir.join(CONFIG_FILE).exists() || dir.join(STATE_FILE).exists()
+}
+
+/// Refuse a resume whose state is missing its files.
+pub fn check_resumable(run_dir: &Path, state: &RunState) -> Result<()> {
+    let dir = run_dir.join(&state.resume_dir);
+    for f in ["model.safetensors", "optim.safetensors"] {
+        if !dir.join(f).exists() {
+            bail!(
+                "{} says to resume from {}, which lacks {f}; the run directory was modified by hand",
+                run_dir.join(STATE_FILE).display(),
+                dir.display()
+            );
+        }
+    }
+    Ok(())
+}

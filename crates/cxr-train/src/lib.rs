@@ -1,0 +1,16 @@
+//! Training the study's chest X-ray models from `cxr-preprocess` shards and a `cxr-index`
+//! manifest: random, ImageNet or in-domain initialisation, pathology or pretraining tasks
+//! (sex, age, view), reproducible and resumable.
+//!
+//! The library is what the `cxr-train` binary runs: [`trainer::fit`] with a
+//! [`config::TrainConfig`], and [`predict::run`] for a predictions file `cxr-eval` scores.
+
+pub mod augment;
+pub mod checkpoint;
+pub mod config;
+pub mod data;
+pub mod labels;
+pub mod optim;
+pub mod predict;
+pub mod schedule;
+pub mod trainer;

@@ -1,0 +1,416 @@
+//! `cxr-train`: fit the study's models and write predictions. The work is in the library; this
+//! file only turns flags into a `TrainConfig`.
+
+use anyhow::{bail, Context, Result};
+use candle_core::Device;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use cxr_core::{Manifest, Split};
+use cxr_train::config::{
+    parse_aux, AugmentConfig, CropConfig, Init, Normalisation, OptimizerConfig, ScheduleConfig,
+    Select, Task, TrainConfig,
+};
+use cxr_train::{predict, trainer};
+use std::io::IsTerminal;
+use std::path::PathBuf;
+
+const FIT_EXAMPLES: &str = "\
+Examples:
+  # DenseNet121 on CheXpert's 14 observations from ImageNet weights, U-Ones, cosine schedule
+  cxr-train fit --manifest chexpert.parquet --shards shards/chexpert-224 --run-dir runs/dn121-imnet \\
+      --arch densenet121 --init imagenet:densenet121.pth --policy u-ones --lr 1e-4 --weight-decay 1e-6 \\
+      --schedule cosine --warmup-steps 500 --epochs 3 --batch-size 32 --frontal-only --hflip --crop resized:0.8
+
+  # In-domain pretraining on NIH: predict PA vs AP, then fine-tune on CheXpert from that backbone
+  cxr-train fit --manifest nih.parquet --shards shards/nih-128 --run-dir runs/view --task view \\
+      --arch resnet18 --lr 1e-3 --epochs 5
+  cxr-train fit ... --init checkpoint:runs/view/best.safetensors
+
+  # Pathologies with auxiliary sex/age heads; continue after a crash or pre-emption
+  cxr-train fit ... --aux sex=0.1,age=0.1 --resume
+
+Inputs are grey images from the shards, scaled to 0..1 and normalised as (x - mean) / std with
+ImageNet's grey statistics (0.449 / 0.226), or repeated to RGB with ImageNet's per-channel
+statistics for --in-channels 3. Age is regressed as age / 100 with a smooth L1 loss.
+
+The run directory receives config.json, metrics.jsonl (train and validation records),
+best.safetensors (best validation mean AUC, or loss with --select loss), last.safetensors,
+resume state, and valid_predictions.parquet at the end. Runs are reproducible: the same seed
+gives the same numbers on the CPU with the same thread count, also across --resume.";
+
+const PREDICT_EXAMPLES: &str = "\
+Example:
+  cxr-train predict --checkpoint runs/view/best.safetensors --shards shards/nih-128 \\
+      --manifest nih.parquet --split test --out view-test.parquet
+  cxr-eval score view-test.parquet --manifest nih.parquet
+
+Columns: image_id, then one per output: observation names (probabilities), sex (P(male)),
+view (P(PA)), age (years).";
+
+#[derive(Parser)]
+#[command(
+    name = "cxr-train",
+    version,
+    about = "Train chest X-ray classifiers from shards and a manifest"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Train a model; everything goes to --run-dir.
+    #[command(after_help = FIT_EXAMPLES)]
+    Fit(Box<FitArgs>),
+    /// Write predictions for one split with a trained checkpoint.
+    #[command(after_help = PREDICT_EXAMPLES)]
+    Predict(PredictArgs),
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum OptimizerName {
+    Adam,
+    Adamw,
+    Sgd,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum ScheduleName {
+    Constant,
+    Step,
+    Cosine,
+}
+
+#[derive(Args)]
+struct FitArgs {
+    /// Manifest written by cxr-index.
+    #[arg(long)]
+    manifest: PathBuf,
+    /// Shard directory written by cxr-preprocess from that manifest.
+    #[arg(long)]
+    shards: PathBuf,
+    /// Where config, metrics, checkpoints and predictions go.
+    #[arg(long)]
+    run_dir: PathBuf,
+    /// densenet121/169/201 or resnet18/34/50/101/152.
+    #[arg(long, default_value = "densenet121")]
+    arch: String,
+    /// 1 (grey) or 3 (grey repeated to RGB).
+    #[arg(long, default_value_t = 1)]
+    in_channels: usize,
+    /// pathologies, sex, age or view (PA vs AP).
+    #[arg(long, default_value = "pathologies")]
+    task: String,
+    /// chexpert14, nih14, competition5 or a comma list [default: by dataset]
+    #[arg(long)]
+    pathologies: Option<String>,
+    /// Uncertainty policy, optionally per observation: u-zeros,Edema=u-ones
+    #[arg(long, default_value = "u-ignore")]
+    policy: String,
+    /// Blank (not mentioned) labels: negative or ignore.
+    #[arg(long, default_value = "negative")]
+    blank: String,
+    /// Auxiliary heads and loss weights, e.g. sex=0.1,age=0.1,view=0.1
+    #[arg(long, default_value = "")]
+    aux: String,
+    #[arg(long, default_value = "train")]
+    train_split: String,
+    #[arg(long, default_value = "valid")]
+    valid_split: String,
+    /// Keep frontal images only.
+    #[arg(long)]
+    frontal_only: bool,
+    /// Keep these projections only, e.g. PA or PA,AP.
+    #[arg(long, value_delimiter = ',')]
+    projection: Vec<String>,
+    /// random, imagenet:PATH (.pth or safetensors) or checkpoint:PATH (backbone of a cxr run).
+    #[arg(long, default_value = "random")]
+    init: String,
+    #[arg(long, value_enum, default_value = "adam")]
+    optimizer: OptimizerName,
+    /// Peak learning rate.
+    #[arg(long, default_value_t = 1e-4)]
+    lr: f64,
+    /// L2 for adam and sgd (added to the gradient, as PyTorch does), decoupled for adamw.
+    #[arg(long, default_value_t = 0.0)]
+    weight_decay: f64,
+    #[arg(long, default_value_t = 0.9)]
+    beta1: f64,
+    #[arg(long, default_value_t = 0.999)]
+    beta2: f64,
+    #[arg(long, default_value_t = 1e-8)]
+    eps: f64,
+    /// SGD momentum.
+    #[arg(long, default_value_t = 0.9)]
+    momentum: f64,
+    /// Nesterov momentum for SGD.
+    #[arg(long)]
+    nesterov: bool,
+    #[arg(long, value_enum, default_value = "constant")]
+    schedule: ScheduleName,
+    /// cosine: linear warm-up steps.
+    #[arg(long, default_value_t = 0)]
+    warmup_steps: u64,
+    /// cosine: final learning rate.
+    #[arg(long, default_value_t = 0.0)]
+    min_lr: f64,
+    /// step: decay every this many steps.
+    #[arg(long, default_value_t = 1000)]
+    step_every: u64,
+    /// step: decay factor.
+    #[arg(long, default_value_t = 0.1)]
+    gamma: f64,
+    #[arg(long, default_value_t = 16)]
+    batch_size: usize,
+    #[arg(long, default_value_t = 3)]
+    epochs: usize,
+    /// Clip gradients to this global L2 norm.
+    #[arg(long)]
+    clip_grad: Option<f64>,
+    /// none, pad:N (shift up to N px) or resized:MIN_SCALE (random resized crop).
+    #[arg(long, default_value = "none")]
+    crop: String,
+    /// Random horizontal flips.
+    #[arg(long)]
+    hflip: bool,
+    /// Random rotation up to this many degrees.
+    #[arg(long, default_value_t = 0.0)]
+    rotate: f64,
+    /// Brightness jitter (0..1 scale), e.g. 0.1.
+    #[arg(long, default_value_t = 0.0)]
+    brightness: f64,
+    /// Contrast jitter, e.g. 0.1 for factors in [0.9, 1.1].
+    #[arg(long, default_value_t = 0.0)]
+    contrast: f64,
+    /// Normalisation means, one per input channel [default: ImageNet's].
+    #[arg(long, value_delimiter = ',')]
+    mean: Vec<f32>,
+    /// Normalisation standard deviations [default: ImageNet's].
+    #[arg(long, value_delimiter = ',')]
+    std: Vec<f32>,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Validate every N steps too (0: only at epoch ends).
+    #[arg(long, default_value_t = 0)]
+    eval_every: u64,
+    /// Log the training loss every N steps.
+    #[arg(long, default_value_t = 50)]
+    log_every: u64,
+    /// Best checkpoint by auc (mean of the main head) or loss.
+    #[arg(long, default_value = "auc")]
+    select: String,
+    /// Continue the run in --run-dir from its last checkpoint (starts it if there is none).
+    #[arg(long)]
+    resume: bool,
+    /// Stop after this many steps in total, with a checkpoint (resume later with --resume).
+    #[arg(long)]
+    max_steps: Option<u64>,
+    /// cpu or cuda:N (needs the `cuda` feature).
+    #[arg(long, default_value = "cpu")]
+    device: String,
+}
+
+#[derive(Args)]
+struct PredictArgs {
+    #[arg(long)]
+    checkpoint: PathBuf,
+    #[arg(long)]
+    shards: PathBuf,
+    #[arg(long)]
+    manifest: PathBuf,
+    /// train, valid or test.
+    #[arg(long, default_value = "test")]
+    split: String,
+    /// Keep frontal images only.
+    #[arg(long)]
+    frontal_only: bool,
+    /// Predictions file (Parquet).
+    #[arg(long)]
+    out: PathBuf,
+    #[arg(long, default_value_t = 32)]
+    batch_size: usize,
+    #[arg(long, default_value = "cpu")]
+    device: String,
+}
+
+fn device(spec: &str) -> Result<Device> {
+    match spec {
+        "cpu" => Ok(Device::Cpu),
+        _ => {
+            let ordinal = match spec.strip_prefix("cuda") {
+                Some("") => 0,
+                Some(rest) => rest
+                    .strip_prefix(':')
+                    .and_then(|n| n.parse().ok())
+                    .with_context(|| format!("--device `{spec}`: use cpu or cuda:N"))?,
+                None => bail!("--device `{spec}`: use cpu or cuda:N"),
+            };
+            Device::new_cuda(ordinal).with_context(|| {
+                format!("cannot open {spec}; build with `--features cuda` on a machine with CUDA")
+            })
+        }
+    }
+}
+
+fn crop(spec: &str) -> Result<CropConfig> {
+    let bad = || format!("--crop `{spec}`: use none, pad:N or resized:MIN_SCALE");
+    Ok(match spec.split_once(':') {
+        None if spec == "none" => CropConfig::None,
+        Some(("pad", n)) => CropConfig::Pad {
+            pad: n.parse().with_context(bad)?,
+        },
+        Some(("resized", s)) => {
+            let min_scale: f64 = s.parse().with_context(bad)?;
+            if !(0.0 < min_scale && min_scale <= 1.0) {
+                bail!("--crop resized:{s}: the minimum scale must be in (0, 1]");
+            }
+            CropConfig::Resized { min_scale }
+        }
+        _ => bail!(bad()),
+    })
+}
+
+fn resolve(a: &FitArgs) -> Result<TrainConfig> {
+    let task = Task::parse(&a.task)?;
+    let pathologies = match &a.pathologies {
+        Some(spec) => trainer::pathologies_for(task, spec)?,
+        None if task == Task::Pathologies => {
+            let manifest = Manifest::read(&a.manifest)?;
+            trainer::pathologies_for(task, trainer::default_pathologies(&manifest))?
+        }
+        None => Vec::new(),
+    };
+    let optimizer = match a.optimizer {
+        OptimizerName::Adam => OptimizerConfig::Adam {
+            beta1: a.beta1,
+            beta2: a.beta2,
+            eps: a.eps,
+            weight_decay: a.weight_decay,
+        },
+        OptimizerName::Adamw => OptimizerConfig::AdamW {
+            beta1: a.beta1,
+            beta2: a.beta2,
+            eps: a.eps,
+            weight_decay: a.weight_decay,
+        },
+        OptimizerName::Sgd => OptimizerConfig::Sgd {
+            momentum: a.momentum,
+            nesterov: a.nesterov,
+            weight_decay: a.weight_decay,
+        },
+    };
+    let schedule = match a.schedule {
+        ScheduleName::Constant => ScheduleConfig::Constant,
+        ScheduleName::Step => ScheduleConfig::Step {
+            every: a.step_every,
+            gamma: a.gamma,
+        },
+        ScheduleName::Cosine => ScheduleConfig::Cosine {
+            warmup: a.warmup_steps,
+            min_lr: a.min_lr,
+        },
+    };
+    let mut normalisation = Normalisation::imagenet(a.in_channels);
+    if !a.mean.is_empty() || !a.std.is_empty() {
+        if a.mean.len() != a.in_channels || a.std.len() != a.in_channels {
+            bail!(
+                "--mean and --std need {} value(s) each, one per input channel",
+                a.in_channels
+            );
+        }
+        normalisation = Normalisation {
+            mean: a.mean.clone(),
+            std: a.std.clone(),
+        };
+    }
+    let select = match a.select.as_str() {
+        "auc" => Select::Auc,
+        "loss" => Select::Loss,
+        other => bail!("--select `{other}`: use auc or loss"),
+    };
+    if a.batch_size == 0 || a.epochs == 0 {
+        bail!("--batch-size and --epochs must be at least 1");
+    }
+    Ok(TrainConfig {
+        manifest: a.manifest.clone(),
+        shards: a.shards.clone(),
+        run_dir: a.run_dir.clone(),
+        arch: a.arch.parse()?,
+        in_channels: a.in_channels,
+        task,
+        pathologies,
+        policy: a.policy.clone(),
+        blank: a.blank.clone(),
+        aux: parse_aux(&a.aux)?,
+        train_split: a.train_split.clone(),
+        valid_split: a.valid_split.clone(),
+        frontal_only: a.frontal_only,
+        projections: a.projection.clone(),
+        init: Init::parse(&a.init)?,
+        optimizer,
+        lr: a.lr,
+        schedule,
+        batch_size: a.batch_size,
+        epochs: a.epochs,
+        clip_grad_norm: a.clip_grad,
+        augment: AugmentConfig {
+            crop: crop(&a.crop)?,
+            hflip: a.hflip,
+            rotate_deg: a.rotate,
+            brightness: a.brightness,
+            contrast: a.contrast,
+        },
+        normalisation,
+        seed: a.seed,
+        eval_every: a.eval_every,
+        log_every: a.log_every,
+        select,
+    })
+}
+
+fn main() -> Result<()> {
+    match Cli::parse().command {
+        Command::Fit(args) => {
+            let config = resolve(&args)?;
+            let options = trainer::FitOptions {
+                resume: args.resume,
+                max_steps: args.max_steps,
+                device: device(&args.device)?,
+                progress: std::io::stderr().is_terminal(),
+            };
+            let summary = trainer::fit(&config, &options)?;
+            eprintln!(
+                "{} steps of {} done in {}",
+                summary.steps,
+                summary.total_steps,
+                summary.run_dir.display()
+            );
+            if let Some((loss, auc)) = &summary.last_valid {
+                let shown: Vec<String> = auc
+                    .iter()
+                    .map(|(k, v)| format!("{k} {}", v.map_or("n/a".into(), |v| format!("{v:.4}"))))
+                    .collect();
+                eprintln!("last validation: loss {loss:.4}; AUC {}", shown.join(", "));
+            }
+            if let Some(best) = summary.best {
+                eprintln!("best: step {} ({:.4})", best.step, best.value.abs());
+            }
+        }
+        Command::Predict(a) => {
+            let split = Split::parse(&a.split)
+                .with_context(|| format!("--split `{}`: use train, valid or test", a.split))?;
+            let n = predict::run(&predict::PredictOptions {
+                checkpoint: &a.checkpoint,
+                shards: &a.shards,
+                manifest: &a.manifest,
+                split,
+                frontal_only: a.frontal_only,
+                out: &a.out,
+                batch_size: a.batch_size,
+                device: device(&a.device)?,
+            })?;
+            eprintln!("wrote predictions for {n} images to {}", a.out.display());
+        }
+    }
+    Ok(())
+}

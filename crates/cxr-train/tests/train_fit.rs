@@ -1,0 +1,189 @@
+//! End-to-end fits on the tiny synthetic dataset: reproducibility, resume equality, NaN stop,
+//! run-directory safeguards, and predictions cxr-eval can read.
+
+mod train_fixture;
+
+use candle_core::Device;
+use cxr_core::predictions::Predictions;
+use cxr_core::runlog::{self, Phase};
+use cxr_core::Split;
+use cxr_train::config::{OptimizerConfig, ScheduleConfig, Task};
+use cxr_train::predict::{self, PredictOptions};
+use cxr_train::trainer::{fit, FitOptions};
+use std::path::Path;
+
+fn options(resume: bool, max_steps: Option<u64>) -> FitOptions {
+    FitOptions {
+        resume,
+        max_steps,
+        device: Device::Cpu,
+        progress: false,
+    }
+}
+
+fn weights(path: &Path) -> Vec<(String, Vec<f32>)> {
+    let mut tensors: Vec<_> = candle_core::safetensors::load(path, &Device::Cpu)
+        .unwrap()
+        .into_iter()
+        .collect();
+    tensors.sort_by(|a, b| a.0.cmp(&b.0));
+    tensors
+        .into_iter()
+        .map(|(k, t)| {
+            (
+                k,
+                t.to_dtype(candle_core::DType::F32)
+                    .unwrap()
+                    .flatten_all()
+                    .unwrap()
+                    .to_vec1()
+                    .unwrap(),
+            )
+        })
+        .collect()
+}
+
+/// Metric records without the wall-clock throughput.
+fn metrics(run: &Path) -> Vec<String> {
+    runlog::read(&run.join(runlog::FILE_NAME))
+        .unwrap()
+        .into_iter()
+        .map(|mut r| {
+            r.images_per_s = None;
+            serde_json::to_string(&r).unwrap()
+        })
+        .collect()
+}
+
+#[test]
+fn same_seed_same_numbers_and_resume_ends_with_the_same_weights() {
+    let dir = tempfile::tempdir().unwrap();
+    let (manifest, shards) = train_fixture::dataset(dir.path(), 40, 16);
+    let run_a = dir.path().join("a");
+    let run_b = dir.path().join("b");
+    let run_c = dir.path().join("c");
+    let mut config = train_fixture::config(&manifest, &shards, &run_a);
+    config.aux = cxr_train::config::parse_aux("sex=0.5,age=0.5").unwrap();
+    // 24 training images, batch 8: 3 steps per epoch, 6 in all; validation at 3 and 6.
+    let a = fit(&config, &options(false, None)).unwrap();
+    assert_eq!((a.steps, a.total_steps), (6, 6));
+    config.run_dir = run_b.clone();
+    fit(&config, &options(false, None)).unwrap();
+    assert_eq!(metrics(&run_a), metrics(&run_b));
+    assert_eq!(
+        weights(&run_a.join("last.safetensors")),
+        weights(&run_b.join("last.safetensors"))
+    );
+    let records = runlog::read(&run_a.join(runlog::FILE_NAME)).unwrap();
+    let valid: Vec<_> = records.iter().filter(|r| r.phase == Phase::Valid).collect();
+    assert_eq!(valid.len(), 2);
+    let auc = valid[0].auc.as_ref().unwrap();
+    assert!(
+        auc.contains_key("view") && auc.contains_key("sex") && !auc.contains_key("age"),
+        "{auc:?}"
+    );
+    for name in [
+        "config.json",
+        "best.safetensors",
+        "best.json",
+        "last.state.json",
+        "valid_predictions.parquet",
+    ] {
+        assert!(run_a.join(name).exists(), "{name} missing");
+    }
+    let preds = Predictions::read(&run_a.join("valid_predictions.parquet")).unwrap();
+    assert_eq!(preds.tasks, ["view", "sex", "age"]);
+    assert_eq!(preds.len(), 8);
+
+    // Stopped mid-epoch after 4 steps (a checkpoint is written at the stop), then resumed.
+    config.run_dir = run_c.clone();
+    let stopped = fit(&config, &options(false, Some(4))).unwrap();
+    assert_eq!(stopped.steps, 4);
+    assert!(!run_c.join("valid_predictions.parquet").exists());
+    let resumed = fit(&config, &options(true, None)).unwrap();
+    assert_eq!(resumed.steps, 6);
+    assert_eq!(
+        weights(&run_a.join("last.safetensors")),
+        weights(&run_c.join("last.safetensors"))
+    );
+    assert_eq!(metrics(&run_a), metrics(&run_c));
+    assert_eq!(
+        std::fs::read_dir(run_c.join("resume")).unwrap().count(),
+        1,
+        "old resume states are removed"
+    );
+
+    // A run directory in use is never overwritten, and a resume with other settings is refused.
+    let err = fit(&config, &options(false, None)).unwrap_err().to_string();
+    assert!(err.contains("--resume"), "{err}");
+    config.lr = 0.5;
+    let err = fit(&config, &options(true, None)).unwrap_err().to_string();
+    assert!(err.contains("lr"), "{err}");
+
+    // Predictions for the test split, in the form cxr-eval reads.
+    let out = dir.path().join("test.parquet");
+    let n = predict::run(&PredictOptions {
+        checkpoint: &run_a.join("best.safetensors"),
+        shards: &shards,
+        manifest: &manifest,
+        split: Split::Test,
+        frontal_only: false,
+        out: &out,
+        batch_size: 16,
+        device: Device::Cpu,
+    })
+    .unwrap();
+    assert_eq!(n, 8);
+    let preds = Predictions::read(&out).unwrap();
+    assert_eq!(preds.image_ids[0], "00001.png");
+    assert!(preds
+        .task("view")
+        .unwrap()
+        .iter()
+        .all(|p| (0.0..=1.0).contains(p)));
+    assert!(preds.task("age").unwrap().iter().all(|p| p.is_finite()));
+}
+
+#[test]
+fn a_diverging_loss_stops_the_run_and_keeps_the_last_good_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let (manifest, shards) = train_fixture::dataset(dir.path(), 40, 40);
+    let run = dir.path().join("run");
+    let mut config = train_fixture::config(&manifest, &shards, &run);
+    config.task = Task::Age;
+    config.optimizer = OptimizerConfig::Sgd {
+        momentum: 0.0,
+        nesterov: false,
+        weight_decay: 0.0,
+    };
+    // Steps 1-2 at lr 1e-3 (checkpoint at step 2), then 1e27, then 1e57 (infinite in f32).
+    config.schedule = ScheduleConfig::Step {
+        every: 2,
+        gamma: 1e30,
+    };
+    config.clip_grad_norm = None;
+    config.eval_every = 2;
+    config.epochs = 20;
+    let err = fit(&config, &options(false, None)).unwrap_err().to_string();
+    assert!(err.contains("loss became") && err.contains("--lr"), "{err}");
+    assert!(err.contains("last good checkpoint (step"), "{err}");
+    let state = cxr_train::checkpoint::read_state(&run).unwrap().unwrap();
+    assert!(run
+        .join(&state.resume_dir)
+        .join("model.safetensors")
+        .exists());
+}
+
+#[test]
+fn an_unwritable_run_directory_fails_before_training() {
+    let dir = tempfile::tempdir().unwrap();
+    let (manifest, shards) = train_fixture::dataset(dir.path(), 40, 40);
+    let blocker = dir.path().join("a-file");
+    std::fs::write(&blocker, b"x").unwrap();
+    let config = train_fixture::config(&manifest, &shards, &blocker.join("run"));
+    let err = format!("{:#}", fit(&config, &options(false, None)).unwrap_err());
+    assert!(
+        err.contains("run directory") && err.contains("--run-dir"),
+        "{err}"
+    );
+}
