@@ -6,7 +6,7 @@
 //! (`CheXpert-v1.0-small/train/patient00001/study1/view1_frontal.jpg`), as does the dataset's own
 //! split (`train`/`valid`), falling back to the CSV's file name.
 
-use crate::csvfile::{Cell, LabelFile};
+use crate::csvfile::{map_rows, Cell, LabelFile};
 use crate::IndexError;
 use cxr_core::manifest::checked_relative;
 use cxr_core::{
@@ -18,19 +18,10 @@ use std::path::Path;
 pub fn read(
     path: &Path,
 ) -> Result<impl Iterator<Item = Result<ManifestRow, IndexError>>, IndexError> {
-    let file = LabelFile::open(path)?;
-    let columns = Columns::find(&file)?;
     let fallback_split = split_from_name(path);
-    let path = path.to_path_buf();
-    Ok(file.records().map(move |record| {
-        let (line, record) = record?;
-        let cell = Cell {
-            file: &path,
-            line,
-            record: &record,
-        };
-        columns.row(&cell, fallback_split)
-    }))
+    map_rows(path, Columns::find, move |columns, cell| {
+        columns.row(cell, fallback_split)
+    })
 }
 
 struct Columns {

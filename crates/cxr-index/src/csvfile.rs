@@ -1,6 +1,7 @@
 //! Opening label files: plain or gzipped CSV, columns looked up by header name.
 
 use crate::IndexError;
+use cxr_core::ManifestRow;
 use flate2::read::MultiGzDecoder;
 use std::fs::File;
 use std::io::{BufReader, Read};
@@ -72,6 +73,26 @@ impl LabelFile {
                 })
         })
     }
+}
+
+/// Open `path`, find its columns with `find`, and turn each record into a row with `row`.
+pub fn map_rows<C: 'static>(
+    path: &Path,
+    find: impl FnOnce(&LabelFile) -> Result<C, IndexError>,
+    row: impl Fn(&C, &Cell) -> Result<ManifestRow, IndexError> + 'static,
+) -> Result<impl Iterator<Item = Result<ManifestRow, IndexError>>, IndexError> {
+    let file = LabelFile::open(path)?;
+    let columns = find(&file)?;
+    let path = path.to_path_buf();
+    Ok(file.records().map(move |record| {
+        let (line, record) = record?;
+        let cell = Cell {
+            file: &path,
+            line,
+            record: &record,
+        };
+        row(&columns, &cell)
+    }))
 }
 
 /// Builds errors for one record of one file.

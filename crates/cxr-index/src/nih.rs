@@ -9,7 +9,7 @@
 //! Images live in different folders depending on how they were downloaded (`images/`,
 //! `images_001/images/`, ...): the path is filled in by [`crate::images::locate`].
 
-use crate::csvfile::{Cell, LabelFile};
+use crate::csvfile::{map_rows, Cell, LabelFile};
 use crate::IndexError;
 use cxr_core::{
     Dataset, LabelState, ManifestRow, Observation, Projection, Sex, Split, View, NIH_14,
@@ -20,18 +20,7 @@ use std::path::Path;
 pub fn read(
     path: &Path,
 ) -> Result<impl Iterator<Item = Result<ManifestRow, IndexError>>, IndexError> {
-    let file = LabelFile::open(path)?;
-    let columns = Columns::find(&file)?;
-    let path = path.to_path_buf();
-    Ok(file.records().map(move |record| {
-        let (line, record) = record?;
-        let cell = Cell {
-            file: &path,
-            line,
-            record: &record,
-        };
-        columns.row(&cell)
-    }))
+    map_rows(path, Columns::find, |columns, cell| columns.row(cell))
 }
 
 struct Columns {

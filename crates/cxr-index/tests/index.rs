@@ -20,14 +20,25 @@ fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures")
 }
 
-fn index(args: &[&str]) -> Output {
+/// `chexpert --csv A [--csv B...] --out OUT EXTRA...` as arguments.
+fn chexpert(csvs: &[&Path], out: &Path, extra: &[&str]) -> Vec<String> {
+    let mut args = vec!["chexpert".to_string()];
+    for csv in csvs {
+        args.extend(["--csv".to_string(), csv.display().to_string()]);
+    }
+    args.extend(["--out".to_string(), out.display().to_string()]);
+    args.extend(extra.iter().map(|s| s.to_string()));
+    args
+}
+
+fn index<S: AsRef<str> + std::fmt::Debug>(args: &[S]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_cxr-index"))
-        .args(args)
+        .args(args.iter().map(|a| a.as_ref()))
         .output()
         .unwrap()
 }
 
-fn index_ok(args: &[&str]) -> String {
+fn index_ok<S: AsRef<str> + std::fmt::Debug>(args: &[S]) -> String {
     let out = index(args);
     assert!(
         out.status.success(),
@@ -37,7 +48,7 @@ fn index_ok(args: &[&str]) -> String {
     String::from_utf8(out.stdout).unwrap()
 }
 
-fn stderr_of(args: &[&str]) -> String {
+fn stderr_of<S: AsRef<str> + std::fmt::Debug>(args: &[S]) -> String {
     let out = index(args);
     assert!(
         !out.status.success(),
@@ -68,13 +79,7 @@ fn chexpert_valid_golden() {
     let out = dir.path().join("m.parquet");
     let root = shared().join("chexpert");
     let csv = root.join("CheXpert-v1.0-small/valid.csv");
-    index_ok(&[
-        "chexpert",
-        "--csv",
-        csv.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-    ]);
+    index_ok(&chexpert(&[&csv], &out, &[]));
     let m = Manifest::read(&out).unwrap();
     assert_eq!(m.len(), 234);
     let patients: std::collections::HashSet<_> = m.rows.iter().map(|r| &r.patient_id).collect();
@@ -190,16 +195,11 @@ fn synthetic_chexpert_train_quirks() {
     assert_patients_in_one_split(&m);
 
     let frontal = dir.path().join("frontal.parquet");
-    index_ok(&[
-        "chexpert",
-        "--csv",
-        root.join("CheXpert-v1.0-small/train.csv").to_str().unwrap(),
-        "--out",
-        frontal.to_str().unwrap(),
-        "--frontal-only",
-        "--projection",
-        "PA",
-    ]);
+    index_ok(&chexpert(
+        &[&root.join("CheXpert-v1.0-small/train.csv")],
+        &frontal,
+        &["--frontal-only", "--projection", "PA"],
+    ));
     let m = Manifest::read(&frontal).unwrap();
     assert_eq!(m.len(), 3);
     assert!(m
@@ -238,27 +238,14 @@ fn bad_values_name_file_line_column_and_value() {
     ];
     for (bad, column, value) in cases {
         let csv = chexpert_csv(dir.path(), &format!("{GOOD}{bad}"));
-        let err = stderr_of(&[
-            "chexpert",
-            "--csv",
-            csv.to_str().unwrap(),
-            "--out",
-            out.to_str().unwrap(),
-        ]);
+        let err = stderr_of(&chexpert(&[&csv], &out, &[]));
         assert!(
             err.contains("train.csv:3") && err.contains(column) && err.contains(value),
             "{err}"
         );
         assert!(!out.exists(), "nothing may be written on error");
 
-        let stdout = index_ok(&[
-            "chexpert",
-            "--csv",
-            csv.to_str().unwrap(),
-            "--out",
-            out.to_str().unwrap(),
-            "--lenient",
-        ]);
+        let stdout = index_ok(&chexpert(&[&csv], &out, &["--lenient"]));
         assert!(stdout.contains("skipped      1 bad rows"), "{stdout}");
         assert_eq!(Manifest::read(&out).unwrap().len(), 1);
         std::fs::remove_file(&out).unwrap();
@@ -271,13 +258,7 @@ fn missing_column_and_path_escape_are_refused() {
     let out = dir.path().join("m.parquet");
     let csv = dir.path().join("cut.csv");
     std::fs::write(&csv, "Path,Sex,Age\nx,Male,3\n").unwrap();
-    let err = stderr_of(&[
-        "chexpert",
-        "--csv",
-        csv.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-    ]);
+    let err = stderr_of(&chexpert(&[&csv], &out, &[]));
     assert!(
         err.contains("cut.csv") && err.contains("missing column `Frontal/Lateral`"),
         "{err}"
@@ -285,13 +266,7 @@ fn missing_column_and_path_escape_are_refused() {
 
     let escape = GOOD.replace("CheXpert-v1.0-small/train/", "../../etc/patient00001/");
     let csv = chexpert_csv(dir.path(), &escape);
-    let err = stderr_of(&[
-        "chexpert",
-        "--csv",
-        csv.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-    ]);
+    let err = stderr_of(&chexpert(&[&csv], &out, &[]));
     assert!(
         err.contains("train.csv:2") && err.contains("../../etc"),
         "{err}"
@@ -308,15 +283,7 @@ fn a_patient_in_two_official_splits_is_refused() {
         .unwrap()
         .replace("/train/", "/valid/");
     std::fs::write(&valid, text).unwrap();
-    let err = stderr_of(&[
-        "chexpert",
-        "--csv",
-        train.to_str().unwrap(),
-        "--csv",
-        valid.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-    ]);
+    let err = stderr_of(&chexpert(&[&train, &valid], &out, &[]));
     assert!(
         err.contains("patient00001") && err.contains("share one split"),
         "{err}"
