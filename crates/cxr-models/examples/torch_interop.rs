@@ -10,7 +10,11 @@ use cxr_models::{Architecture, HeadSpec, Mode, Model, ModelConfig, SaveOptions};
 use std::path::PathBuf;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let out = PathBuf::from(std::env::args().nth(1).ok_or("usage: torch_interop OUT_DIR")?);
+    let out = PathBuf::from(
+        std::env::args()
+            .nth(1)
+            .ok_or("usage: torch_interop OUT_DIR")?,
+    );
     std::fs::create_dir_all(&out)?;
     let device = Device::Cpu;
     let config = ModelConfig {
@@ -21,9 +25,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let model = Model::new(config, &device, 7)?;
     let input = Tensor::randn(0f32, 1.0, (2, 3, 224, 224), &device)?;
     let logits = model.forward(&input, Mode::Eval)?.primary().clone();
-    model.save(&out.join("densenet121.safetensors"), &SaveOptions::default())?;
-    let io = std::collections::HashMap::from([("input".to_string(), input), ("logits".to_string(), logits)]);
+    model.save(out.join("densenet121.safetensors"), &SaveOptions::default())?;
+    let io = std::collections::HashMap::from([
+        ("input".to_string(), input),
+        ("logits".to_string(), logits),
+    ]);
     candle_core::safetensors::save(&io, out.join("io.safetensors"))?;
     Ok(())
 }
-
