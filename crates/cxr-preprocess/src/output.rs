@@ -1,0 +1,297 @@
+//! The output directory: what lives there besides the shards, and who may write it when.
+//!
+//! - `preprocess.json` records the settings the shards were made with (size, resize, rows per
+//!   shard, JPEG scaling and a fingerprint of the manifest's ids and paths). A re-run that would
+//!   mix shards of another size or manifest into the directory is refused instead of "resuming".
+//! - `errors.csv` (`row,path,reason`) lists every image left out, gathered from the shards'
+//!   sidecars; it is written together with `index.json`, once every shard exists, so both always
+//!   describe the complete output.
+//! - `.cxr-preprocess.lock`: array tasks share the directory, and the last two to finish may both
+//!   find every shard done. The files they would both write go through fixed temporary names, so
+//!   the settings check and the index are written under an exclusive `flock` on this file. The
+//!   kernel drops the lock when its process dies, so a `kill -9` never leaves it stuck.
+
+use anyhow::{bail, ensure, Context, Result};
+use cxr_core::hash::sha256_hex;
+use cxr_core::shard::{ImageError, ShardIndex, ShardInfo, FORMAT};
+use cxr_core::{atomic, Manifest};
+use serde::{Deserialize, Serialize};
+use std::fs::{self, File, OpenOptions};
+use std::path::Path;
+
+pub const SETTINGS_FILE: &str = "preprocess.json";
+pub const ERRORS_FILE: &str = "errors.csv";
+const LOCK_FILE: &str = ".cxr-preprocess.lock";
+
+/// Everything that decides a shard's bytes, besides the image files themselves.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Settings {
+    pub format: String,
+    pub size: usize,
+    pub resize: cxr_core::shard::Resize,
+    pub shard_rows: usize,
+    /// `dct` (scaled JPEG decoding allowed) or `full`.
+    pub jpeg_decode: String,
+    pub manifest_rows: usize,
+    /// SHA-256 of every row's `image_id` and `path`, in order.
+    pub manifest_sha256: String,
+}
+
+impl Settings {
+    pub fn fingerprint(manifest: &Manifest) -> String {
+        let mut text = Vec::new();
+        for row in &manifest.rows {
+            for field in [&row.image_id, &row.path] {
+                text.extend_from_slice(field.as_bytes());
+                text.push(0);
+            }
+        }
+        sha256_hex(&text)
+    }
+
+    pub fn read(out: &Path) -> Result<Option<Settings>> {
+        let path = out.join(SETTINGS_FILE);
+        match fs::read(&path) {
+            Ok(bytes) => serde_json::from_slice(&bytes)
+                .map(Some)
+                .with_context(|| format!("{}: not a cxr-preprocess settings file; delete it if the directory holds no shards", path.display())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
+        }
+    }
+
+    /// Record these settings in a new output directory, or check that an existing one was made
+    /// with the same.
+    pub fn claim(&self, out: &Path) -> Result<()> {
+        let _lock = lock(out)?;
+        match Settings::read(out)? {
+            None => {
+                let json = serde_json::to_vec_pretty(self).expect("serialisable");
+                atomic::write_bytes(&out.join(SETTINGS_FILE), &json)?;
+                Ok(())
+            }
+            Some(found) if found == *self => Ok(()),
+            Some(found) => bail!(
+                "{} already holds shards made with other settings ({}); \
+                 choose another --out, or delete that directory to start over",
+                out.display(),
+                found.differences(self).join(", ")
+            ),
+        }
+    }
+
+    fn differences(&self, other: &Settings) -> Vec<String> {
+        let mut diffs = Vec::new();
+        let mut check = |name: &str, a: String, b: String| {
+            if a != b {
+                diffs.push(format!("{name} {a} there, {b} now"));
+            }
+        };
+        check("format", self.format.clone(), other.format.clone());
+        check("size", self.size.to_string(), other.size.to_string());
+        check(
+            "resize",
+            format!("{:?}", self.resize),
+            format!("{:?}", other.resize),
+        );
+        check(
+            "shard rows",
+            self.shard_rows.to_string(),
+            other.shard_rows.to_string(),
+        );
+        check(
+            "JPEG decode",
+            self.jpeg_decode.clone(),
+            other.jpeg_decode.clone(),
+        );
+        check(
+            "manifest rows",
+            self.manifest_rows.to_string(),
+            other.manifest_rows.to_string(),
+        );
+        if self.manifest_rows == other.manifest_rows
+            && self.manifest_sha256 != other.manifest_sha256
+        {
+            diffs.push("the manifest's image ids or paths differ".to_string());
+        }
+        diffs
+    }
+
+    pub fn shard_count(&self) -> usize {
+        ShardIndex::shard_count(self.manifest_rows, self.shard_rows)
+    }
+
+    /// Rows `[first, end)` that shard `k` covers.
+    pub fn rows_of(&self, k: usize) -> std::ops::Range<usize> {
+        let first = k * self.shard_rows;
+        first..(first + self.shard_rows).min(self.manifest_rows)
+    }
+
+    /// Shard `k`'s sidecar if the shard is complete; an error if the sidecar contradicts these
+    /// settings (a directory tampered with, or shards copied from another run).
+    pub fn done(&self, out: &Path, k: usize) -> Result<Option<ShardInfo>> {
+        let Some(info) = ShardInfo::read_done(out, k) else {
+            return Ok(None);
+        };
+        let rows = self.rows_of(k);
+        ensure!(
+            info.first_row == rows.start && info.rows == rows.len(),
+            "{}: covers rows {}..{} but shard {k} should cover {}..{}; \
+             the directory mixes runs with different settings: delete it and run again",
+            out.join(cxr_core::shard::info_file(k)).display(),
+            info.first_row,
+            info.first_row + info.rows,
+            rows.start,
+            rows.end
+        );
+        Ok(Some(info))
+    }
+}
+
+/// Hold the output directory's lock until the returned file is dropped.
+fn lock(out: &Path) -> Result<File> {
+    let path = out.join(LOCK_FILE);
+    let file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("creating lock file {}", path.display()))?;
+    file.lock()
+        .with_context(|| format!("locking {}", path.display()))?;
+    Ok(file)
+}
+
+/// What finishing found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Finish {
+    /// Every shard exists; `index.json` and `errors.csv` were (re)written.
+    Indexed {
+        shards: usize,
+        images: usize,
+        errors: usize,
+    },
+    /// These shards are still missing (other array tasks, or an interrupted run).
+    Missing(Vec<usize>),
+}
+
+/// Write `errors.csv` and `index.json` if every shard of the run exists.
+pub fn finish(out: &Path) -> Result<Finish> {
+    let _lock = lock(out)?;
+    let settings = Settings::read(out)?.with_context(|| {
+        format!(
+            "{} has no {SETTINGS_FILE}: it is not a cxr-preprocess output directory",
+            out.display()
+        )
+    })?;
+    let mut shards = Vec::new();
+    let mut missing = Vec::new();
+    for k in 0..settings.shard_count() {
+        match settings.done(out, k)? {
+            Some(info) => shards.push(info),
+            None => missing.push(k),
+        }
+    }
+    if !missing.is_empty() {
+        return Ok(Finish::Missing(missing));
+    }
+    let errors: Vec<&ImageError> = shards.iter().flat_map(|s| &s.errors).collect();
+    write_errors(&out.join(ERRORS_FILE), &errors)?;
+    let error_count = errors.len();
+    let index = ShardIndex {
+        format: FORMAT.to_string(),
+        size: settings.size,
+        resize: settings.resize,
+        shard_rows: settings.shard_rows,
+        manifest_rows: settings.manifest_rows,
+        shards,
+    };
+    index.write(out)?;
+    Ok(Finish::Indexed {
+        shards: index.shards.len(),
+        images: index.images(),
+        errors: error_count,
+    })
+}
+
+fn write_errors(path: &Path, errors: &[&ImageError]) -> Result<()> {
+    let mut csv = csv::Writer::from_writer(Vec::new());
+    csv.write_record(["row", "path", "reason"])?;
+    for e in errors {
+        csv.write_record([e.row.to_string().as_str(), &e.path, &e.reason])?;
+    }
+    let bytes = csv.into_inner().context("writing errors report")?;
+    atomic::write_bytes(path, &bytes)?;
+    Ok(())
+}
+
+/// Safetensors writes its `__metadata__` map in `HashMap` order, which is seeded at random in
+/// every process, so the same shard would get different header bytes (and checksums) from one run
+/// to the next. Rewriting the header with its keys sorted, in place and at the same length, makes
+/// shards reproducible byte for byte without changing what any reader sees.
+pub fn canonical_header(mut bytes: Vec<u8>) -> Result<Vec<u8>> {
+    ensure!(
+        bytes.len() >= 8,
+        "safetensors buffer shorter than its header length"
+    );
+    let len = u64::from_le_bytes(bytes[..8].try_into().expect("8 bytes")) as usize;
+    ensure!(
+        8 + len <= bytes.len(),
+        "safetensors header runs past the buffer"
+    );
+    let header = &mut bytes[8..8 + len];
+    let mut value: serde_json::Value =
+        serde_json::from_slice(header).context("safetensors header is not JSON")?;
+    sort_keys(&mut value);
+    let text = serde_json::to_vec(&value).expect("serialisable");
+    ensure!(text.len() <= len, "canonical safetensors header grew");
+    header[..text.len()].copy_from_slice(&text);
+    header[text.len()..].fill(b' ');
+    Ok(bytes)
+}
+
+fn sort_keys(value: &mut serde_json::Value) {
+    if let serde_json::Value::Object(map) = value {
+        // A no-op unless serde_json's `preserve_order` is switched on somewhere in the build.
+        map.sort_keys();
+        map.values_mut().for_each(sort_keys);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cxr_core::shard::{encode, Resize, Shard};
+
+    fn with_header(json: &str) -> Vec<u8> {
+        let mut bytes = (json.len() as u64 + 3).to_le_bytes().to_vec();
+        bytes.extend_from_slice(json.as_bytes());
+        bytes.extend_from_slice(b"   tensor data");
+        bytes
+    }
+
+    #[test]
+    fn canonical_header_does_not_depend_on_key_order() {
+        let a = with_header(r#"{"__metadata__":{"z":"1","a":"2"},"rows":{},"images":{}}"#);
+        let b = with_header(r#"{"images":{},"__metadata__":{"a":"2","z":"1"},"rows":{}}"#);
+        let canonical = canonical_header(a).unwrap();
+        assert_eq!(canonical, canonical_header(b).unwrap());
+        assert!(canonical.ends_with(b"   tensor data"));
+        assert!(String::from_utf8_lossy(&canonical)
+            .contains(r#"{"__metadata__":{"a":"2","z":"1"},"images""#));
+    }
+
+    #[test]
+    fn canonical_shards_still_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let bytes = encode(&[9; 8], &[3, 5], &["a", "b\"c"], 2, Resize::Pad).unwrap();
+        let canonical = canonical_header(bytes.clone()).unwrap();
+        assert_eq!(canonical.len(), bytes.len());
+        let path = dir.path().join("s.safetensors");
+        fs::write(&path, &canonical).unwrap();
+        let shard = Shard::open(&path).unwrap();
+        assert_eq!(shard.rows(), &[3, 5]);
+        assert_eq!(shard.image_ids(), &["a", "b\"c"]);
+        assert_eq!(shard.image(1), &[9; 4]);
+    }
+}
