@@ -117,11 +117,28 @@ pub fn encode(
             serde_json::to_string(image_ids).expect("serialisable"),
         ),
     ]);
-    safetensors::serialize(
+    let bytes = safetensors::serialize(
         [("images", images_view), ("rows", rows_view)],
         Some(metadata),
     )
-    .map_err(shard_err)
+    .map_err(shard_err)?;
+    Ok(canonical_header(bytes))
+}
+
+/// Safetensors writes its `__metadata__` map in `HashMap` order, which is seeded at random in
+/// every process, so the same shard would get different header bytes (and checksums) from one run
+/// to the next. Rewriting the header with its keys sorted, in place and at the same length, makes
+/// shards reproducible byte for byte without changing what any reader sees.
+fn canonical_header(mut bytes: Vec<u8>) -> Vec<u8> {
+    let len = u64::from_le_bytes(bytes[..8].try_into().expect("serialize wrote a header")) as usize;
+    let header = &mut bytes[8..8 + len];
+    let value: serde_json::Value = serde_json::from_slice(header).expect("serialize wrote JSON");
+    // serde_json's map is a BTreeMap (no `preserve_order`), so writing it back sorts every key.
+    let text = serde_json::to_vec(&value).expect("serialisable");
+    assert!(text.len() <= len, "sorting keys cannot lengthen the header");
+    header[..text.len()].copy_from_slice(&text);
+    header[text.len()..].fill(b' ');
+    bytes
 }
 
 fn shard_err(e: safetensors::SafeTensorError) -> Error {
@@ -354,6 +371,16 @@ mod tests {
             sha256_hex(&std::fs::read(shard.path()).unwrap()),
             info.sha256
         );
+    }
+
+    #[test]
+    fn encoding_is_byte_for_byte_reproducible() {
+        let encode_once = || encode(&[9; 8], &[3, 5], &["a", "b\"c"], 2, Resize::Pad).unwrap();
+        let first = encode_once();
+        // HashMap order differs between maps even within one process, so repeats would catch it.
+        assert!((0..20).all(|_| encode_once() == first));
+        let text = String::from_utf8_lossy(&first);
+        assert!(text.contains(r#"{"__metadata__":{"format""#), "{text}");
     }
 
     #[test]

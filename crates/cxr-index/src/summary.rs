@@ -1,7 +1,7 @@
 //! What was indexed, counted: printed after every run and optionally saved as JSON, which is also
 //! what the golden tests compare.
 
-use cxr_core::{LabelState, ManifestRow, OBSERVATIONS};
+use cxr_core::{ManifestRow, OBSERVATIONS};
 use rustc_hash::FxHashSet;
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -49,18 +49,22 @@ impl Summary {
                 .map(|(k, v)| (k.to_string(), v))
                 .collect()
         }
+        let mut counts = [[0usize; 4]; OBSERVATIONS.len()];
+        for r in rows {
+            for (c, state) in counts.iter_mut().zip(r.labels) {
+                c[state as usize] += 1; // declaration order: positive, negative, uncertain, not mentioned
+            }
+        }
         let labels = OBSERVATIONS
             .iter()
-            .map(|&o| {
-                let mut c = StateCounts::default();
-                for r in rows {
-                    match r.label(o) {
-                        LabelState::Positive => c.positive += 1,
-                        LabelState::Negative => c.negative += 1,
-                        LabelState::Uncertain => c.uncertain += 1,
-                        LabelState::NotMentioned => c.not_mentioned += 1,
-                    }
-                }
+            .zip(counts)
+            .map(|(o, [positive, negative, uncertain, not_mentioned])| {
+                let c = StateCounts {
+                    positive,
+                    negative,
+                    uncertain,
+                    not_mentioned,
+                };
                 (o.name().to_string(), c)
             })
             .collect();

@@ -328,7 +328,6 @@ impl Job<'_> {
             .map(|&r| self.manifest.rows[r].image_id.as_str())
             .collect();
         let bytes = shard::encode(&images, &kept, &ids, self.target.size, self.target.resize)?;
-        let bytes = output::canonical_header(bytes)?;
         let info = ShardInfo::new(k, rows.start, rows.len(), &bytes, kept.len(), errors);
         info.write_shard(self.out, k, &bytes)
             .with_context(|| format!("writing shard {k} to {}", self.out.display()))?;
