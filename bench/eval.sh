@@ -18,7 +18,8 @@ SEED=${SEED:-0}
 REPLICATES=${REPLICATES:-2000}
 REPEAT=${REPEAT:-3}
 
-cargo build --release --quiet -p cxr-eval
+# The whole workspace at once: a per-package build re-resolves features and rebuilds shared crates.
+cargo build --release --quiet --workspace
 BIN="${CARGO_TARGET_DIR:-target}/release/cxr-eval"
 
 if ! python3 -c 'import numpy, sklearn' 2>/dev/null; then

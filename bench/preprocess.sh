@@ -23,7 +23,8 @@ SIZE=224
 
 [ -d "$DATA/nih/images-full" ] || { echo "bench: no $DATA/nih/images-full (set CXR_SHARED_DATA)" >&2; exit 1; }
 python3 -c "import PIL" 2>/dev/null || python3 -m pip install -q pillow
-cargo build --quiet --release -p cxr-preprocess --bin cxr-preprocess --example preprocess_bench_manifest
+# The whole workspace at once: a per-package build re-resolves features and rebuilds shared crates.
+cargo build --quiet --release --workspace --bins --examples
 BIN=target/release/cxr-preprocess
 MANIFEST_TOOL=target/release/examples/preprocess_bench_manifest
 
