@@ -96,6 +96,32 @@ pub struct ManifestRow {
 }
 
 impl ManifestRow {
+    /// A frontal image with nothing else known: every label not mentioned, projection and sex
+    /// unknown, split `train`. Tests, benchmarks and tools that index bare image folders start
+    /// here and set what they know with struct-update syntax.
+    pub fn unlabelled(
+        dataset: Dataset,
+        image_id: &str,
+        path: &str,
+        patient_id: &str,
+        study_id: &str,
+    ) -> ManifestRow {
+        ManifestRow {
+            image_id: image_id.to_string(),
+            dataset,
+            path: path.to_string(),
+            patient_id: patient_id.to_string(),
+            study_id: study_id.to_string(),
+            view: View::Frontal,
+            projection: Projection::Unknown,
+            sex: Sex::Unknown,
+            age: None,
+            source_split: None,
+            split: Split::Train,
+            labels: [LabelState::NotMentioned; OBSERVATIONS.len()],
+        }
+    }
+
     pub fn label(&self, observation: Observation) -> LabelState {
         self.labels[observation.index()]
     }
@@ -305,12 +331,6 @@ mod tests {
         labels[5] = LabelState::Uncertain;
         labels[8] = LabelState::Negative;
         ManifestRow {
-            image_id: format!("img{i}.png"),
-            dataset: Dataset::Nih,
-            path: format!("images/img{i}.png"),
-            patient_id: format!("{:08}", i / 2),
-            study_id: format!("{:08}/000", i / 2),
-            view: View::Frontal,
             projection: if i.is_multiple_of(2) {
                 Projection::Pa
             } else {
@@ -318,9 +338,14 @@ mod tests {
             },
             sex: Sex::Female,
             age: if i == 1 { None } else { Some(40 + i as i32) },
-            source_split: None,
-            split: Split::Train,
             labels,
+            ..ManifestRow::unlabelled(
+                Dataset::Nih,
+                &format!("img{i}.png"),
+                &format!("images/img{i}.png"),
+                &format!("{:08}", i / 2),
+                &format!("{:08}/000", i / 2),
+            )
         }
     }
 

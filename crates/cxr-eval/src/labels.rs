@@ -323,25 +323,19 @@ pub fn join(
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use cxr_core::{Dataset, LabelState, Split, View, OBSERVATIONS};
+    use cxr_core::{Dataset, LabelState, Split, OBSERVATIONS};
 
     /// A manifest row with the given study, patient and Edema state.
     pub(crate) fn row(image: &str, study: &str, patient: &str, edema: LabelState) -> ManifestRow {
         let mut labels = [LabelState::NotMentioned; OBSERVATIONS.len()];
         labels[Observation::parse("Edema").unwrap().index()] = edema;
         ManifestRow {
-            image_id: image.into(),
-            dataset: Dataset::Chexpert,
-            path: image.into(),
-            patient_id: patient.into(),
-            study_id: study.into(),
-            view: View::Frontal,
             projection: Projection::Pa,
             sex: Sex::Male,
             age: Some(50),
-            source_split: None,
             split: Split::Valid,
             labels,
+            ..ManifestRow::unlabelled(Dataset::Chexpert, image, image, patient, study)
         }
     }
 

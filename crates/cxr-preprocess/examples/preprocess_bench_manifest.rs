@@ -4,9 +4,7 @@
 //! name, path relative to DIR), the whole list REPEAT times (default 1) so that a small folder
 //! still makes a run long enough to time.
 
-use cxr_core::{
-    Dataset, LabelState, Manifest, ManifestRow, Projection, Sex, Split, View, OBSERVATIONS,
-};
+use cxr_core::{Dataset, Manifest, ManifestRow, Projection};
 use std::path::PathBuf;
 
 fn main() -> anyhow::Result<()> {
@@ -35,18 +33,14 @@ fn main() -> anyhow::Result<()> {
         .flat_map(|r| names.iter().map(move |n| (r, n)))
         .enumerate()
         .map(|(i, (r, name))| ManifestRow {
-            image_id: format!("{r}/{name}"),
-            dataset: Dataset::Nih,
-            path: name.clone(),
-            patient_id: format!("{i:08}"),
-            study_id: format!("{i:08}/000"),
-            view: View::Frontal,
             projection: Projection::Pa,
-            sex: Sex::Unknown,
-            age: None,
-            source_split: None,
-            split: Split::Train,
-            labels: [LabelState::NotMentioned; OBSERVATIONS.len()],
+            ..ManifestRow::unlabelled(
+                Dataset::Nih,
+                &format!("{r}/{name}"),
+                name,
+                &format!("{i:08}"),
+                &format!("{i:08}/000"),
+            )
         })
         .collect();
     Manifest { rows }.write(&out)?;

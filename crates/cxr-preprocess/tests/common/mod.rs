@@ -1,8 +1,6 @@
 //! Helpers shared by the integration tests: where the shared data is, and manifests for it.
 
-use cxr_core::{
-    Dataset, LabelState, Manifest, ManifestRow, Projection, Sex, Split, View, OBSERVATIONS,
-};
+use cxr_core::{Dataset, Manifest, ManifestRow, Projection};
 use std::path::{Path, PathBuf};
 
 /// The read-only real data beside the project (`shared/data`); a missing copy is a loud failure,
@@ -39,18 +37,14 @@ pub fn write_manifest(file: &Path, paths: &[String]) {
         .iter()
         .enumerate()
         .map(|(i, path)| ManifestRow {
-            image_id: format!("{i:04}-{path}"),
-            dataset: Dataset::Nih,
-            path: path.clone(),
-            patient_id: format!("{i:08}"),
-            study_id: format!("{i:08}/000"),
-            view: View::Frontal,
             projection: Projection::Pa,
-            sex: Sex::Unknown,
-            age: None,
-            source_split: None,
-            split: Split::Train,
-            labels: [LabelState::NotMentioned; OBSERVATIONS.len()],
+            ..ManifestRow::unlabelled(
+                Dataset::Nih,
+                &format!("{i:04}-{path}"),
+                path,
+                &format!("{i:08}"),
+                &format!("{i:08}/000"),
+            )
         })
         .collect();
     Manifest { rows }
