@@ -30,6 +30,7 @@ bench: build
 	bench/index.sh
 	bench/preprocess.sh
 	bench/eval.sh
+	bench/train.sh
 
 clean-demo:
 	rm -rf $(DEMO_OUT)

@@ -52,9 +52,9 @@ impl DenseLayer {
     }
 
     fn forward(&self, x: &Tensor, mode: Mode) -> Result<Tensor> {
-        let bottleneck = self.conv1.forward(&self.norm1.forward(x, mode)?.relu()?)?;
+        let bottleneck = self.conv1.forward(&self.norm1.forward_relu(x, mode)?)?;
         self.conv2
-            .forward(&self.norm2.forward(&bottleneck, mode)?.relu()?)
+            .forward(&self.norm2.forward_relu(&bottleneck, mode)?)
     }
 }
 
@@ -66,7 +66,7 @@ struct Transition {
 
 impl Transition {
     fn forward(&self, x: &Tensor, mode: Mode) -> Result<Tensor> {
-        let x = self.conv.forward(&self.norm.forward(x, mode)?.relu()?)?;
+        let x = self.conv.forward(&self.norm.forward_relu(x, mode)?)?;
         avg_pool2d(&x, 2)
     }
 }
@@ -136,7 +136,7 @@ impl DenseNet {
 
     /// torchvision's `model.features(x)`: the output of `norm5`, before the final ReLU.
     pub(crate) fn features(&self, x: &Tensor, mode: Mode) -> Result<Tensor> {
-        let x = self.norm0.forward(&self.conv0.forward(x)?, mode)?.relu()?;
+        let x = self.norm0.forward_relu(&self.conv0.forward(x)?, mode)?;
         let mut x = max_pool2d(&x, 3, 2, 1)?;
         for stage in &self.stages {
             // Each layer sees the concatenation of the block input and all earlier outputs.

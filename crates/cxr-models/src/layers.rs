@@ -1,9 +1,10 @@
 //! The building blocks: convolution, BatchNorm, pools.
 //!
 //! [`Conv2d::new`] is the only place a convolution is created and [`BatchNorm::new`] the only
-//! place a normalisation is, and the backbones call nothing but their `forward`s: a later speed
-//! issue can swap in faster kernels (cuDNN, fused conv+BN, a channels-last layout) here without
-//! touching the architectures.
+//! place a normalisation is, and the backbones call nothing but their `forward`s, so faster
+//! kernels slot in here without touching the architectures: on the CPU both run on the custom
+//! ops of [`crate::kernels`] (BatchNorm with the following ReLU fused, [`BatchNorm::forward_relu`]);
+//! elsewhere (CUDA) on candle's own ops.
 //!
 //! candle's pools cannot do what torchvision's stem needs: `max_pool2d` has no padding argument
 //! and no backward when kernel != stride. [`max_pool2d`] is therefore written as an elementwise
@@ -14,6 +15,7 @@ use candle_core::{Tensor, Var};
 
 use crate::error::{ModelError, Result};
 use crate::init::Init;
+use crate::kernels;
 use crate::state::{join, lock, Builder, SharedStats};
 
 /// Training or evaluation behaviour (BatchNorm batch statistics vs running statistics).
@@ -57,17 +59,8 @@ impl Conv2d {
     /// `[N, c_in, H, W] -> [N, c_out, H', W']`.
     pub(crate) fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let weight = self.weight.as_tensor();
-        let (c_out, c_in, kh, kw) = weight.dims4()?;
-        if (kh, kw, self.stride, self.padding) == (1, 1, 1, 0) {
-            // A pointwise convolution is a matrix product. Written as one, its backward is two
-            // more matrix products instead of candle's CPU conv_transpose2d loops (DenseNet's
-            // bottlenecks and transitions are all 1x1: this halves a densenet121 backward).
-            let (n, _, h, w) = x.dims4()?;
-            let y = weight
-                .reshape((c_out, c_in))?
-                .broadcast_left(n)?
-                .matmul(&x.reshape((n, c_in, h * w))?)?;
-            return Ok(y.reshape((n, c_out, h, w))?);
+        if kernels::on_cpu_f32(x) {
+            return Ok(kernels::conv2d(x, weight, self.stride, self.padding)?);
         }
         Ok(x.conv2d(weight, self.padding, self.stride, 1, 1)?)
     }
@@ -104,42 +97,74 @@ impl BatchNorm {
 
     /// `[N, C, H, W] -> [N, C, H, W]`.
     pub(crate) fn forward(&self, x: &Tensor, mode: Mode) -> Result<Tensor> {
+        self.normalise(x, mode, false)
+    }
+
+    /// `relu(self.forward(x))`, fused on the CPU.
+    pub(crate) fn forward_relu(&self, x: &Tensor, mode: Mode) -> Result<Tensor> {
+        self.normalise(x, mode, true)
+    }
+
+    fn normalise(&self, x: &Tensor, mode: Mode, relu: bool) -> Result<Tensor> {
+        let (n, _, h, w) = x.dims4()?;
+        if mode == Mode::Train && n * h * w < 2 {
+            return Err(ModelError::InvalidInput(format!(
+                "BatchNorm in train mode needs more than one value per channel, got input {:?}; \
+                 use a larger batch or Mode::Eval",
+                x.dims()
+            )));
+        }
+        let (weight, bias) = (self.weight.as_tensor(), self.bias.as_tensor());
+        let fast = kernels::on_cpu_f32(x);
+        let y = match (mode, fast) {
+            (Mode::Train, true) => {
+                let (y, stats) = kernels::batch_norm_train(x, weight, bias, BN_EPS, relu)?;
+                let channels = stats.mean.len();
+                let mean = Tensor::from_vec(stats.mean, channels, x.device())?;
+                let var = Tensor::from_vec(stats.var, channels, x.device())?;
+                self.update_running_stats(&mean, &var, n * h * w)?;
+                return Ok(y);
+            }
+            (Mode::Train, false) => self.normalise_with_batch_stats(x)?,
+            (Mode::Eval, _) => {
+                let (alpha, beta) = self.eval_affine()?;
+                if fast {
+                    return Ok(kernels::batch_norm_eval(x, &alpha, &beta, relu)?);
+                }
+                let per_channel = (1, alpha.dim(0)?, 1, 1);
+                x.broadcast_mul(&alpha.reshape(per_channel)?)?
+                    .broadcast_add(&beta.reshape(per_channel)?)?
+            }
+        };
+        Ok(if relu { y.relu()? } else { y })
+    }
+
+    /// Eval mode is `x * alpha + beta` per channel, with PyTorch's CPU kernel's coefficients
+    /// `alpha = w / sqrt(var + eps)`, `beta = b - mean * alpha`.
+    fn eval_affine(&self) -> Result<(Tensor, Tensor)> {
+        let (mean, var) = {
+            let stats = lock(&self.stats);
+            (stats.mean.clone(), stats.var.clone())
+        };
+        let alpha = self.weight.as_tensor().div(&(var + BN_EPS)?.sqrt()?)?;
+        let beta = self.bias.as_tensor().sub(&mean.mul(&alpha)?)?;
+        Ok((alpha, beta))
+    }
+
+    /// Train mode with candle's ops (off the CPU kernels' path).
+    fn normalise_with_batch_stats(&self, x: &Tensor) -> Result<Tensor> {
         let (n, c, h, w) = x.dims4()?;
         let per_channel = (1, c, 1, 1);
         let weight = self.weight.as_tensor().reshape(per_channel)?;
         let bias = self.bias.as_tensor().reshape(per_channel)?;
-        match mode {
-            Mode::Eval => {
-                let (mean, var) = {
-                    let stats = lock(&self.stats);
-                    (
-                        stats.mean.reshape(per_channel)?,
-                        stats.var.reshape(per_channel)?,
-                    )
-                };
-                // PyTorch's CPU kernel: x * alpha + beta with alpha = w / sqrt(var + eps).
-                let alpha = weight.div(&(var + BN_EPS)?.sqrt()?)?;
-                let beta = bias.sub(&mean.mul(&alpha)?)?;
-                Ok(x.broadcast_mul(&alpha)?.broadcast_add(&beta)?)
-            }
-            Mode::Train => {
-                let count = n * h * w;
-                if count < 2 {
-                    return Err(ModelError::InvalidInput(format!(
-                        "BatchNorm in train mode needs more than one value per channel, got input \
-                         {:?}; use a larger batch or Mode::Eval",
-                        x.dims()
-                    )));
-                }
-                let mean = (x.sum_keepdim((2, 3))?.sum_keepdim(0)? / count as f64)?;
-                let centred = x.broadcast_sub(&mean)?;
-                let var = (centred.sqr()?.sum_keepdim((2, 3))?.sum_keepdim(0)? / count as f64)?;
-                let scale = weight.div(&(&var + BN_EPS)?.sqrt()?)?;
-                let y = centred.broadcast_mul(&scale)?.broadcast_add(&bias)?;
-                self.update_running_stats(&mean, &var, count)?;
-                Ok(y)
-            }
-        }
+        let count = n * h * w;
+        let mean = (x.sum_keepdim((2, 3))?.sum_keepdim(0)? / count as f64)?;
+        let centred = x.broadcast_sub(&mean)?;
+        let var = (centred.sqr()?.sum_keepdim((2, 3))?.sum_keepdim(0)? / count as f64)?;
+        let scale = weight.div(&(&var + BN_EPS)?.sqrt()?)?;
+        let y = centred.broadcast_mul(&scale)?.broadcast_add(&bias)?;
+        self.update_running_stats(&mean, &var, count)?;
+        Ok(y)
     }
 
     fn update_running_stats(&self, mean: &Tensor, biased_var: &Tensor, count: usize) -> Result<()> {

@@ -39,6 +39,7 @@ mod densenet;
 mod error;
 mod heads;
 mod init;
+mod kernels;
 mod layers;
 mod loss;
 mod model;

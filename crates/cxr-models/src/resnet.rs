@@ -10,6 +10,7 @@ use candle_core::Tensor;
 use crate::config::{ResNetConfig, ResidualBlock};
 use crate::error::Result;
 use crate::init::{Fan, Init};
+use crate::kernels;
 use crate::layers::{global_avg_pool, max_pool2d, BatchNorm, Conv2d, ConvSpec, Mode};
 use crate::state::Builder;
 
@@ -31,6 +32,10 @@ impl ConvBn {
 
     fn forward(&self, x: &Tensor, mode: Mode) -> Result<Tensor> {
         self.bn.forward(&self.conv.forward(x)?, mode)
+    }
+
+    fn forward_relu(&self, x: &Tensor, mode: Mode) -> Result<Tensor> {
+        self.bn.forward_relu(&self.conv.forward(x)?, mode)
     }
 }
 
@@ -91,17 +96,19 @@ impl Block {
     }
 
     fn forward(&self, x: &Tensor, mode: Mode) -> Result<Tensor> {
+        let (last, inner) = self.path.split_last().expect("a block has convolutions");
         let mut out = x.clone();
-        for (i, conv_bn) in self.path.iter().enumerate() {
-            if i > 0 {
-                out = out.relu()?;
-            }
-            out = conv_bn.forward(&out, mode)?;
+        for conv_bn in inner {
+            out = conv_bn.forward_relu(&out, mode)?;
         }
+        let out = last.forward(&out, mode)?;
         let identity = match &self.downsample {
             Some(down) => down.forward(x, mode)?,
             None => x.clone(),
         };
+        if kernels::on_cpu_f32(&out) {
+            return Ok(kernels::add_relu(&out, &identity)?);
+        }
         Ok((out + identity)?.relu()?)
     }
 }
@@ -139,7 +146,7 @@ impl ResNet {
 
     /// The output of `layer4`.
     pub(crate) fn features(&self, x: &Tensor, mode: Mode) -> Result<Tensor> {
-        let x = self.stem.forward(x, mode)?.relu()?;
+        let x = self.stem.forward_relu(x, mode)?;
         let mut x = max_pool2d(&x, 3, 2, 1)?;
         for block in self.stages.iter().flatten() {
             x = block.forward(&x, mode)?;

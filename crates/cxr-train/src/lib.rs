@@ -6,6 +6,7 @@
 //! [`config::TrainConfig`], and [`predict::run`] for a predictions file `cxr-eval` scores.
 
 pub mod augment;
+pub mod bench;
 pub mod checkpoint;
 pub mod config;
 pub mod data;

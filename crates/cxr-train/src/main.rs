@@ -9,7 +9,7 @@ use cxr_train::config::{
     parse_aux, AugmentConfig, CropConfig, Init, Normalisation, OptimizerConfig, ScheduleConfig,
     Select, Task, TrainConfig,
 };
-use cxr_train::{predict, trainer};
+use cxr_train::{bench, predict, trainer};
 use std::io::IsTerminal;
 use std::path::PathBuf;
 
@@ -65,6 +65,34 @@ enum Command {
     /// Write predictions for one split with a trained checkpoint.
     #[command(after_help = PREDICT_EXAMPLES)]
     Predict(PredictArgs),
+    /// Training and inference images/s and peak memory on random inputs (see bench/train.sh).
+    Bench(BenchArgs),
+}
+
+#[derive(Args)]
+struct BenchArgs {
+    /// densenet121/169/201 or resnet18/34/50/101/152.
+    #[arg(long, default_value = "densenet121")]
+    model: String,
+    /// Input height and width.
+    #[arg(long, default_value_t = 224)]
+    size: usize,
+    #[arg(long, default_value_t = 8)]
+    batch: usize,
+    #[arg(long, default_value_t = 1)]
+    in_channels: usize,
+    /// Timed steps per phase (the fastest one is reported, and the mean).
+    #[arg(long, default_value_t = 5)]
+    steps: usize,
+    /// Untimed steps before them.
+    #[arg(long, default_value_t = 1)]
+    warmup: usize,
+    /// cpu or cuda[:N].
+    #[arg(long, default_value = "cpu")]
+    device: String,
+    /// One JSON object instead of a line of text.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -395,6 +423,18 @@ fn main() -> Result<()> {
             if let Some(best) = summary.best {
                 eprintln!("best: step {} ({:.4})", best.step, best.value.abs());
             }
+        }
+        Command::Bench(a) => {
+            let report = bench::run(&bench::BenchOptions {
+                arch: a.model,
+                size: a.size,
+                batch: a.batch,
+                in_channels: a.in_channels,
+                steps: a.steps,
+                warmup: a.warmup,
+                device: device(&a.device)?,
+            })?;
+            bench::print(&report, a.json)?;
         }
         Command::Predict(a) => {
             let split = Split::parse(&a.split)

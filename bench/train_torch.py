@@ -1,0 +1,100 @@
+"""PyTorch side of `bench/train.sh`: the step `cxr-train bench` times, in torchvision.
+
+A training step is a train-mode forward, BCE-with-logits over 14 outputs, the backward and an
+Adam update (gradients set to None, as PyTorch's zero_grad does by default); inference is an
+eval-mode forward under no_grad. Inputs have one channel (grey X-rays): the stem convolution is
+replaced by a one-channel one, as cxr's models have. Prints one JSON object shaped like
+`cxr-train bench --json`.
+"""
+import argparse
+import json
+import time
+
+import torch
+import torchvision
+
+
+def peak_rss_mib():
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return None
+
+
+def reset_peak_rss():
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+    except OSError:
+        pass
+
+
+def build(name, in_channels):
+    model = getattr(torchvision.models, name)(num_classes=14)
+    if name.startswith("densenet"):
+        old = model.features.conv0
+        model.features.conv0 = torch.nn.Conv2d(in_channels, old.out_channels, 7, 2, 3, bias=False)
+    else:
+        model.conv1 = torch.nn.Conv2d(in_channels, 64, 7, 2, 3, bias=False)
+    return model
+
+
+def phase(step, batch, steps, warmup):
+    times = []
+    for i in range(warmup + max(steps, 1)):
+        t = time.perf_counter()
+        step()
+        if i >= warmup:
+            times.append(time.perf_counter() - t)
+    return {
+        "images_per_s": batch / min(times),
+        "mean_images_per_s": batch * len(times) / sum(times),
+        "peak_rss_mib": peak_rss_mib(),
+    }
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("--model", default="densenet121")
+    p.add_argument("--size", type=int, default=224)
+    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--in-channels", type=int, default=1)
+    p.add_argument("--steps", type=int, default=5)
+    p.add_argument("--warmup", type=int, default=1)
+    p.add_argument("--threads", type=int, default=0, help="0: torch's default")
+    a = p.parse_args()
+    if a.threads:
+        torch.set_num_threads(a.threads)
+    torch.manual_seed(0)
+    model = build(a.model, a.in_channels)
+    x = torch.randn(a.batch, a.in_channels, a.size, a.size)
+    targets = (torch.rand(a.batch, 14) >= 0.5).float()
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
+    loss_fn = torch.nn.BCEWithLogitsLoss()
+
+    def train_step():
+        model.train()
+        optimizer.zero_grad()
+        loss_fn(model(x), targets).backward()
+        optimizer.step()
+
+    def infer_step():
+        model.eval()
+        with torch.no_grad():
+            model(x).tolist()
+
+    reset_peak_rss()
+    train = phase(train_step, a.batch, a.steps, a.warmup)
+    reset_peak_rss()
+    infer = phase(infer_step, a.batch, a.steps, a.warmup)
+    print(json.dumps({
+        "framework": "pytorch " + torch.__version__,
+        "model": a.model, "size": a.size, "batch": a.batch, "in_channels": a.in_channels,
+        "device": "cpu", "threads": torch.get_num_threads(), "steps": a.steps,
+        "train": train, "infer": infer,
+    }))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,85 @@
+//! CPU kernels for the layers that dominate DenseNet and ResNet training (issue #6).
+//!
+//! candle's CPU backend is correct but slow where these networks spend their time: the input
+//! gradient of a convolution goes through a single-threaded `conv_transpose2d`, BatchNorm is a
+//! chain of a dozen elementwise passes (each single-threaded, each allocating), and its
+//! backward is the chain's. The kernels here replace exactly those pieces with candle custom ops
+//! (`CustomOp2/3` with a `cpu_fwd` and a `bwd`), so autograd, `Var`s and the rest of the model
+//! stay candle's:
+//!
+//! * [`conv2d`]: im2col (nothing for 1x1 stride-1 convolutions) and one GEMM per image on the
+//!   `gemm` crate candle itself uses; the backward is two more GEMMs and a col2im.
+//! * [`batch_norm_train`] / [`batch_norm_eval`]: BatchNorm with an optional fused ReLU, forward
+//!   and backward in two passes each, parallel over channels or (image, channel) planes.
+//! * [`add_relu`]: ResNet's residual sum and ReLU in one pass.
+//!
+//! The entry points take f32 CPU tensors; callers check [`on_cpu_f32`] and otherwise use
+//! candle's own ops, so CUDA builds keep cuDNN and candle's kernels. Gradients of the custom ops are computed by
+//! plain slice functions and are not themselves differentiable (no second derivatives).
+
+mod batchnorm;
+mod conv;
+mod elementwise;
+mod gemm;
+
+pub(crate) use batchnorm::{batch_norm_eval, batch_norm_train};
+pub(crate) use conv::conv2d;
+pub(crate) use elementwise::add_relu;
+
+use candle_core::{DType, Device, Layout, Shape, Storage, Tensor};
+
+/// Whether the custom kernels apply: f32 values on the CPU.
+pub(crate) fn on_cpu_f32(t: &Tensor) -> bool {
+    t.device().is_cpu() && t.dtype() == DType::F32
+}
+
+/// The values of a contiguous f32 CPU storage as laid out by `layout`.
+fn values<'a>(
+    storage: &'a candle_core::CpuStorage,
+    layout: &Layout,
+) -> candle_core::Result<&'a [f32]> {
+    let (start, end) = layout
+        .contiguous_offsets()
+        .ok_or_else(|| candle_core::Error::Msg("cxr kernels need contiguous inputs".into()))?;
+    Ok(&storage.as_slice::<f32>()?[start..end])
+}
+
+/// Runs `f` on the values of a contiguous f32 CPU tensor (as a backward pass must).
+fn with_values<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> R) -> candle_core::Result<R> {
+    let t = t.contiguous()?;
+    let (storage, layout) = t.storage_and_layout();
+    match &*storage {
+        Storage::Cpu(cpu) => Ok(f(values(cpu, layout)?)),
+        _ => candle_core::bail!("cxr kernels run on the CPU only"),
+    }
+}
+
+/// A CPU tensor holding `values` in `shape`.
+fn tensor(values: Vec<f32>, shape: impl Into<Shape>) -> candle_core::Result<Tensor> {
+    Tensor::from_vec(values, shape, &Device::Cpu)
+}
+
+/// Below this many elements a parallel loop costs more than it saves.
+const MIN_PARALLEL_LEN: usize = 1 << 14;
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use candle_core::Tensor;
+
+    /// Largest absolute difference, relative to the largest reference magnitude, within `tol`.
+    pub(crate) fn assert_close(got: &Tensor, want: &Tensor, tol: f32, what: &str) {
+        assert_eq!(got.dims(), want.dims(), "{what}: shapes");
+        let flat = |t: &Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let (got, want) = (flat(got), flat(want));
+        let scale = want.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-12);
+        let diff = got
+            .iter()
+            .zip(&want)
+            .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+        assert!(
+            diff / scale <= tol,
+            "{what}: max abs diff {diff:e}, relative {:e}",
+            diff / scale
+        );
+    }
+}

@@ -1,0 +1,186 @@
+//! `cxr-train bench`: training and inference throughput of one architecture on random inputs.
+//!
+//! Issue #6 compares this crate's training speed with PyTorch's on the same machine, so the
+//! measurement mirrors `bench/train_torch.py` step for step: a training step is a train-mode
+//! forward, the masked-free BCE loss over 14 outputs, the backward and an Adam update; inference
+//! is an eval-mode forward. Both report the fastest of the timed steps (the machine is shared,
+//! and the best step is the least disturbed one) as well as the mean, and the peak resident
+//! memory of each phase (`VmHWM`, reset between phases through `/proc/self/clear_refs`).
+
+use anyhow::{Context, Result};
+use candle_core::{DType, Device, Tensor};
+use cxr_models::{bce_with_logits, HeadSpec, Mode, Model, ModelConfig};
+use serde::Serialize;
+use std::time::Instant;
+
+use crate::config::OptimizerConfig;
+use crate::optim::Optimizer;
+
+/// What to measure.
+#[derive(Clone, Debug)]
+pub struct BenchOptions {
+    pub arch: String,
+    pub size: usize,
+    pub batch: usize,
+    pub in_channels: usize,
+    /// Timed steps per phase.
+    pub steps: usize,
+    /// Untimed steps before them (allocator and caches warm up).
+    pub warmup: usize,
+    pub device: Device,
+}
+
+/// One phase's numbers.
+#[derive(Clone, Debug, Serialize)]
+pub struct PhaseReport {
+    /// Images per second of the fastest timed step.
+    pub images_per_s: f64,
+    /// Images per second over all timed steps.
+    pub mean_images_per_s: f64,
+    /// Peak resident memory of the process during the phase, MiB (None off Linux).
+    pub peak_rss_mib: Option<f64>,
+}
+
+/// Everything `bench` prints, also as JSON.
+#[derive(Clone, Debug, Serialize)]
+pub struct BenchReport {
+    pub framework: &'static str,
+    pub model: String,
+    pub size: usize,
+    pub batch: usize,
+    pub in_channels: usize,
+    pub device: String,
+    pub threads: usize,
+    pub steps: usize,
+    pub train: PhaseReport,
+    pub infer: PhaseReport,
+}
+
+impl std::fmt::Display for BenchReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mib = |p: &PhaseReport| {
+            p.peak_rss_mib
+                .map_or("n/a".into(), |m| format!("{m:.0} MiB"))
+        };
+        write!(
+            f,
+            "{} {} {}x{} batch {} on {} ({} threads): train {:.2} images/s (mean {:.2}), peak {}; \
+             infer {:.2} images/s (mean {:.2}), peak {}",
+            self.framework,
+            self.model,
+            self.size,
+            self.size,
+            self.batch,
+            self.device,
+            self.threads,
+            self.train.images_per_s,
+            self.train.mean_images_per_s,
+            mib(&self.train),
+            self.infer.images_per_s,
+            self.infer.mean_images_per_s,
+            mib(&self.infer)
+        )
+    }
+}
+
+const OUTPUTS: usize = 14;
+
+/// Runs both phases: training first (it allocates the most), then inference.
+pub fn run(opts: &BenchOptions) -> Result<BenchReport> {
+    let config = ModelConfig {
+        arch: opts.arch.parse()?,
+        in_channels: opts.in_channels,
+        heads: vec![HeadSpec::new("pathologies", OUTPUTS)],
+    };
+    let model = Model::new(config, &opts.device, 0)?;
+    let shape = (opts.batch, opts.in_channels, opts.size, opts.size);
+    let x = Tensor::randn(0f32, 1f32, shape, &opts.device)?;
+    let targets = Tensor::rand(0f32, 1f32, (opts.batch, OUTPUTS), &opts.device)?
+        .ge(0.5)?
+        .to_dtype(DType::F32)?;
+    let adam = OptimizerConfig::Adam {
+        beta1: 0.9,
+        beta2: 0.999,
+        eps: 1e-8,
+        weight_decay: 0.0,
+    };
+    let mut optimizer = Optimizer::new(adam, model.trainable_vars());
+
+    reset_peak_rss();
+    let train = phase(opts, || {
+        let out = model.forward(&x, Mode::Train)?;
+        let grads = bce_with_logits(out.primary(), &targets, None)?.backward()?;
+        optimizer.step(&grads, 1e-4)
+    })?;
+    reset_peak_rss();
+    let infer = phase(opts, || {
+        model.forward(&x, Mode::Eval)?.primary().to_vec2::<f32>()?;
+        Ok(())
+    })?;
+    Ok(BenchReport {
+        framework: "candle",
+        model: opts.arch.clone(),
+        size: opts.size,
+        batch: opts.batch,
+        in_channels: opts.in_channels,
+        device: device_name(&opts.device),
+        threads: rayon::current_num_threads(),
+        steps: opts.steps,
+        train,
+        infer,
+    })
+}
+
+/// Warm-up, then `steps` timed calls of `step` (each ends with the device idle).
+fn phase(opts: &BenchOptions, mut step: impl FnMut() -> Result<()>) -> Result<PhaseReport> {
+    let mut timed = Vec::with_capacity(opts.steps);
+    for i in 0..opts.warmup + opts.steps.max(1) {
+        let t = Instant::now();
+        step()?;
+        opts.device.synchronize()?;
+        if i >= opts.warmup {
+            timed.push(t.elapsed().as_secs_f64());
+        }
+    }
+    let best = timed.iter().copied().fold(f64::INFINITY, f64::min);
+    let total: f64 = timed.iter().sum();
+    Ok(PhaseReport {
+        images_per_s: opts.batch as f64 / best,
+        mean_images_per_s: (opts.batch * timed.len()) as f64 / total,
+        peak_rss_mib: peak_rss_mib(),
+    })
+}
+
+fn device_name(device: &Device) -> String {
+    match device {
+        Device::Cpu => "cpu".into(),
+        Device::Cuda(_) => "cuda".into(),
+        Device::Metal(_) => "metal".into(),
+    }
+}
+
+/// Linux resets `VmHWM` to the current resident size when "5" is written to `clear_refs`;
+/// elsewhere (or without permission) the peak simply covers the whole process so far.
+fn reset_peak_rss() {
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+}
+
+fn peak_rss_mib() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib / 1024.0)
+}
+
+/// Prints the report as one line of text or as JSON.
+pub fn print(report: &BenchReport, json: bool) -> Result<()> {
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string(report).context("serialising the report")?
+        );
+    } else {
+        println!("{report}");
+    }
+    Ok(())
+}
