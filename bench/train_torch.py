@@ -51,6 +51,7 @@ def phase(step, batch, steps, warmup):
         "images_per_s": batch / min(times),
         "mean_images_per_s": batch * len(times) / sum(times),
         "peak_rss_mib": peak_rss_mib(),
+        "parts_s": [],
     }
 
 

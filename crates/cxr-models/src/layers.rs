@@ -7,9 +7,10 @@
 //! elsewhere (CUDA) on candle's own ops.
 //!
 //! candle's pools cannot do what torchvision's stem needs: `max_pool2d` has no padding argument
-//! and no backward when kernel != stride. [`max_pool2d`] is therefore written as an elementwise
-//! maximum of strided shifted views of an input padded with -inf, which is differentiable with
-//! candle's own autograd and equals PyTorch's pool (padding never wins a window).
+//! and no backward when kernel != stride. On the CPU [`max_pool2d`] is a custom op; elsewhere it
+//! is written as an elementwise maximum of strided shifted views of an input padded with -inf,
+//! which is differentiable with candle's own autograd and equals PyTorch's pool (padding never
+//! wins a window).
 
 use candle_core::{Tensor, Var};
 
@@ -180,10 +181,6 @@ impl BatchNorm {
 
 /// Max pool over `kernel x kernel` windows with stride and -inf padding (PyTorch's
 /// `max_pool2d(x, kernel, stride, padding)`, floor mode), differentiable.
-///
-/// The maximum is separable: first over the kernel's rows, then its columns, each as the
-/// elementwise maximum of `kernel` strided views. A strided view is taken by narrowing to
-/// `stride * out` rows and keeping the first of each group of `stride` rows.
 pub(crate) fn max_pool2d(
     x: &Tensor,
     kernel: usize,
@@ -191,12 +188,30 @@ pub(crate) fn max_pool2d(
     padding: usize,
 ) -> Result<Tensor> {
     let (_, _, h, w) = x.dims4()?;
-    if kernel == 0 || stride == 0 || padding * 2 > kernel || h + 2 * padding < kernel {
+    if kernel == 0 || stride == 0 || padding * 2 > kernel || h.min(w) + 2 * padding < kernel {
         return Err(ModelError::InvalidInput(format!(
             "max_pool2d(kernel {kernel}, stride {stride}, padding {padding}) does not fit input {:?}",
             x.dims()
         )));
     }
+    if kernels::on_cpu_f32(x) {
+        return Ok(kernels::max_pool2d(x, kernel, stride, padding)?);
+    }
+    max_pool2d_composed(x, kernel, stride, padding)
+}
+
+/// [`max_pool2d`] from candle's ops (off the CPU kernels' path), after the checks.
+///
+/// The maximum is separable: first over the kernel's rows, then its columns, each as the
+/// elementwise maximum of `kernel` strided views. A strided view is taken by narrowing to
+/// `stride * out` rows and keeping the first of each group of `stride` rows.
+pub(crate) fn max_pool2d_composed(
+    x: &Tensor,
+    kernel: usize,
+    stride: usize,
+    padding: usize,
+) -> Result<Tensor> {
+    let (_, _, h, w) = x.dims4()?;
     let out_h = (h + 2 * padding - kernel) / stride + 1;
     let out_w = (w + 2 * padding - kernel) / stride + 1;
     let x = pad_neg_inf(x, 2, padding, kernel - 1 + stride * out_h - h - padding)?;

@@ -39,6 +39,8 @@ pub struct PhaseReport {
     pub mean_images_per_s: f64,
     /// Peak resident memory of the process during the phase, MiB (None off Linux).
     pub peak_rss_mib: Option<f64>,
+    /// Seconds per part of the fastest step (training: forward, backward, update).
+    pub parts_s: Vec<(&'static str, f64)>,
 }
 
 /// Everything `bench` prints, also as JSON.
@@ -62,10 +64,16 @@ impl std::fmt::Display for BenchReport {
             p.peak_rss_mib
                 .map_or("n/a".into(), |m| format!("{m:.0} MiB"))
         };
+        let parts: Vec<String> = self
+            .train
+            .parts_s
+            .iter()
+            .map(|(name, s)| format!("{name} {s:.2}s"))
+            .collect();
         write!(
             f,
-            "{} {} {}x{} batch {} on {} ({} threads): train {:.2} images/s (mean {:.2}), peak {}; \
-             infer {:.2} images/s (mean {:.2}), peak {}",
+            "{} {} {}x{} batch {} on {} ({} threads): train {:.2} images/s (mean {:.2}; {}), \
+             peak {}; infer {:.2} images/s (mean {:.2}), peak {}",
             self.framework,
             self.model,
             self.size,
@@ -75,6 +83,7 @@ impl std::fmt::Display for BenchReport {
             self.threads,
             self.train.images_per_s,
             self.train.mean_images_per_s,
+            parts.join(", "),
             mib(&self.train),
             self.infer.images_per_s,
             self.infer.mean_images_per_s,
@@ -107,15 +116,19 @@ pub fn run(opts: &BenchOptions) -> Result<BenchReport> {
     let mut optimizer = Optimizer::new(adam, model.trainable_vars());
 
     reset_peak_rss();
-    let train = phase(opts, || {
+    let train = phase(opts, |parts| {
         let out = model.forward(&x, Mode::Train)?;
-        let grads = bce_with_logits(out.primary(), &targets, None)?.backward()?;
-        optimizer.step(&grads, 1e-4)
+        let loss = bce_with_logits(out.primary(), &targets, None)?;
+        parts.lap("forward")?;
+        let grads = loss.backward()?;
+        parts.lap("backward")?;
+        optimizer.step(&grads, 1e-4)?;
+        parts.lap("update")
     })?;
     reset_peak_rss();
-    let infer = phase(opts, || {
+    let infer = phase(opts, |parts| {
         model.forward(&x, Mode::Eval)?.primary().to_vec2::<f32>()?;
-        Ok(())
+        parts.lap("forward")
     })?;
     Ok(BenchReport {
         framework: "candle",
@@ -131,23 +144,54 @@ pub fn run(opts: &BenchOptions) -> Result<BenchReport> {
     })
 }
 
-/// Warm-up, then `steps` timed calls of `step` (each ends with the device idle).
-fn phase(opts: &BenchOptions, mut step: impl FnMut() -> Result<()>) -> Result<PhaseReport> {
-    let mut timed = Vec::with_capacity(opts.steps);
+/// Times the parts of one step; each lap waits for the device to finish.
+struct Laps<'a> {
+    device: &'a Device,
+    last: Instant,
+    parts: Vec<(&'static str, f64)>,
+}
+
+impl Laps<'_> {
+    fn lap(&mut self, name: &'static str) -> Result<()> {
+        self.device.synchronize()?;
+        let now = Instant::now();
+        self.parts.push((name, (now - self.last).as_secs_f64()));
+        self.last = now;
+        Ok(())
+    }
+
+    fn total(&self) -> f64 {
+        self.parts.iter().map(|(_, s)| s).sum()
+    }
+}
+
+/// Warm-up, then `steps` timed calls of `step`.
+fn phase(
+    opts: &BenchOptions,
+    mut step: impl FnMut(&mut Laps) -> Result<()>,
+) -> Result<PhaseReport> {
+    let mut timed: Vec<Laps> = Vec::with_capacity(opts.steps);
     for i in 0..opts.warmup + opts.steps.max(1) {
-        let t = Instant::now();
-        step()?;
-        opts.device.synchronize()?;
+        let mut laps = Laps {
+            device: &opts.device,
+            last: Instant::now(),
+            parts: Vec::new(),
+        };
+        step(&mut laps)?;
         if i >= opts.warmup {
-            timed.push(t.elapsed().as_secs_f64());
+            timed.push(laps);
         }
     }
-    let best = timed.iter().copied().fold(f64::INFINITY, f64::min);
-    let total: f64 = timed.iter().sum();
+    let best = timed
+        .iter()
+        .min_by(|a, b| a.total().total_cmp(&b.total()))
+        .expect("at least one timed step");
+    let total: f64 = timed.iter().map(Laps::total).sum();
     Ok(PhaseReport {
-        images_per_s: opts.batch as f64 / best,
+        images_per_s: opts.batch as f64 / best.total(),
         mean_images_per_s: (opts.batch * timed.len()) as f64 / total,
         peak_rss_mib: peak_rss_mib(),
+        parts_s: best.parts.clone(),
     })
 }
 

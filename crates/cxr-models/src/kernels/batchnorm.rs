@@ -347,3 +347,127 @@ pub(crate) fn batch_norm_eval(
     x.contiguous()?
         .apply_op3(&alpha.contiguous()?, &beta.contiguous()?, AffineOp { relu })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kernels::tests::assert_close;
+    use candle_core::{Device, Var};
+
+    /// BatchNorm from candle's ops: the reference for values and gradients.
+    fn reference(x: &Tensor, w: &Tensor, b: &Tensor, relu: bool) -> Tensor {
+        let c = x.dim(1).unwrap();
+        let per_channel = (1, c, 1, 1);
+        let count = (x.elem_count() / c) as f64;
+        let mean = (x.sum_keepdim((0, 2, 3)).unwrap() / count).unwrap();
+        let centred = x.broadcast_sub(&mean).unwrap();
+        let var = (centred.sqr().unwrap().sum_keepdim((0, 2, 3)).unwrap() / count).unwrap();
+        let scale = w
+            .reshape(per_channel)
+            .unwrap()
+            .broadcast_div(&(var + 1e-5).unwrap().sqrt().unwrap())
+            .unwrap();
+        let y = centred
+            .broadcast_mul(&scale)
+            .unwrap()
+            .broadcast_add(&b.reshape(per_channel).unwrap())
+            .unwrap();
+        if relu {
+            y.relu().unwrap()
+        } else {
+            y
+        }
+    }
+
+    /// Output, then the gradients of `sum(y * mix)` for `x`, `w`, `b`.
+    fn run(
+        f: impl Fn(&Tensor, &Tensor, &Tensor) -> Tensor,
+        vars: &[Var; 3],
+        mix: &Tensor,
+    ) -> Vec<Tensor> {
+        let [x, w, b] = vars.each_ref().map(|v| v.as_tensor());
+        let y = f(x, w, b);
+        let grads = (&y * mix).unwrap().sum_all().unwrap().backward().unwrap();
+        let mut out = vec![y];
+        out.extend([x, w, b].map(|t| grads.get(t).unwrap().clone()));
+        out
+    }
+
+    fn vars(shape: (usize, usize, usize, usize)) -> ([Var; 3], Tensor) {
+        let dev = Device::Cpu;
+        let c = shape.1;
+        let x = Var::randn(0.5f32, 2f32, shape, &dev).unwrap();
+        let w = Var::randn(1f32, 0.5f32, c, &dev).unwrap();
+        let b = Var::randn(0f32, 0.5f32, c, &dev).unwrap();
+        let mix = Tensor::randn(0f32, 1f32, shape, &dev).unwrap();
+        ([x, w, b], mix)
+    }
+
+    #[test]
+    fn train_mode_matches_candle_values_gradients_and_statistics() {
+        for shape in [(2, 3, 5, 7), (1, 4, 3, 3), (4, 2, 1, 1), (3, 5, 8, 6)] {
+            for relu in [false, true] {
+                let (vars, mix) = vars(shape);
+                let fast = |x: &Tensor, w: &Tensor, b: &Tensor| {
+                    batch_norm_train(x, w, b, 1e-5, relu).unwrap().0
+                };
+                let got = run(fast, &vars, &mix);
+                let want = run(|x, w, b| reference(x, w, b, relu), &vars, &mix);
+                for (i, what) in ["y", "dx", "dweight", "dbias"].iter().enumerate() {
+                    assert_close(
+                        &got[i],
+                        &want[i],
+                        1e-5,
+                        &format!("{shape:?} relu {relu}: {what}"),
+                    );
+                }
+                let x = vars[0].as_tensor();
+                let stats =
+                    batch_norm_train(x, vars[1].as_tensor(), vars[2].as_tensor(), 1e-5, relu)
+                        .unwrap()
+                        .1;
+                let mean = x.mean_keepdim((0, 2, 3)).unwrap();
+                let var = x
+                    .broadcast_sub(&mean)
+                    .unwrap()
+                    .sqr()
+                    .unwrap()
+                    .mean((0, 2, 3))
+                    .unwrap();
+                let as_tensor = |v: Vec<f32>| Tensor::new(v, &Device::Cpu).unwrap();
+                assert_close(
+                    &as_tensor(stats.mean),
+                    &mean.flatten_all().unwrap(),
+                    1e-6,
+                    "mean",
+                );
+                assert_close(&as_tensor(stats.var), &var, 1e-6, "var");
+            }
+        }
+    }
+
+    #[test]
+    fn eval_mode_matches_candle_values_and_gradients() {
+        for relu in [false, true] {
+            let (vars, mix) = vars((3, 4, 5, 2));
+            let fast = |x: &Tensor, a: &Tensor, b: &Tensor| batch_norm_eval(x, a, b, relu).unwrap();
+            let slow = |x: &Tensor, a: &Tensor, b: &Tensor| {
+                let per_channel = (1, a.dim(0).unwrap(), 1, 1);
+                let y = x
+                    .broadcast_mul(&a.reshape(per_channel).unwrap())
+                    .unwrap()
+                    .broadcast_add(&b.reshape(per_channel).unwrap())
+                    .unwrap();
+                if relu {
+                    y.relu().unwrap()
+                } else {
+                    y
+                }
+            };
+            let (got, want) = (run(fast, &vars, &mix), run(slow, &vars, &mix));
+            for (i, what) in ["y", "dx", "dalpha", "dbeta"].iter().enumerate() {
+                assert_close(&got[i], &want[i], 1e-5, &format!("relu {relu}: {what}"));
+            }
+        }
+    }
+}

@@ -6,6 +6,8 @@
 //! are spread over the threads and each GEMM runs single-threaded (small late-stage matrices
 //! scale badly inside a GEMM); otherwise the GEMMs themselves are parallel.
 
+use std::cell::RefCell;
+
 use candle_core::{CpuStorage, CustomOp2, Layout, Shape, Tensor};
 use gemm::Parallelism;
 use rayon::prelude::*;
@@ -128,8 +130,15 @@ fn im2col(g: &Geometry, image: &[f32], cols: &mut [f32]) {
             let src = &plane[r * g.w..][..g.w];
             out[..first].fill(0.0);
             out[end..].fill(0.0);
-            for (j, o) in out[first..end].iter_mut().enumerate() {
-                *o = src[(first + j) * g.stride + kj - g.padding];
+            let start = first * g.stride + kj - g.padding;
+            if g.stride == 1 {
+                out[first..end].copy_from_slice(&src[start..][..end - first]);
+            } else {
+                let taken = src[start..].iter().step_by(g.stride);
+                out[first..end]
+                    .iter_mut()
+                    .zip(taken)
+                    .for_each(|(o, &v)| *o = v);
             }
         }
     }
@@ -148,9 +157,9 @@ fn col2im(g: &Geometry, cols: &[f32], image: &mut [f32]) {
                 continue;
             };
             let dst = &mut plane[r * g.w..][..g.w];
-            for (j, v) in grads[first..end].iter().enumerate() {
-                dst[(first + j) * g.stride + kj - g.padding] += v;
-            }
+            let start = first * g.stride + kj - g.padding;
+            let targets = dst[start..].iter_mut().step_by(g.stride);
+            targets.zip(&grads[first..end]).for_each(|(d, v)| *d += v);
         }
     }
 }
@@ -165,6 +174,20 @@ fn patches<'a>(g: &Geometry, image: &'a [f32], buffer: &'a mut Vec<f32>) -> Matr
     Matrix::new(buffer, g.patch_len(), g.positions())
 }
 
+thread_local! {
+    /// Each thread's patch matrix, kept between calls: a fresh one (up to 14 MB in DenseNet's
+    /// first block) would be page-faulted in for every image of every convolution.
+    static SCRATCH: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Runs `f` with this thread's scratch buffer (a fresh one if a caller up the stack holds it).
+fn with_scratch<R>(f: impl FnOnce(&mut Vec<f32>) -> R) -> R {
+    SCRATCH.with(|buf| match buf.try_borrow_mut() {
+        Ok(mut buf) => f(&mut buf),
+        Err(_) => f(&mut Vec::new()),
+    })
+}
+
 /// Calls `f(image index, output chunk, scratch buffer, GEMM parallelism)` for every image.
 fn for_each_image(
     g: &Geometry,
@@ -175,13 +198,14 @@ fn for_each_image(
     if g.parallel_images() {
         out.par_chunks_mut(chunk)
             .enumerate()
-            .for_each_init(Vec::new, |buf, (i, o)| f(i, o, buf, Parallelism::None));
+            .for_each(|(i, o)| with_scratch(|buf| f(i, o, buf, Parallelism::None)));
     } else {
-        let mut buf = Vec::new();
         let par = g.gemm_parallelism();
-        for (i, o) in out.chunks_mut(chunk).enumerate() {
-            f(i, o, &mut buf, par);
-        }
+        with_scratch(|buf| {
+            for (i, o) in out.chunks_mut(chunk).enumerate() {
+                f(i, o, buf, par);
+            }
+        });
     }
 }
 
@@ -194,7 +218,42 @@ fn forward(g: &Geometry, x: &[f32], weight: &[f32]) -> Vec<f32> {
     y
 }
 
+/// `dx`: for stride 1, the convolution of `dy` with the weights flipped in space and
+/// transposed in channels (padding `k - 1 - p`), which reads `dy` through a small patch matrix
+/// instead of scattering a large one (`c_in k² x positions`) back with col2im.
 fn input_grad(g: &Geometry, dy: &[f32], weight: &[f32]) -> Vec<f32> {
+    if g.stride == 1 && !g.is_pointwise() && g.padding < g.kernel {
+        let flipped = Geometry {
+            c_in: g.c_out,
+            h: g.h_out,
+            w: g.w_out,
+            c_out: g.c_in,
+            padding: g.kernel - 1 - g.padding,
+            h_out: g.h,
+            w_out: g.w,
+            ..*g
+        };
+        return forward(&flipped, dy, &flip(g, weight));
+    }
+    input_grad_col2im(g, dy, weight)
+}
+
+/// `[c_out, c_in, k, k] -> [c_in, c_out, k, k]`, each kernel rotated by 180 degrees.
+fn flip(g: &Geometry, weight: &[f32]) -> Vec<f32> {
+    let kk = g.kernel * g.kernel;
+    let mut flipped = vec![0f32; weight.len()];
+    for (o, kernels) in weight.chunks_exact(g.c_in * kk).enumerate() {
+        for (i, kernel) in kernels.chunks_exact(kk).enumerate() {
+            let dst = &mut flipped[(i * g.c_out + o) * kk..][..kk];
+            dst.iter_mut()
+                .zip(kernel.iter().rev())
+                .for_each(|(d, &v)| *d = v);
+        }
+    }
+    flipped
+}
+
+fn input_grad_col2im(g: &Geometry, dy: &[f32], weight: &[f32]) -> Vec<f32> {
     let mut dx = vec![0f32; g.images * g.image_len()];
     for_each_image(g, &mut dx, g.image_len(), |i, dx_i, buf, par| {
         let dy_i = Matrix::new(
@@ -229,7 +288,7 @@ fn weight_grad(g: &Geometry, x: &[f32], dy: &[f32]) -> Vec<f32> {
     };
     if !g.parallel_images() {
         let mut dw = vec![0f32; len];
-        accumulate(0..g.images, &mut dw, &mut Vec::new(), g.gemm_parallelism());
+        with_scratch(|buf| accumulate(0..g.images, &mut dw, buf, g.gemm_parallelism()));
         return dw;
     }
     // One partial sum per thread, added at the end.
@@ -239,7 +298,7 @@ fn weight_grad(g: &Geometry, x: &[f32], dy: &[f32]) -> Vec<f32> {
         .map(|t| {
             let mut dw = vec![0f32; len];
             let range = t * per_thread..((t + 1) * per_thread).min(g.images);
-            accumulate(range, &mut dw, &mut Vec::new(), Parallelism::None);
+            with_scratch(|buf| accumulate(range, &mut dw, buf, Parallelism::None));
             dw
         })
         .reduce_with(|mut a, b| {
@@ -365,5 +424,6 @@ mod tests {
         check(4, 2, (5, 7), 3, 3, 2, 1); // strided 3x3 (candle's own backward, the reference,
                                          // fails when a stride leaves input columns unused, e.g. width 6 here)
         check(2, 3, (4, 4), 2, 3, 1, 0); // no padding
+        check(2, 3, (7, 5), 4, 5, 1, 2); // 5x5, stride 1: the flipped-kernel input gradient
     }
 }

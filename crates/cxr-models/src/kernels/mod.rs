@@ -12,6 +12,7 @@
 //! * [`batch_norm_train`] / [`batch_norm_eval`]: BatchNorm with an optional fused ReLU, forward
 //!   and backward in two passes each, parallel over channels or (image, channel) planes.
 //! * [`add_relu`]: ResNet's residual sum and ReLU in one pass.
+//! * [`max_pool2d`]: the stem's padded max pool, forward and backward in one pass each.
 //!
 //! The entry points take f32 CPU tensors; callers check [`on_cpu_f32`] and otherwise use
 //! candle's own ops, so CUDA builds keep cuDNN and candle's kernels. Gradients of the custom ops are computed by
@@ -21,10 +22,12 @@ mod batchnorm;
 mod conv;
 mod elementwise;
 mod gemm;
+mod pool;
 
 pub(crate) use batchnorm::{batch_norm_eval, batch_norm_train};
 pub(crate) use conv::conv2d;
 pub(crate) use elementwise::add_relu;
+pub(crate) use pool::max_pool2d;
 
 use candle_core::{DType, Device, Layout, Shape, Storage, Tensor};
 
