@@ -24,7 +24,7 @@ lint:
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
 demo: build
-	$(MAKE) -f pipelines/demo.mk OUT=$(DEMO_OUT) BIN=$(RELEASE)
+	$(MAKE) --no-print-directory -f pipelines/demo.mk OUT=$(DEMO_OUT) BIN=$(RELEASE)
 
 bench: build
 	bench/index.sh

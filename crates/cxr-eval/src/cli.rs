@@ -4,8 +4,8 @@
 use crate::bootstrap::{Bootstrap, Interval};
 use crate::labels::{self, Aggregate, EvalSet, Task};
 use crate::plot::{self, RocPanel, RunCurves, XAxis};
-use crate::report;
 use crate::{auc::RocCurve, bench};
+use crate::{report, study};
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use cxr_core::predictions::Predictions;
@@ -66,6 +66,18 @@ Examples:
   cxr-eval curves runs/imagenet runs/in-domain --out figures
   cxr-eval curves runs/*/ --out figures --x step --smooth 0";
 
+const REPORT_HELP: &str = "\
+Each EXPERIMENT directory is one pipeline's output (pipelines/*.mk): experiment.json (title,
+configurations, seeds, baseline, notes) and the runs' eval/C__sS/metrics.json,
+compare/C__sS/comparison.json and figures/*.png. The report has, per experiment: the figures,
+test AUCs with 95% intervals per seed and their mean over seeds, the paired tests against the
+baseline per seed, and whether each difference keeps its sign and significance over all seeds.
+
+Examples:
+  cxr-eval report out/pretraining --out out/pretraining/report.md
+  cxr-eval report demo-out/easy demo-out/pretraining --intro pipelines/demo-intro.md \\
+      --title 'cxr demo study' --out demo-out/report.md";
+
 /// Scores chest X-ray models: AUCs with patient-bootstrap intervals, paired tests, plots.
 #[derive(Debug, Parser)]
 #[command(name = "cxr-eval", version, after_help = EXAMPLES)]
@@ -85,6 +97,9 @@ pub enum Command {
     /// Draw training and validation loss curves of one or more runs
     #[command(after_help = CURVES_HELP)]
     Curves(CurvesArgs),
+    /// Assemble the study's Markdown report from experiment directories
+    #[command(after_help = REPORT_HELP)]
+    Report(ReportArgs),
     /// Time AUCs of synthetic data (for bench/eval.sh)
     #[command(hide = true)]
     BenchAuc(BenchArgs),
@@ -166,6 +181,22 @@ pub struct CurvesArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct ReportArgs {
+    /// Experiment directories (each with experiment.json), in report order
+    #[arg(required = true, value_name = "EXPERIMENT")]
+    pub experiments: Vec<PathBuf>,
+    /// The report (Markdown); figures are linked relative to it
+    #[arg(long, value_name = "FILE")]
+    pub out: PathBuf,
+    /// Title of the report
+    #[arg(long, default_value = "cxr study report")]
+    pub title: String,
+    /// Markdown file inserted after the title
+    #[arg(long, value_name = "FILE")]
+    pub intro: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
 pub struct BenchArgs {
     #[arg(long, default_value_t = 1_000_000)]
     pub rows: usize,
@@ -186,6 +217,18 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Score(args) => score(&args),
         Command::Compare(args) => compare(&args),
         Command::Curves(args) => curves(&args),
+        Command::Report(args) => {
+            let intro = match &args.intro {
+                Some(p) => Some(
+                    std::fs::read_to_string(p)
+                        .with_context(|| format!("cannot read --intro {}", p.display()))?,
+                ),
+                None => None,
+            };
+            study::write_report(&args.experiments, &args.title, intro.as_deref(), &args.out)?;
+            eprintln!("wrote {}", args.out.display());
+            Ok(())
+        }
         Command::BenchAuc(a) => {
             let (seconds, sum) = bench::time_auc(a.rows, a.cols, a.seed, a.repeat);
             println!(

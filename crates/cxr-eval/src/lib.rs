@@ -19,3 +19,4 @@ pub mod delong;
 pub mod labels;
 pub mod plot;
 pub mod report;
+pub mod study;

@@ -100,6 +100,30 @@ pub enum OptimizerConfig {
         nesterov: bool,
         weight_decay: f64,
     },
+    /// LibAUC's PESG for the AUC-margin loss (see `dam.rs`): clipped gradient plus
+    /// `epoch_decay * (w - w_ref)` plus `weight_decay * w`, LibAUC's momentum, ascent on the
+    /// dual variable; every `decay_every` epochs the learning rate is divided by `decay_factor`
+    /// and the reference point moves to the average of the weights since the last move.
+    Pesg {
+        momentum: f64,
+        weight_decay: f64,
+        epoch_decay: f64,
+        clip_value: f64,
+        decay_every: u64,
+        decay_factor: f64,
+    },
+}
+
+/// The loss of the primary head when it is a classification head.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, Default)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum LossConfig {
+    /// Masked binary cross-entropy.
+    #[default]
+    Bce,
+    /// LibAUC's AUC-margin loss on sigmoid scores (Deep AUC Maximization), one (a, b, alpha)
+    /// per output; needs the PESG optimiser.
+    Aucm { margin: f64 },
 }
 
 /// Learning-rate schedule over optimiser steps.
@@ -197,7 +221,8 @@ pub enum Init {
     Random,
     /// ImageNet weights (torchvision `.pth` or safetensors); heads re-initialised.
     Imagenet(PathBuf),
-    /// An earlier cxr checkpoint's backbone; heads of another shape re-initialised.
+    /// An earlier cxr checkpoint's backbone (a supervised run or a Barlow Twins pretraining);
+    /// its heads are dropped and the run's heads start fresh.
     Checkpoint(PathBuf),
 }
 
@@ -262,6 +287,12 @@ pub struct TrainConfig {
     /// Log the training loss every this many steps.
     pub log_every: u64,
     pub select: Select,
+    /// Epochs (from the start) during which the backbone is frozen: its weights are not updated
+    /// and BatchNorm runs on its running statistics, so only the heads learn.
+    #[serde(default)]
+    pub freeze_epochs: usize,
+    #[serde(default)]
+    pub loss: LossConfig,
 }
 
 impl TrainConfig {

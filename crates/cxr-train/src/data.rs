@@ -84,6 +84,8 @@ pub struct Samples {
     set: Arc<ShardSet>,
     /// (shard, image within shard), in manifest row order.
     items: Vec<(usize, usize)>,
+    /// The manifest row of each sample.
+    pub rows: Vec<usize>,
     pub image_ids: Vec<String>,
     pub heads: Vec<HeadTask>,
     pub targets: Targets,
@@ -110,6 +112,7 @@ impl Samples {
             image_ids: rows.iter().map(|r| r.image_id.clone()).collect(),
             targets: Targets::build(heads, &rows),
             items: found.iter().map(|&(_, k, i)| (k, i)).collect(),
+            rows: found.iter().map(|&(r, _, _)| r).collect(),
             heads: heads.to_vec(),
             set,
         }

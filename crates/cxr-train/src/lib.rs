@@ -6,9 +6,11 @@
 //! [`config::TrainConfig`], and [`predict::run`] for a predictions file `cxr-eval` scores.
 
 pub mod augment;
+pub mod barlow;
 pub mod bench;
 pub mod checkpoint;
 pub mod config;
+pub mod dam;
 pub mod data;
 pub mod labels;
 pub mod optim;

@@ -5,9 +5,10 @@ use anyhow::{bail, Context, Result};
 use candle_core::Device;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use cxr_core::{Manifest, Split};
+use cxr_train::barlow::{self, Positives, PretrainConfig};
 use cxr_train::config::{
-    parse_aux, AugmentConfig, CropConfig, Init, Normalisation, OptimizerConfig, ScheduleConfig,
-    Select, Task, TrainConfig,
+    parse_aux, AugmentConfig, CropConfig, Init, LossConfig, Normalisation, OptimizerConfig,
+    ScheduleConfig, Select, Task, TrainConfig,
 };
 use cxr_train::{bench, predict, trainer};
 use std::io::IsTerminal;
@@ -27,6 +28,16 @@ Examples:
 
   # Pathologies with auxiliary sex/age heads; continue after a crash or pre-emption
   cxr-train fit ... --aux sex=0.1,age=0.1 --resume
+
+  # Fine-tune a Barlow Twins backbone: new heads, backbone frozen for the first epoch
+  cxr-train fit ... --init checkpoint:runs/barlow/best.safetensors --freeze-epochs 1
+
+  # Deep AUC Maximization (LibAUC's recipe): AUC-margin loss with PESG, from a BCE run's backbone
+  cxr-train fit ... --init checkpoint:runs/bce/best.safetensors --loss aucm --margin 1.0 \\
+      --optimizer pesg --lr 0.1 --epoch-decay 2e-3 --weight-decay 1e-5 --pesg-decay-every 1
+
+--init checkpoint:PATH takes the backbone only: the checkpoint's heads are dropped and the run's
+heads start from their initialisation, whatever their shapes.
 
 Inputs are grey images from the shards, scaled to 0..1 and normalised as (x - mean) / std with
 ImageNet's grey statistics (0.449 / 0.226), or repeated to RGB with ImageNet's per-channel
@@ -65,6 +76,9 @@ enum Command {
     /// Write predictions for one split with a trained checkpoint.
     #[command(after_help = PREDICT_EXAMPLES)]
     Predict(PredictArgs),
+    /// Self-supervised Barlow Twins pretraining of a backbone (no labels).
+    #[command(after_help = PRETRAIN_EXAMPLES)]
+    Pretrain(Box<PretrainArgs>),
     /// Training and inference images/s and peak memory on random inputs (see bench/train.sh).
     Bench(BenchArgs),
 }
@@ -100,7 +114,35 @@ enum OptimizerName {
     Adam,
     Adamw,
     Sgd,
+    /// LibAUC's PESG, for --loss aucm.
+    Pesg,
 }
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LossName {
+    /// Binary cross-entropy.
+    Bce,
+    /// AUC-margin loss (Deep AUC Maximization); needs --optimizer pesg.
+    Aucm,
+}
+
+const PRETRAIN_EXAMPLES: &str = "\
+Examples:
+  # Barlow Twins on NIH, positives from augmentation (the paper's setting), then fine-tune
+  cxr-train pretrain --manifest nih.parquet --shards shards/nih-224 --run-dir runs/bt \\
+      --arch resnet50 --projector 2048,2048,2048 --lambda 5e-3 --batch-size 64 --epochs 20
+  cxr-train fit --manifest chexpert.parquet --shards shards/chexpert-224 --run-dir runs/bt-ft \\
+      --arch resnet50 --init checkpoint:runs/bt/best.safetensors
+
+  # Multi-instance positives: another image of the same patient (or --positives study)
+  cxr-train pretrain ... --positives patient
+
+Augmentations, drawn independently for each view: the centre crop is cxr-preprocess's (shorter
+side to the size, middle square), then --crop (default resized:0.5, a random resized crop; none
+keeps the centre crop as it is), --hflip (on; --hflip false), --brightness/--contrast (0.4) and
+--rotate (10 degrees). The run
+directory is laid out as fit's; best.safetensors has the lowest validation Barlow Twins loss and
+holds the backbone with a placeholder head that fine-tuning replaces.";
 
 #[derive(Clone, Copy, ValueEnum)]
 enum ScheduleName {
@@ -236,6 +278,145 @@ struct FitArgs {
     /// cpu or cuda:N (needs the `cuda` feature).
     #[arg(long, default_value = "cpu")]
     device: String,
+    /// Freeze the backbone (weights and BatchNorm statistics) for this many first epochs.
+    #[arg(long, default_value_t = 0)]
+    freeze_epochs: usize,
+    /// Loss of the primary head.
+    #[arg(long, value_enum, default_value = "bce")]
+    loss: LossName,
+    /// AUC-margin loss: the margin m.
+    #[arg(long, default_value_t = 1.0)]
+    margin: f64,
+    /// PESG: weight of the pull towards the reference point (LibAUC's epoch_decay).
+    #[arg(long, default_value_t = 2e-3)]
+    epoch_decay: f64,
+    /// PESG: every this many epochs divide the learning rate and move the reference point (0: never).
+    #[arg(long, default_value_t = 1)]
+    pesg_decay_every: u64,
+    /// PESG: the learning-rate divisor.
+    #[arg(long, default_value_t = 10.0)]
+    pesg_decay_factor: f64,
+    /// PESG: clip each gradient entry to +-this.
+    #[arg(long, default_value_t = 1.0)]
+    clip_value: f64,
+}
+
+#[derive(Args)]
+struct PretrainArgs {
+    /// Manifest written by cxr-index.
+    #[arg(long)]
+    manifest: PathBuf,
+    /// Shard directory written by cxr-preprocess from that manifest.
+    #[arg(long)]
+    shards: PathBuf,
+    #[arg(long)]
+    run_dir: PathBuf,
+    #[arg(long, default_value = "densenet121")]
+    arch: String,
+    #[arg(long, default_value_t = 1)]
+    in_channels: usize,
+    #[arg(long, default_value = "train")]
+    train_split: String,
+    #[arg(long, default_value = "valid")]
+    valid_split: String,
+    #[arg(long)]
+    frontal_only: bool,
+    #[arg(long, value_delimiter = ',')]
+    projection: Vec<String>,
+    /// random, imagenet:PATH or checkpoint:PATH.
+    #[arg(long, default_value = "random")]
+    init: String,
+    /// Second view: augment (same image), study or patient (another image of it).
+    #[arg(long, default_value = "augment")]
+    positives: String,
+    /// Projector widths; the last is the embedding size.
+    #[arg(long, value_delimiter = ',', default_value = "2048,2048,2048")]
+    projector: Vec<usize>,
+    /// Weight of the off-diagonal (redundancy reduction) term.
+    #[arg(long, default_value_t = 5e-3)]
+    lambda: f64,
+    #[arg(long, default_value_t = 1e-3)]
+    lr: f64,
+    #[arg(long, default_value_t = 1e-6)]
+    weight_decay: f64,
+    #[arg(long, value_enum, default_value = "cosine")]
+    schedule: ScheduleName,
+    #[arg(long, default_value_t = 0)]
+    warmup_steps: u64,
+    #[arg(long, default_value_t = 32)]
+    batch_size: usize,
+    #[arg(long, default_value_t = 10)]
+    epochs: usize,
+    /// none, pad:N or resized:MIN_SCALE.
+    #[arg(long, default_value = "resized:0.5")]
+    crop: String,
+    /// Random horizontal flips (true or false).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    hflip: bool,
+    #[arg(long, default_value_t = 10.0)]
+    rotate: f64,
+    #[arg(long, default_value_t = 0.4)]
+    brightness: f64,
+    #[arg(long, default_value_t = 0.4)]
+    contrast: f64,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    #[arg(long, default_value_t = 10)]
+    log_every: u64,
+    #[arg(long)]
+    resume: bool,
+    #[arg(long)]
+    max_steps: Option<u64>,
+    #[arg(long, default_value = "cpu")]
+    device: String,
+}
+
+fn resolve_pretrain(a: &PretrainArgs) -> Result<PretrainConfig> {
+    if a.epochs == 0 {
+        bail!("--epochs must be at least 1");
+    }
+    Ok(PretrainConfig {
+        manifest: a.manifest.clone(),
+        shards: a.shards.clone(),
+        run_dir: a.run_dir.clone(),
+        arch: a.arch.parse()?,
+        in_channels: a.in_channels,
+        train_split: a.train_split.clone(),
+        valid_split: a.valid_split.clone(),
+        frontal_only: a.frontal_only,
+        projections: a.projection.clone(),
+        init: Init::parse(&a.init)?,
+        positives: Positives::parse(&a.positives)?,
+        projector: a.projector.clone(),
+        lambda: a.lambda,
+        optimizer: OptimizerConfig::Adam {
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+            weight_decay: a.weight_decay,
+        },
+        lr: a.lr,
+        schedule: match a.schedule {
+            ScheduleName::Constant => ScheduleConfig::Constant,
+            ScheduleName::Step => bail!("pretrain supports --schedule constant or cosine"),
+            ScheduleName::Cosine => ScheduleConfig::Cosine {
+                warmup: a.warmup_steps,
+                min_lr: 0.0,
+            },
+        },
+        batch_size: a.batch_size,
+        epochs: a.epochs,
+        augment: AugmentConfig {
+            crop: crop(&a.crop)?,
+            hflip: a.hflip,
+            rotate_deg: a.rotate,
+            brightness: a.brightness,
+            contrast: a.contrast,
+        },
+        normalisation: Normalisation::imagenet(a.in_channels),
+        seed: a.seed,
+        log_every: a.log_every,
+    })
 }
 
 #[derive(Args)]
@@ -326,6 +507,14 @@ fn resolve(a: &FitArgs) -> Result<TrainConfig> {
             nesterov: a.nesterov,
             weight_decay: a.weight_decay,
         },
+        OptimizerName::Pesg => OptimizerConfig::Pesg {
+            momentum: a.momentum,
+            weight_decay: a.weight_decay,
+            epoch_decay: a.epoch_decay,
+            clip_value: a.clip_value,
+            decay_every: a.pesg_decay_every,
+            decay_factor: a.pesg_decay_factor,
+        },
     };
     let schedule = match a.schedule {
         ScheduleName::Constant => ScheduleConfig::Constant,
@@ -393,6 +582,11 @@ fn resolve(a: &FitArgs) -> Result<TrainConfig> {
         eval_every: a.eval_every,
         log_every: a.log_every,
         select,
+        freeze_epochs: a.freeze_epochs,
+        loss: match a.loss {
+            LossName::Bce => LossConfig::Bce,
+            LossName::Aucm => LossConfig::Aucm { margin: a.margin },
+        },
     })
 }
 
@@ -435,6 +629,25 @@ fn main() -> Result<()> {
                 device: device(&a.device)?,
             })?;
             bench::print(&report, a.json)?;
+        }
+        Command::Pretrain(a) => {
+            let config = resolve_pretrain(&a)?;
+            let options = trainer::FitOptions {
+                resume: a.resume,
+                max_steps: a.max_steps,
+                device: device(&a.device)?,
+                progress: false,
+            };
+            let summary = barlow::pretrain(&config, &options)?;
+            eprintln!(
+                "{} steps of {} done in {}",
+                summary.steps,
+                summary.total_steps,
+                config.run_dir.display()
+            );
+            if let Some(best) = summary.best {
+                eprintln!("best: step {} (loss {:.4})", best.step, -best.value);
+            }
         }
         Command::Predict(a) => {
             let split = Split::parse(&a.split)

@@ -18,12 +18,27 @@ use crate::config::OptimizerConfig;
 pub struct Optimizer {
     config: OptimizerConfig,
     vars: Vec<Var>,
-    /// Adam: first moments; SGD: momentum buffers. `None` until the parameter's first update.
+    /// Adam: first moments; SGD and PESG: momentum buffers. `None` until the first update.
     first: Vec<Option<Tensor>>,
-    /// Adam: second moments.
+    /// Adam: second moments; PESG: the reference point `w_ref` (`None`: zero).
     second: Vec<Option<Tensor>>,
+    /// PESG: the sum of the iterates since the reference point last moved.
+    third: Vec<Option<Tensor>>,
+    /// PESG: the AUC-margin loss's margin and dual variable `alpha`, and `a`, `b` (which are
+    /// also the last two entries of `vars`).
+    dual: Option<Dual>,
+    /// PESG: updates since the reference point last moved (LibAUC's `T`).
+    since_reference: u64,
     /// Updates applied so far (PyTorch's `state['step']`, shared by all parameters here).
     steps: u64,
+}
+
+/// The AUC-margin variables PESG updates besides the weights.
+struct Dual {
+    margin: f64,
+    a: Var,
+    b: Var,
+    alpha: Var,
 }
 
 impl Optimizer {
@@ -34,8 +49,43 @@ impl Optimizer {
             vars,
             first: vec![None; n],
             second: vec![None; n],
+            third: vec![None; n],
+            dual: None,
+            since_reference: 0,
             steps: 0,
         }
+    }
+
+    /// PESG over `vars` and the AUC-margin loss's variables: `a` and `b` descend with the
+    /// weights, `alpha` ascends (see `dam.rs`).
+    pub fn pesg(config: OptimizerConfig, mut vars: Vec<Var>, aucm: &crate::dam::Aucm) -> Self {
+        vars.push(aucm.a.clone());
+        vars.push(aucm.b.clone());
+        let mut optimizer = Optimizer::new(config, vars);
+        optimizer.dual = Some(Dual {
+            margin: aucm.margin,
+            a: aucm.a.clone(),
+            b: aucm.b.clone(),
+            alpha: aucm.alpha.clone(),
+        });
+        optimizer
+    }
+
+    /// PESG's `update_regularizer`: the reference point becomes the average of the iterates
+    /// since it last moved (the learning-rate division is the schedule's, see
+    /// `dam::pesg_learning_rate`). Does nothing before the first update.
+    pub fn move_reference(&mut self) -> Result<()> {
+        if self.since_reference == 0 {
+            return Ok(());
+        }
+        let t = self.since_reference as f64;
+        for i in 0..self.vars.len() {
+            if let Some(acc) = self.third[i].take() {
+                self.second[i] = Some((acc / t)?);
+            }
+        }
+        self.since_reference = 0;
+        Ok(())
     }
 
     /// Updates applied so far.
@@ -145,20 +195,76 @@ impl Optimizer {
                     }
                     var.set(&(p - (g * lr)?)?)?;
                 }
+                OptimizerConfig::Pesg {
+                    momentum,
+                    weight_decay,
+                    epoch_decay,
+                    clip_value,
+                    ..
+                } => {
+                    let mut d = grad.clamp(-clip_value, clip_value)?;
+                    if epoch_decay > 0.0 {
+                        let pull = match &self.second[i] {
+                            Some(reference) => (p - reference)?,
+                            None => p.clone(),
+                        };
+                        d = (d + (pull * epoch_decay)?)?;
+                    }
+                    if weight_decay != 0.0 {
+                        d = (d + (p * weight_decay)?)?;
+                    }
+                    if momentum != 0.0 {
+                        let buf = match &self.first[i] {
+                            Some(b) => ((b * (1.0 - momentum))? + (&d * momentum)?)?,
+                            None => d.clone(),
+                        };
+                        d = buf.clone();
+                        self.first[i] = Some(buf);
+                    }
+                    let p_new = (p - (d * lr)?)?;
+                    if epoch_decay > 0.0 {
+                        self.third[i] = Some(match &self.third[i] {
+                            Some(acc) => (acc + &p_new)?,
+                            None => p_new.clone(),
+                        });
+                    }
+                    var.set(&p_new)?;
+                }
             }
         }
+        if let Some(dual) = &self.dual {
+            let alpha = dual.alpha.as_tensor().detach();
+            let gap = ((dual.b.as_tensor().detach() - dual.a.as_tensor().detach())? + dual.margin)?;
+            let step = ((gap * 2.0)? - (&alpha * 2.0)?)?;
+            dual.alpha
+                .set(&(alpha + (step * lr)?)?.clamp(0f64, 999f64)?)?;
+        }
+        self.since_reference += 1;
         Ok(())
     }
 
-    /// The state as named tensors (`first.{i}`, `second.{i}`) plus the step count.
+    /// The state as named tensors (`first.{i}`, `second.{i}`, `third.{i}`, and for PESG
+    /// `dual.alpha` and `dual.since_reference`) plus the step count.
     pub fn state(&self) -> (HashMap<String, Tensor>, u64) {
         let mut map = HashMap::new();
-        for (kind, list) in [("first", &self.first), ("second", &self.second)] {
+        for (kind, list) in [
+            ("first", &self.first),
+            ("second", &self.second),
+            ("third", &self.third),
+        ] {
             for (i, t) in list.iter().enumerate() {
                 if let Some(t) = t {
                     map.insert(format!("{kind}.{i}"), t.clone());
                 }
             }
+        }
+        if let Some(dual) = &self.dual {
+            map.insert("dual.alpha".into(), dual.alpha.as_tensor().detach());
+            map.insert(
+                "dual.since_reference".into(),
+                Tensor::new(self.since_reference as f32, &candle_core::Device::Cpu)
+                    .expect("a scalar"),
+            );
         }
         (map, self.steps)
     }
@@ -166,7 +272,19 @@ impl Optimizer {
     /// Restore a state written by [`Optimizer::state`] for the same parameter list.
     pub fn load_state(&mut self, mut map: HashMap<String, Tensor>, steps: u64) -> Result<()> {
         let device = self.vars.first().map(|v| v.device().clone());
-        for (kind, list) in [("first", &mut self.first), ("second", &mut self.second)] {
+        if let Some(dual) = &self.dual {
+            if let Some(alpha) = map.remove("dual.alpha") {
+                dual.alpha.set(&alpha.to_device(dual.alpha.device())?)?;
+            }
+            if let Some(t) = map.remove("dual.since_reference") {
+                self.since_reference = t.to_scalar::<f32>()? as u64;
+            }
+        }
+        for (kind, list) in [
+            ("first", &mut self.first),
+            ("second", &mut self.second),
+            ("third", &mut self.third),
+        ] {
             for (i, slot) in list.iter_mut().enumerate() {
                 *slot = match map.remove(&format!("{kind}.{i}")) {
                     Some(t) => {

@@ -8,7 +8,7 @@
 //! kernels may not be deterministic).
 
 use anyhow::{bail, Context, Result};
-use candle_core::{Device, Tensor};
+use candle_core::{Device, Tensor, Var};
 use cxr_core::runlog::{self, MetricRecord, Phase};
 use cxr_core::{atomic, BlankRule, LabelPolicy, Manifest, Observation, Projection, Split};
 use cxr_models::{bce_with_logits, LoadOptions, Mode, Model, ModelConfig, SaveOptions};
@@ -19,7 +19,8 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use crate::checkpoint::{self, Best, RunState};
-use crate::config::{Init, Select, Task, TrainConfig};
+use crate::config::{Init, LossConfig, OptimizerConfig, Select, Task, TrainConfig};
+use crate::dam::{pesg_learning_rate, pesg_moves_reference, positive_rates, Aucm};
 use crate::data::{prefetch_epoch, Filter, Samples, ShardSet};
 use crate::labels::{HeadTask, LossKind};
 use crate::optim::Optimizer;
@@ -176,16 +177,56 @@ fn build_model(config: &TrainConfig, heads: &[HeadTask], device: &Device) -> Res
         heads: heads.iter().map(HeadTask::spec).collect(),
     };
     let mut model = Model::new(model_config, device, config.seed)?;
-    match &config.init {
+    initialise(&mut model, &config.init)?;
+    Ok(model)
+}
+
+/// Load the initial weights `init` asks for into a freshly built model.
+pub fn initialise(model: &mut Model, init: &Init) -> Result<()> {
+    match init {
         Init::Random => {}
-        Init::Imagenet(path) | Init::Checkpoint(path) => {
+        Init::Imagenet(path) => {
             let report = model
                 .load(path, LoadOptions::non_strict())
                 .with_context(|| format!("--init: cannot load {}", path.display()))?;
             eprintln!("initialised from {}: {report}", path.display());
         }
+        Init::Checkpoint(path) => {
+            let tensors = backbone_tensors(model, path)
+                .with_context(|| format!("--init: cannot read {}", path.display()))?;
+            let report = model
+                .load_state_dict(tensors, LoadOptions::non_strict())
+                .with_context(|| {
+                    format!(
+                        "--init: the backbone in {} does not fit --arch {} (was it trained with \
+                         another architecture or --in-channels?)",
+                        path.display(),
+                        model.config().arch
+                    )
+                })?;
+            eprintln!("backbone from {}: {report}", path.display());
+        }
     }
-    Ok(model)
+    Ok(())
+}
+
+/// Whether a parameter name belongs to a head (primary or auxiliary) rather than the backbone.
+pub fn is_head_tensor(model: &Model, name: &str) -> bool {
+    let primary = model.config().arch.primary_head_prefix();
+    name.strip_prefix(primary)
+        .or_else(|| name.strip_prefix("heads"))
+        .is_some_and(|rest| rest.starts_with('.'))
+}
+
+/// An earlier checkpoint's backbone only: its heads (trained for another task, or a Barlow
+/// Twins placeholder) are dropped, so the new run's heads start from their initialisation even
+/// when their shapes happen to match (LibAUC's DAM recipe drops the classifier the same way).
+fn backbone_tensors(model: &Model, path: &std::path::Path) -> Result<Vec<(String, Tensor)>> {
+    let tensors = cxr_models::read_weights(path, model.device())?;
+    Ok(tensors
+        .into_iter()
+        .filter(|(name, _)| !is_head_tensor(model, name))
+        .collect())
 }
 
 /// Train as `config` says, writing everything to its run directory.
@@ -228,7 +269,40 @@ pub fn fit(config: &TrainConfig, options: &FitOptions) -> Result<FitSummary> {
         atomic::write_bytes(&config_path, &serde_json::to_vec_pretty(config)?)?;
     }
 
-    let mut optimizer = Optimizer::new(config.optimizer, model.trainable_vars());
+    let aucm = match config.loss {
+        LossConfig::Bce => None,
+        LossConfig::Aucm { margin } => {
+            let head = &prepared.heads[0];
+            if head.loss() != LossKind::Bce {
+                bail!(
+                    "--loss aucm needs a classification task (pathologies, sex or view), not {}",
+                    head.task.name()
+                );
+            }
+            let rates = positive_rates(
+                &prepared.train.targets.values[0],
+                &prepared.train.targets.masks[0],
+                head.outputs(),
+            );
+            Some(Aucm::new(margin, rates, &options.device)?)
+        }
+    };
+    let mut optimizer = match (&aucm, config.optimizer) {
+        (Some(aucm), OptimizerConfig::Pesg { .. }) => {
+            Optimizer::pesg(config.optimizer, model.trainable_vars(), aucm)
+        }
+        (Some(_), _) => bail!(
+            "--loss aucm is a min-max problem that needs --optimizer pesg (its dual variable \
+             ascends); see cxr-train fit --help"
+        ),
+        (None, _) => Optimizer::new(config.optimizer, model.trainable_vars()),
+    };
+    let backbone_vars: Vec<Var> = model
+        .named_parameters()
+        .into_iter()
+        .filter(|(name, _)| !is_head_tensor(&model, name))
+        .map(|(_, v)| v)
+        .collect();
     let mut state = RunState {
         step: 0,
         optimizer_steps: 0,
@@ -294,14 +368,45 @@ pub fn fit(config: &TrainConfig, options: &FitOptions) -> Result<FitSummary> {
         };
         let batch = rx.recv().context("the batch loader stopped unexpectedly")?;
         let batch = batch.to_device(&options.device)?;
-        let lr = learning_rate(&config.schedule, config.lr, step, total);
-        let out = model.forward(&batch.images, Mode::Train)?;
+        let mut lr = learning_rate(&config.schedule, config.lr, step, total);
+        if let OptimizerConfig::Pesg {
+            decay_every,
+            decay_factor,
+            ..
+        } = config.optimizer
+        {
+            lr = pesg_learning_rate(lr, epoch, decay_every, decay_factor);
+            if step.is_multiple_of(per_epoch) && pesg_moves_reference(epoch, decay_every) {
+                optimizer.move_reference()?;
+            }
+        }
+        let frozen = (epoch as usize) < config.freeze_epochs;
+        // A frozen backbone also keeps its BatchNorm statistics: it runs in evaluation mode.
+        let mode = if frozen { Mode::Eval } else { Mode::Train };
+        let out = model.forward(&batch.images, mode)?;
         let logits: Vec<&Tensor> = prepared
             .heads
             .iter()
             .map(|h| out.head(h.task.name()).context("missing head"))
             .collect::<Result<_>>()?;
-        let loss = total_loss(&prepared.heads, &logits, &batch.targets, &batch.masks)?;
+        let loss = match &aucm {
+            None => total_loss(&prepared.heads, &logits, &batch.targets, &batch.masks)?,
+            Some(aucm) => {
+                let main = aucm.loss(logits[0], &batch.targets[0], &batch.masks[0])?;
+                match prepared.heads.len() {
+                    1 => main,
+                    _ => {
+                        (main
+                            + total_loss(
+                                &prepared.heads[1..],
+                                &logits[1..],
+                                &batch.targets[1..],
+                                &batch.masks[1..],
+                            )?)?
+                    }
+                }
+            }
+        };
         let value = loss.to_dtype(candle_core::DType::F64)?.to_scalar::<f64>()?;
         if !value.is_finite() {
             bar.abandon();
@@ -314,6 +419,11 @@ pub fn fit(config: &TrainConfig, options: &FitOptions) -> Result<FitSummary> {
             );
         }
         let mut grads = loss.backward()?;
+        if frozen {
+            for var in &backbone_vars {
+                grads.remove(var.as_tensor());
+            }
+        }
         if let Some(max_norm) = config.clip_grad_norm {
             optimizer.clip_grad_norm(&mut grads, max_norm)?;
         }

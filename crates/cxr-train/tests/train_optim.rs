@@ -217,3 +217,109 @@ fn schedules() {
     };
     assert!((learning_rate(&floor, base, 100, 100) - 0.01).abs() < 1e-12);
 }
+
+/// LibAUC's PESG (`libauc/optimizers/pesg.py`, SGD mode) written out for one scalar weight `w`
+/// with the loss `c * w + AUCM(a, b, alpha)` reduced to its gradients: `grad_w = c`, and `a`,
+/// `b` with constant gradients `ga`, `gb`; `alpha` moves by the closed form
+/// `lr * (2 (m + b - a) - 2 alpha)`, clamped to [0, 999].
+#[test]
+fn pesg_steps_match_libauc_by_hand() {
+    use cxr_train::dam::Aucm;
+    let dev = Device::Cpu;
+    let (momentum, wd, epoch_decay, clip, margin, lr) = (0.9, 1e-3, 2e-3, 1.0, 1.0, 0.1);
+    let config = OptimizerConfig::Pesg {
+        momentum,
+        weight_decay: wd,
+        epoch_decay,
+        clip_value: clip,
+        decay_every: 1,
+        decay_factor: 10.0,
+    };
+    let w = Var::new(&[0.5f32], &dev).unwrap();
+    let aucm = Aucm::new(margin, vec![0.3], &dev).unwrap();
+    let mut opt = Optimizer::pesg(config, vec![w.clone()], &aucm);
+    // Gradients: w gets 3.0 (clipped to 1.0), a gets -0.4, b gets 0.2.
+    let coefs = [3.0f32, -0.4, 0.2];
+    let step = |opt: &mut Optimizer| {
+        let loss = ((w.as_tensor() * coefs[0] as f64).unwrap()
+            + (aucm.a.as_tensor() * coefs[1] as f64).unwrap())
+        .unwrap()
+        .sum_all()
+        .unwrap()
+        .add(
+            &(aucm.b.as_tensor() * coefs[2] as f64)
+                .unwrap()
+                .sum_all()
+                .unwrap(),
+        )
+        .unwrap();
+        opt.step(&loss.backward().unwrap(), lr).unwrap();
+    };
+
+    // The reference: vars (w, a, b), refs 0, momentum buffers, accumulators.
+    let mut v = [0.5f64, 0.0, 0.0];
+    let grads = [3.0f64, -0.4, 0.2];
+    let mut refs = [0.0f64; 3];
+    let mut buf: [Option<f64>; 3] = [None; 3];
+    let mut acc = [0.0f64; 3];
+    let mut alpha = 0.0f64;
+    let mut t = 0u32;
+    let reference_step = |v: &mut [f64; 3],
+                          refs: &[f64; 3],
+                          buf: &mut [Option<f64>; 3],
+                          acc: &mut [f64; 3],
+                          alpha: &mut f64,
+                          t: &mut u32| {
+        for i in 0..3 {
+            let d = grads[i].clamp(-clip, clip) + epoch_decay * (v[i] - refs[i]) + wd * v[i];
+            let b = match buf[i] {
+                None => d,
+                Some(b) => (1.0 - momentum) * b + momentum * d,
+            };
+            buf[i] = Some(b);
+            v[i] -= lr * b;
+            acc[i] += v[i];
+        }
+        *alpha = (*alpha + lr * (2.0 * (margin + v[2] - v[1]) - 2.0 * *alpha)).clamp(0.0, 999.0);
+        *t += 1;
+    };
+    let check = |v: &[f64; 3], alpha: f64| {
+        let got = [
+            w.as_tensor().to_vec1::<f32>().unwrap()[0],
+            aucm.a.as_tensor().to_vec1::<f32>().unwrap()[0],
+            aucm.b.as_tensor().to_vec1::<f32>().unwrap()[0],
+            aucm.alpha.as_tensor().to_vec1::<f32>().unwrap()[0],
+        ];
+        close(&got, &[v[0], v[1], v[2], alpha]);
+    };
+    for _ in 0..3 {
+        step(&mut opt);
+        reference_step(&mut v, &refs, &mut buf, &mut acc, &mut alpha, &mut t);
+        check(&v, alpha);
+    }
+    // update_regularizer: the reference becomes the mean of the iterates, then two more steps.
+    opt.move_reference().unwrap();
+    for i in 0..3 {
+        refs[i] = acc[i] / t as f64;
+        acc[i] = 0.0;
+    }
+    t = 0;
+    for _ in 0..2 {
+        step(&mut opt);
+        reference_step(&mut v, &refs, &mut buf, &mut acc, &mut alpha, &mut t);
+        check(&v, alpha);
+    }
+
+    // The state round-trips: a fresh optimiser loaded with it continues identically.
+    let (state, steps) = opt.state();
+    let w2 = Var::new(&[w.as_tensor().to_vec1::<f32>().unwrap()[0]], &dev).unwrap();
+    let aucm2 = Aucm::new(margin, vec![0.3], &dev).unwrap();
+    aucm2.a.set(aucm.a.as_tensor()).unwrap();
+    aucm2.b.set(aucm.b.as_tensor()).unwrap();
+    let mut opt2 = Optimizer::pesg(config, vec![w2.clone()], &aucm2);
+    opt2.load_state(state, steps).unwrap();
+    assert_eq!(
+        aucm2.alpha.as_tensor().to_vec1::<f32>().unwrap(),
+        aucm.alpha.as_tensor().to_vec1::<f32>().unwrap()
+    );
+}

@@ -168,5 +168,7 @@ pub fn config(manifest: &Path, shards: &Path, run_dir: &Path) -> TrainConfig {
         eval_every: 3,
         log_every: 1,
         select: Select::Auc,
+        freeze_epochs: 0,
+        loss: cxr_train::config::LossConfig::Bce,
     }
 }

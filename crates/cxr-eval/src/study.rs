@@ -1,0 +1,697 @@
+//! `cxr-eval report`: one Markdown report for the study's experiments.
+//!
+//! Why: the paper's claims are comparisons (in-domain pretraining vs random init, U-Ones vs
+//! U-Ignore, ...) made from single runs. The pipelines train every configuration with several
+//! seeds and score and compare each seed's run; this module gathers those files into the tables
+//! a reader needs: test AUCs with 95% patient-bootstrap intervals per seed, paired tests against
+//! the baseline (paired-bootstrap p for mean AUCs, DeLong for single tasks), and whether a
+//! difference keeps its sign, and its significance, across seeds. A difference that flips sign
+//! between seeds is seed noise, whatever its p-value in one seed.
+//!
+//! An experiment directory holds `experiment.json` (written by its pipeline, see
+//! `pipelines/common.mk`) and, for every configuration `C` and seed `S`:
+//!
+//! ```text
+//! eval/C__sS/metrics.json          cxr-eval score of the run's test predictions
+//! compare/C__sS/comparison.json    cxr-eval compare of C against the baseline, same seed
+//! preds/C__sS.parquet              the predictions (age is summarised from these: MAE)
+//! figures/*.png                    cxr-eval curves of the runs
+//! ```
+//!
+//! Missing files are reported as missing, never skipped silently.
+
+use anyhow::{Context, Result};
+use cxr_core::predictions::Predictions;
+use cxr_core::{atomic, Manifest};
+use serde::Deserialize;
+use serde_json::Value;
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::path::{Component, Path, PathBuf};
+
+/// `experiment.json`.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Experiment {
+    pub title: String,
+    /// The question the experiment answers, one paragraph.
+    #[serde(default)]
+    pub question: String,
+    /// The configuration others are tested against (none: no tests).
+    #[serde(default)]
+    pub baseline: Option<String>,
+    pub configs: Vec<String>,
+    pub seeds: Vec<u64>,
+    /// Free-form notes (data used, what was left out and why).
+    #[serde(default)]
+    pub notes: Vec<String>,
+    /// The manifest the runs were scored with (for age MAE).
+    #[serde(default)]
+    pub manifest: Option<PathBuf>,
+}
+
+/// One number of a run: an AUC (or MAE) with its interval.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Endpoint {
+    pub name: String,
+    pub value: Option<f64>,
+    pub ci: Option<(f64, f64)>,
+}
+
+/// One paired comparison against the baseline.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Difference {
+    pub name: String,
+    pub difference: Option<f64>,
+    pub ci: Option<(f64, f64)>,
+    pub p: Option<f64>,
+}
+
+fn ci_of(v: &Value) -> Option<(f64, f64)> {
+    Some((v.get("low")?.as_f64()?, v.get("high")?.as_f64()?))
+}
+
+/// The headline numbers of a `metrics.json`: its means, or its tasks when it has no mean (sex,
+/// view); and every task's AUC.
+pub fn endpoints(metrics: &Value) -> RunNumbers {
+    let list = |key: &str, name: &str| -> Vec<Endpoint> {
+        metrics
+            .get(key)
+            .and_then(Value::as_array)
+            .map(|a| {
+                a.iter()
+                    .map(|m| Endpoint {
+                        name: m.get(name).and_then(Value::as_str).unwrap_or("?").into(),
+                        value: m.get("auc").and_then(Value::as_f64),
+                        ci: m.get("ci").and_then(ci_of),
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let means = list("means", "name");
+    let tasks = list("tasks", "task");
+    if means.is_empty() {
+        (tasks.clone(), tasks)
+    } else {
+        (means, tasks)
+    }
+}
+
+/// The comparisons of a `comparison.json`, matching [`endpoints`]: mean differences with the
+/// paired-bootstrap p, or per-task differences with DeLong's p when there is no mean.
+pub fn differences(comparison: &Value) -> Vec<Difference> {
+    let means: Vec<Difference> = comparison
+        .get("means")
+        .and_then(Value::as_array)
+        .map(|a| {
+            a.iter()
+                .map(|m| Difference {
+                    name: m.get("name").and_then(Value::as_str).unwrap_or("?").into(),
+                    difference: m.get("difference").and_then(Value::as_f64),
+                    ci: m.get("difference_ci").and_then(ci_of),
+                    p: m.get("p_value").and_then(Value::as_f64),
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    if !means.is_empty() {
+        return means;
+    }
+    comparison
+        .get("tasks")
+        .and_then(Value::as_array)
+        .map(|a| {
+            a.iter()
+                .map(|t| Difference {
+                    name: t.get("task").and_then(Value::as_str).unwrap_or("?").into(),
+                    difference: t.get("difference").and_then(Value::as_f64),
+                    ci: t.get("difference_ci").and_then(ci_of),
+                    p: t.get("delong")
+                        .and_then(|d| d.get("p_value"))
+                        .and_then(Value::as_f64),
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// What a set of per-seed differences says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Agreement {
+    /// Same sign in every seed and p < 0.05 in every seed.
+    Holds,
+    /// Same sign in every seed; significant in some or none.
+    SameSign { significant: usize },
+    /// The sign changes between seeds.
+    Flips,
+    /// Fewer than one defined difference.
+    Unknown,
+}
+
+/// Whether the differences of the seeds agree (a zero difference counts as its own sign).
+pub fn agreement(diffs: &[Difference]) -> Agreement {
+    let defined: Vec<&Difference> = diffs.iter().filter(|d| d.difference.is_some()).collect();
+    if defined.is_empty() {
+        return Agreement::Unknown;
+    }
+    let sign = |d: &Difference| d.difference.map(|x| x.partial_cmp(&0.0));
+    let first = sign(defined[0]);
+    if defined.iter().any(|d| sign(d) != first) {
+        return Agreement::Flips;
+    }
+    let significant = defined
+        .iter()
+        .filter(|d| d.p.is_some_and(|p| p < 0.05))
+        .count();
+    if significant == defined.len() && defined.len() == diffs.len() {
+        Agreement::Holds
+    } else {
+        Agreement::SameSign { significant }
+    }
+}
+
+fn describe(a: Agreement, n: usize) -> String {
+    match a {
+        Agreement::Holds => format!("holds: same sign and p < 0.05 in all {n} seeds"),
+        Agreement::SameSign { significant } => format!(
+            "same sign in all {n} seeds, p < 0.05 in {significant} of {n}{}",
+            if significant == 0 { ": not shown" } else { "" }
+        ),
+        Agreement::Flips => "sign changes between seeds: does not survive them".into(),
+        Agreement::Unknown => "n/a".into(),
+    }
+}
+
+fn read_json(path: &Path) -> Result<Value> {
+    let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    serde_json::from_slice(&bytes).with_context(|| format!("{} is not JSON", path.display()))
+}
+
+/// Mean absolute error in years of an age predictions file against the manifest's ages.
+pub fn age_mae(predictions: &Predictions, manifest: &Manifest) -> Option<Endpoint> {
+    let ages = predictions.task("age")?;
+    let by_id: HashMap<&str, Option<i32>> = manifest
+        .rows
+        .iter()
+        .map(|r| (r.image_id.as_str(), r.age))
+        .collect();
+    let errors: Vec<f64> = predictions
+        .image_ids
+        .iter()
+        .zip(ages)
+        .filter_map(|(id, &pred)| {
+            let age = (*by_id.get(id.as_str())?)?;
+            Some((pred - age as f64).abs())
+        })
+        .collect();
+    (!errors.is_empty()).then(|| Endpoint {
+        name: format!(
+            "age MAE in years, {} images (lower is better)",
+            errors.len()
+        ),
+        value: Some(errors.iter().sum::<f64>() / errors.len() as f64),
+        ci: None,
+    })
+}
+
+/// A run's headline numbers and per-task AUCs, as [`endpoints`] returns them.
+type RunNumbers = (Vec<Endpoint>, Vec<Endpoint>);
+
+/// Everything read for one experiment.
+struct Loaded {
+    exp: Experiment,
+    dir: PathBuf,
+    /// `[config][seed]` headline numbers and per-task AUCs (`None`: missing file).
+    runs: Vec<Vec<Option<RunNumbers>>>,
+    /// `[config][seed]` comparisons with the baseline.
+    diffs: Vec<Vec<Option<Vec<Difference>>>>,
+    missing: Vec<String>,
+}
+
+fn run_name(config: &str, seed: u64) -> String {
+    format!("{config}__s{seed}")
+}
+
+fn load(dir: &Path) -> Result<Loaded> {
+    let exp_path = dir.join("experiment.json");
+    let exp: Experiment = serde_json::from_value(read_json(&exp_path)?).with_context(|| {
+        format!(
+            "{}: needs title, configs and seeds (written by the pipelines' experiment.json rule)",
+            exp_path.display()
+        )
+    })?;
+    let manifest = match &exp.manifest {
+        Some(m) if m.exists() => Some(Manifest::read(m)?),
+        _ => None,
+    };
+    let mut missing = Vec::new();
+    let mut runs = Vec::new();
+    let mut diffs = Vec::new();
+    for config in &exp.configs {
+        let mut row = Vec::new();
+        let mut drow = Vec::new();
+        for &seed in &exp.seeds {
+            let name = run_name(config, seed);
+            let metrics = dir.join("eval").join(&name).join("metrics.json");
+            let preds = dir.join("preds").join(format!("{name}.parquet"));
+            let entry = if metrics.exists() {
+                Some(endpoints(&read_json(&metrics)?))
+            } else if let (true, Some(m)) = (preds.exists(), &manifest) {
+                let p = Predictions::read(&preds)?;
+                age_mae(&p, m).map(|e| (vec![e], Vec::new()))
+            } else {
+                None
+            };
+            if entry.is_none() {
+                missing.push(metrics.display().to_string());
+            }
+            row.push(entry);
+            let cmp = dir.join("compare").join(&name).join("comparison.json");
+            let d = match &exp.baseline {
+                Some(b) if b != config => {
+                    if cmp.exists() {
+                        Some(differences(&read_json(&cmp)?))
+                    } else {
+                        missing.push(cmp.display().to_string());
+                        None
+                    }
+                }
+                _ => None,
+            };
+            drow.push(d);
+        }
+        runs.push(row);
+        diffs.push(drow);
+    }
+    Ok(Loaded {
+        exp,
+        dir: dir.to_path_buf(),
+        runs,
+        diffs,
+        missing,
+    })
+}
+
+fn fmt3(v: Option<f64>) -> String {
+    v.map_or("n/a".into(), |v| format!("{v:.3}"))
+}
+
+fn fmt_with_ci(v: Option<f64>, ci: Option<(f64, f64)>) -> String {
+    match (v, ci) {
+        (Some(v), Some((l, h))) => format!("{v:.3} [{l:.3}, {h:.3}]"),
+        (v, _) => fmt3(v),
+    }
+}
+
+fn fmt_diff(d: &Difference) -> String {
+    match (d.difference, d.ci) {
+        (Some(x), Some((l, h))) => format!("{x:+.3} [{l:+.3}, {h:+.3}]"),
+        (Some(x), None) => format!("{x:+.3}"),
+        _ => "n/a".into(),
+    }
+}
+
+fn fmt_p(p: Option<f64>) -> String {
+    match p {
+        Some(p) if p < 1e-4 => "<1e-4".into(),
+        Some(p) => format!("{p:.3}"),
+        None => "n/a".into(),
+    }
+}
+
+/// `to` relative to the directory `from` (both made absolute first).
+fn relative(from: &Path, to: &Path) -> PathBuf {
+    let abs = |p: &Path| -> Vec<String> {
+        let p = std::fs::canonicalize(p).unwrap_or_else(|_| {
+            std::env::current_dir()
+                .map(|d| d.join(p))
+                .unwrap_or_else(|_| p.to_path_buf())
+        });
+        p.components()
+            .filter_map(|c| match c {
+                Component::Normal(s) => Some(s.to_string_lossy().into_owned()),
+                _ => None,
+            })
+            .collect()
+    };
+    let (f, t) = (abs(from), abs(to));
+    let common = f.iter().zip(&t).take_while(|(a, b)| a == b).count();
+    let mut out = PathBuf::new();
+    for _ in common..f.len() {
+        out.push("..");
+    }
+    for part in &t[common..] {
+        out.push(part);
+    }
+    out
+}
+
+/// The PNG figures in `dir` and its subdirectories (one level), loss curves first.
+fn figures(dir: &Path) -> Vec<PathBuf> {
+    let pngs = |d: &Path| -> Vec<PathBuf> {
+        let mut v: Vec<PathBuf> = std::fs::read_dir(d)
+            .map(|r| r.flatten().map(|e| e.path()).collect())
+            .unwrap_or_default();
+        v.retain(|p| p.extension().is_some_and(|e| e == "png"));
+        v.sort();
+        v
+    };
+    let mut out = pngs(dir);
+    let mut subdirs: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map(|r| {
+            r.flatten()
+                .map(|e| e.path())
+                .filter(|p| p.is_dir())
+                .collect()
+        })
+        .unwrap_or_default();
+    subdirs.sort();
+    for d in subdirs {
+        out.extend(pngs(&d));
+    }
+    out
+}
+
+fn section(l: &Loaded, report_dir: &Path, out: &mut String) {
+    let exp = &l.exp;
+    let seeds = &exp.seeds;
+    let _ = writeln!(out, "## {}\n", exp.title);
+    if !exp.question.is_empty() {
+        let _ = writeln!(out, "{}\n", exp.question);
+    }
+    for note in &exp.notes {
+        let _ = writeln!(out, "- {note}");
+    }
+    if !exp.notes.is_empty() {
+        out.push('\n');
+    }
+    let _ = writeln!(
+        out,
+        "Configurations: {}; seeds: {}.\n",
+        exp.configs
+            .iter()
+            .map(|c| format!("`{c}`"))
+            .collect::<Vec<_>>()
+            .join(", "),
+        seeds
+            .iter()
+            .map(u64::to_string)
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    for path in figures(&l.dir.join("figures")) {
+        let stem = path
+            .file_stem()
+            .map_or(String::new(), |s| s.to_string_lossy().into_owned());
+        let what = match stem.as_str() {
+            "loss" => "training (solid) and validation (dashed) loss",
+            "valid_auc" => "validation AUC during training",
+            other => other,
+        };
+        let group = path
+            .parent()
+            .filter(|p| p.file_name().is_some_and(|n| n != "figures"))
+            .and_then(|p| p.file_name())
+            .map_or(String::new(), |n| format!("{}: ", n.to_string_lossy()));
+        let _ = writeln!(
+            out,
+            "![{group}{what}]({})\n",
+            relative(report_dir, &path).display()
+        );
+    }
+
+    // Headline numbers: one table per endpoint name, in the order of the first run that has them.
+    let mut names: Vec<String> = Vec::new();
+    for run in l.runs.iter().flatten().flatten() {
+        for e in &run.0 {
+            if !names.contains(&e.name) {
+                names.push(e.name.clone());
+            }
+        }
+    }
+    for name in &names {
+        let is_mae = name.starts_with("age MAE");
+        let _ = writeln!(
+            out,
+            "**Test {}**{}\n",
+            if is_mae {
+                name.clone()
+            } else {
+                format!("AUC: {name}")
+            },
+            if is_mae {
+                ""
+            } else {
+                " (95% patient-bootstrap intervals)"
+            }
+        );
+        let mut header = "| configuration |".to_string();
+        let mut rule = "| --- |".to_string();
+        for s in seeds {
+            let _ = write!(header, " seed {s} |");
+            rule.push_str(" --- |");
+        }
+        header.push_str(" mean over seeds |");
+        rule.push_str(" --- |");
+        let _ = writeln!(out, "{header}\n{rule}");
+        for (c, config) in exp.configs.iter().enumerate() {
+            let has = |run: &Option<RunNumbers>| {
+                run.as_ref()
+                    .is_some_and(|(h, _)| h.iter().any(|e| &e.name == name))
+            };
+            // A configuration without this endpoint in any seed belongs to another table.
+            if !l.runs[c].iter().any(has) {
+                continue;
+            }
+            let mut line = format!("| `{config}` |");
+            let mut values = Vec::new();
+            for run in &l.runs[c] {
+                let e = run
+                    .as_ref()
+                    .and_then(|(h, _)| h.iter().find(|e| &e.name == name));
+                match e {
+                    Some(e) => {
+                        values.extend(e.value);
+                        let _ = write!(line, " {} |", fmt_with_ci(e.value, e.ci));
+                    }
+                    None => line.push_str(" missing |"),
+                }
+            }
+            let mean =
+                (!values.is_empty()).then(|| values.iter().sum::<f64>() / values.len() as f64);
+            let _ = writeln!(line, " {} |", fmt3(mean));
+            out.push_str(&line);
+        }
+        out.push('\n');
+    }
+
+    // Paired tests against the baseline.
+    if let Some(base) = &exp.baseline {
+        let _ = writeln!(
+            out,
+            "**Against `{base}`, paired on the same test images** (difference = configuration \
+             minus `{base}`, 95% paired patient-bootstrap interval; p: paired bootstrap for mean \
+             AUCs, DeLong for single tasks)\n"
+        );
+        let mut header = "| configuration | endpoint |".to_string();
+        let mut rule = "| --- | --- |".to_string();
+        for s in seeds {
+            let _ = write!(header, " seed {s}: ΔAUC | p |");
+            rule.push_str(" --- | --- |");
+        }
+        header.push_str(" over the seeds |");
+        rule.push_str(" --- |");
+        let _ = writeln!(out, "{header}\n{rule}");
+        for (c, config) in exp.configs.iter().enumerate() {
+            if config == base {
+                continue;
+            }
+            let mut endpoint_names: Vec<String> = Vec::new();
+            for d in l.diffs[c].iter().flatten().flatten() {
+                if !endpoint_names.contains(&d.name) {
+                    endpoint_names.push(d.name.clone());
+                }
+            }
+            if endpoint_names.is_empty() {
+                let _ = writeln!(
+                    out,
+                    "| `{config}` | missing |{} |",
+                    " |".repeat(2 * seeds.len())
+                );
+                continue;
+            }
+            for name in &endpoint_names {
+                let mut line = format!("| `{config}` | {name} |");
+                let mut per_seed = Vec::new();
+                for d in &l.diffs[c] {
+                    match d.as_ref().and_then(|v| v.iter().find(|d| &d.name == name)) {
+                        Some(d) => {
+                            let _ = write!(line, " {} | {} |", fmt_diff(d), fmt_p(d.p));
+                            per_seed.push(d.clone());
+                        }
+                        None => {
+                            line.push_str(" missing | |");
+                            per_seed.push(Difference {
+                                name: name.clone(),
+                                difference: None,
+                                ci: None,
+                                p: None,
+                            });
+                        }
+                    }
+                }
+                let _ = writeln!(
+                    line,
+                    " {} |",
+                    describe(agreement(&per_seed), per_seed.len())
+                );
+                out.push_str(&line);
+            }
+        }
+        out.push('\n');
+    }
+
+    // Per-task AUCs, when runs score several tasks behind a mean.
+    let mut tasks: Vec<String> = Vec::new();
+    for run in l.runs.iter().flatten().flatten() {
+        if run.0 != run.1 {
+            for t in &run.1 {
+                if !tasks.contains(&t.name) {
+                    tasks.push(t.name.clone());
+                }
+            }
+        }
+    }
+    if !tasks.is_empty() {
+        let _ = writeln!(
+            out,
+            "**Test AUC per task, mean over seeds** (n/a: one class only in the test set)\n"
+        );
+        let _ = writeln!(
+            out,
+            "| task |{}\n| --- |{}",
+            exp.configs
+                .iter()
+                .map(|c| format!(" `{c}` |"))
+                .collect::<String>(),
+            " --- |".repeat(exp.configs.len())
+        );
+        for task in &tasks {
+            let mut line = format!("| {task} |");
+            for runs in &l.runs {
+                let values: Vec<f64> = runs
+                    .iter()
+                    .flatten()
+                    .filter_map(|(_, t)| t.iter().find(|e| &e.name == task)?.value)
+                    .collect();
+                let mean =
+                    (!values.is_empty()).then(|| values.iter().sum::<f64>() / values.len() as f64);
+                let _ = write!(line, " {} |", fmt3(mean));
+            }
+            let _ = writeln!(out, "{line}");
+        }
+        out.push('\n');
+    }
+    if !l.missing.is_empty() {
+        let _ = writeln!(
+            out,
+            "Missing (not run yet, or failed): {}\n",
+            l.missing
+                .iter()
+                .map(|m| format!("`{m}`"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
+}
+
+/// Write the report of `experiments` to `out` (Markdown; images linked relative to it), with
+/// `intro` (Markdown) after the title.
+pub fn write_report(
+    experiments: &[PathBuf],
+    title: &str,
+    intro: Option<&str>,
+    out: &Path,
+) -> Result<()> {
+    let report_dir = match out.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    std::fs::create_dir_all(&report_dir)
+        .with_context(|| format!("cannot create {}", report_dir.display()))?;
+    let mut text = format!("# {title}\n\n");
+    if let Some(intro) = intro {
+        text.push_str(intro.trim_end());
+        text.push_str("\n\n");
+    }
+    for dir in experiments {
+        let loaded = load(dir)?;
+        section(&loaded, &report_dir, &mut text);
+    }
+    atomic::write_bytes(out, text.as_bytes())?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn diff(x: f64, p: f64) -> Difference {
+        Difference {
+            name: "m".into(),
+            difference: Some(x),
+            ci: None,
+            p: Some(p),
+        }
+    }
+
+    #[test]
+    fn agreement_over_seeds() {
+        assert_eq!(
+            agreement(&[diff(0.02, 0.01), diff(0.03, 0.001)]),
+            Agreement::Holds
+        );
+        assert_eq!(
+            agreement(&[diff(0.02, 0.01), diff(0.01, 0.3)]),
+            Agreement::SameSign { significant: 1 }
+        );
+        assert_eq!(
+            agreement(&[diff(0.02, 0.01), diff(-0.01, 0.3)]),
+            Agreement::Flips
+        );
+        assert_eq!(agreement(&[]), Agreement::Unknown);
+    }
+
+    #[test]
+    fn endpoints_prefer_means_and_fall_back_to_tasks() {
+        let with_means = serde_json::json!({
+            "tasks": [{"task": "Edema", "auc": 0.8, "ci": {"low": 0.7, "high": 0.9}},
+                      {"task": "Mass", "auc": null, "ci": null}],
+            "means": [{"name": "all 1 defined observations", "auc": 0.8,
+                       "ci": {"low": 0.7, "high": 0.9}}]
+        });
+        let (head, tasks) = endpoints(&with_means);
+        assert_eq!(head.len(), 1);
+        assert_eq!(head[0].ci, Some((0.7, 0.9)));
+        assert_eq!(tasks.len(), 2);
+        assert_eq!(tasks[1].value, None);
+        let view =
+            serde_json::json!({"tasks": [{"task": "view (PA vs AP)", "auc": 0.9}], "means": []});
+        let (head, tasks) = endpoints(&view);
+        assert_eq!(head, tasks);
+        let cmp = serde_json::json!({"tasks": [{"task": "sex", "difference": 0.1,
+            "difference_ci": {"low": 0.0, "high": 0.2}, "delong": {"z": 2.0, "p_value": 0.04}}],
+            "means": []});
+        let d = differences(&cmp);
+        assert_eq!((d[0].difference, d[0].p), (Some(0.1), Some(0.04)));
+    }
+
+    #[test]
+    fn relative_paths_climb_and_descend() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = dir.path().join("out");
+        let b = dir.path().join("exp/figures/loss.png");
+        std::fs::create_dir_all(&a).unwrap();
+        assert_eq!(relative(&a, &b), PathBuf::from("../exp/figures/loss.png"));
+    }
+}

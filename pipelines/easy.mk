@@ -1,0 +1,25 @@
+# The easy tasks: can the pipeline learn what any chest X-ray model should (sex, age, view)?
+# The paper's sanity check before the pathologies: near-perfect AUCs for view (PA vs AP) and sex,
+# a few years' error for age. A failure here is a bug in the data or the training, not science.
+#
+#   make -f pipelines/easy.mk                                   # demo data, CPU
+#   make -f pipelines/easy.mk CHEXPERT=/data/chexpert NIH=/data/nih DEVICE=cuda:0
+#
+# Variables: see pipelines/common.mk.
+EXP_NAME := easy
+TITLE := Easy tasks: sex, age and view
+QUESTION := Sanity check of data and training: a chest X-ray model should tell PA from AP, male from female, and estimate age within years.
+CONFIGS := sex age view
+BASELINE :=
+FLAGS_sex = --task sex
+# Age has no AUC to select the best checkpoint by: select by validation loss.
+FLAGS_age = --task age --select loss
+FLAGS_view = --task view
+NOTE_AGE := Age is a regression (smooth L1 on age / 100); its number is the mean absolute error in years, lower is better.
+NOTES := NOTE_AGE
+
+include pipelines/common.mk
+
+.DEFAULT_GOAL := all
+.PHONY: all
+all: $(EXP)/report.md
