@@ -5,17 +5,20 @@
 //! | column | type | meaning |
 //! | --- | --- | --- |
 //! | `image_id` | str | NIH: the `Image Index` file name; CheXpert: the CSV's `Path` |
-//! | `dataset` | str | `chexpert` or `nih` |
+//! | `dataset` | enum | `chexpert` or `nih` |
 //! | `path` | str | image path relative to the dataset root given to the tools |
 //! | `patient_id` | str | `patient00001` (CheXpert), `00000001` (NIH) |
 //! | `study_id` | str | `patient00001/study1` (CheXpert), `00000001/003` (NIH: patient and follow-up) |
-//! | `view` | str | `frontal` or `lateral` |
-//! | `projection` | str | `AP`, `PA`, `LL`, `RL` or `unknown` |
-//! | `sex` | str | `male`, `female` or `unknown` |
+//! | `view` | enum | `frontal` or `lateral` |
+//! | `projection` | enum | `AP`, `PA`, `LL`, `RL` or `unknown` |
+//! | `sex` | enum | `male`, `female` or `unknown` |
 //! | `age` | i32, nullable | years as the dataset states them (CheXpert has ages of 0) |
-//! | `source_split` | str, nullable | the dataset's own split (`train`/`valid` for CheXpert's CSVs) |
-//! | `split` | str | patient-level `train`/`valid`/`test`; no patient is in two splits |
+//! | `source_split` | enum, nullable | the dataset's own split (`train`/`valid` for CheXpert's CSVs) |
+//! | `split` | enum | patient-level `train`/`valid`/`test`; no patient is in two splits |
 //! | one per [`Observation`] | i8, nullable | raw state: 1 positive, 0 negative, -1 uncertain, null not mentioned |
+//!
+//! The enum columns are dictionary-encoded strings whose categories are the spellings in
+//! declaration order (`Dataset::NAMES`, ...); text columns from older manifests read the same.
 //!
 //! Row order is meaningful: shards refer to rows by position, so a manifest is never re-sorted
 //! behind the shards' back (shards also store image ids, and readers check them).
@@ -37,6 +40,12 @@ macro_rules! string_enum {
 
         impl $name {
             pub const ALL: &'static [$name] = &[$($name::$variant),+];
+            /// The manifest's spellings, in the order of [`Self::ALL`].
+            pub const NAMES: &'static [&'static str] = &[$($text),+];
+            /// Position in [`Self::ALL`]: the category code in the manifest file.
+            pub fn code(self) -> u8 {
+                self as u8
+            }
             /// The manifest's spelling.
             pub fn as_str(self) -> &'static str {
                 match self { $($name::$variant => $text),+ }
@@ -136,6 +145,15 @@ impl ManifestRow {
 /// Manifests come from label files users download; a crafted `../../etc` must not be read.
 pub fn checked_relative(path: &str) -> Result<&Path, String> {
     let p = Path::new(path);
+    // Fast path for the common case (every row of a label file comes through here): a path can
+    // only escape with a `..`, a leading separator or, on Windows, a drive prefix (`C:`).
+    if !path.is_empty()
+        && !path.starts_with(['/', '\\'])
+        && !path.contains("..")
+        && !path.contains(':')
+    {
+        return Ok(p);
+    }
     let escapes = p
         .components()
         .any(|c| !matches!(c, Component::Normal(_) | Component::CurDir));
@@ -170,7 +188,7 @@ impl Manifest {
             .collect()
     }
 
-    /// Write as Parquet (zstd), atomically.
+    /// Write as Parquet (LZ4), atomically.
     pub fn write(&self, path: &Path) -> Result<()> {
         let mut df = self.to_frame().map_err(|source| Error::Polars {
             path: path.to_path_buf(),
@@ -178,7 +196,7 @@ impl Manifest {
         })?;
         atomic::write_with(path, |w| {
             ParquetWriter::new(w)
-                .with_compression(ParquetCompression::Zstd(None))
+                .with_compression(ParquetCompression::Lz4Raw)
                 .with_statistics(StatisticsOptions::empty())
                 .finish(&mut df)
                 .map(|_| ())
@@ -189,12 +207,23 @@ impl Manifest {
     /// Read a manifest written by [`Manifest::write`], checking every column and value.
     pub fn read(path: &Path) -> Result<Manifest> {
         let file = File::open(path).map_err(|e| Error::io(path, e))?;
-        let df = ParquetReader::new(file)
-            .finish()
-            .map_err(|source| Error::Polars {
-                path: path.to_path_buf(),
-                source,
-            })?;
+        let polars = |source| Error::Polars {
+            path: path.to_path_buf(),
+            source,
+        };
+        let mut df = ParquetReader::new(file).finish().map_err(polars)?;
+        // Fixed vocabularies are stored as categories (see `to_frame`), older manifests as text;
+        // both are read as text and parsed.
+        let categorical: Vec<_> = df
+            .columns()
+            .iter()
+            .filter(|c| c.dtype().is_categorical() || c.dtype().is_enum())
+            .map(|c| c.name().clone())
+            .collect();
+        for name in categorical {
+            let text = df.column(&name).and_then(|c| c.cast(&DataType::String));
+            df.with_column(text.map_err(polars)?).map_err(polars)?;
+        }
         Self::from_frame(&df).map_err(|reason| Error::Manifest {
             path: path.to_path_buf(),
             reason,
@@ -206,23 +235,37 @@ impl Manifest {
         let text = |name: &str, f: &dyn Fn(&ManifestRow) -> &str| {
             Column::new(name.into(), rows.iter().map(f).collect::<Vec<_>>())
         };
+        // Columns of a fixed vocabulary are enums: Parquet dictionary columns built straight
+        // from our codes. As text, the Parquet writer would hash every value to find the
+        // dictionary itself, the largest cost of writing a manifest.
+        let category = |name: &str,
+                        names: &[&'static str],
+                        code: &dyn Fn(&ManifestRow) -> Option<u8>|
+         -> PolarsResult<Column> {
+            let dtype =
+                DataType::from_frozen_categories(FrozenCategories::new(names.iter().copied())?);
+            let codes: UInt8Chunked = rows.iter().map(code).collect();
+            let codes = codes.with_name(name.into());
+            Ok(Categorical8Chunked::from_cats_and_dtype(codes, dtype)
+                .into_series()
+                .into_column())
+        };
         let mut columns = vec![
             text("image_id", &|r| &r.image_id),
-            text("dataset", &|r| r.dataset.as_str()),
+            category("dataset", Dataset::NAMES, &|r| Some(r.dataset.code()))?,
             text("path", &|r| &r.path),
             text("patient_id", &|r| &r.patient_id),
             text("study_id", &|r| &r.study_id),
-            text("view", &|r| r.view.as_str()),
-            text("projection", &|r| r.projection.as_str()),
-            text("sex", &|r| r.sex.as_str()),
+            category("view", View::NAMES, &|r| Some(r.view.code()))?,
+            category("projection", Projection::NAMES, &|r| {
+                Some(r.projection.code())
+            })?,
+            category("sex", Sex::NAMES, &|r| Some(r.sex.code()))?,
             Column::new("age".into(), rows.iter().map(|r| r.age).collect::<Vec<_>>()),
-            Column::new(
-                "source_split".into(),
-                rows.iter()
-                    .map(|r| r.source_split.map(Split::as_str))
-                    .collect::<Vec<_>>(),
-            ),
-            text("split", &|r| r.split.as_str()),
+            category("source_split", Split::NAMES, &|r| {
+                r.source_split.map(Split::code)
+            })?,
+            category("split", Split::NAMES, &|r| Some(r.split.code()))?,
         ];
         for o in OBSERVATIONS {
             let codes: Vec<Option<i8>> = rows.iter().map(|r| r.label(o).code()).collect();
@@ -366,6 +409,37 @@ mod tests {
         };
         manifest.write(&path).unwrap();
         assert_eq!(Manifest::read(&path).unwrap(), manifest);
+    }
+
+    #[test]
+    fn fixed_vocabularies_are_categories_and_text_columns_still_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m.parquet");
+        let manifest = Manifest {
+            rows: (0..5).map(sample_row).collect(),
+        };
+        manifest.write(&path).unwrap();
+        let mut df = ParquetReader::new(File::open(&path).unwrap())
+            .finish()
+            .unwrap();
+        for name in [
+            "dataset",
+            "view",
+            "projection",
+            "sex",
+            "source_split",
+            "split",
+        ] {
+            assert!(df.column(name).unwrap().dtype().is_enum(), "{name}");
+            let text = df.column(name).unwrap().cast(&DataType::String).unwrap();
+            df.with_column(text).unwrap();
+        }
+        // A manifest written before the categories, with every column as text.
+        let old = dir.path().join("old.parquet");
+        ParquetWriter::new(File::create(&old).unwrap())
+            .finish(&mut df)
+            .unwrap();
+        assert_eq!(Manifest::read(&old).unwrap(), manifest);
     }
 
     #[test]

@@ -61,17 +61,16 @@ impl LabelFile {
             })
     }
 
-    /// Every record with its 1-based line number.
-    pub fn records(self) -> impl Iterator<Item = Result<(u64, csv::ByteRecord), IndexError>> {
-        let path = self.path;
-        self.reader.into_byte_records().map(move |r| {
-            r.map(|rec| (rec.position().map_or(0, |p| p.line()), rec))
-                .map_err(|source| IndexError::Csv {
-                    file: path.clone(),
-                    line: source.position().map_or(0, |p| p.line()),
-                    source,
-                })
-        })
+    /// Read the next record into `record` (one buffer reused for every row, not one allocated
+    /// per row): `Ok(false)` at the end of the file.
+    pub fn next_record(&mut self, record: &mut csv::ByteRecord) -> Result<bool, IndexError> {
+        self.reader
+            .read_byte_record(record)
+            .map_err(|source| IndexError::Csv {
+                file: self.path.clone(),
+                line: source.position().map_or(0, |p| p.line()),
+                source,
+            })
     }
 }
 
@@ -81,17 +80,22 @@ pub fn map_rows<C: 'static>(
     find: impl FnOnce(&LabelFile) -> Result<C, IndexError>,
     row: impl Fn(&C, &Cell) -> Result<ManifestRow, IndexError> + 'static,
 ) -> Result<impl Iterator<Item = Result<ManifestRow, IndexError>>, IndexError> {
-    let file = LabelFile::open(path)?;
+    let mut file = LabelFile::open(path)?;
     let columns = find(&file)?;
-    let path = path.to_path_buf();
-    Ok(file.records().map(move |record| {
-        let (line, record) = record?;
-        let cell = Cell {
-            file: &path,
-            line,
-            record: &record,
-        };
-        row(&columns, &cell)
+    let mut record = csv::ByteRecord::new();
+    Ok(std::iter::from_fn(move || {
+        match file.next_record(&mut record) {
+            Ok(false) => None,
+            Err(e) => Some(Err(e)),
+            Ok(true) => {
+                let cell = Cell {
+                    file: &file.path,
+                    line: record.position().map_or(0, |p| p.line()),
+                    record: &record,
+                };
+                Some(row(&columns, &cell))
+            }
+        }
     }))
 }
 
@@ -105,13 +109,23 @@ pub struct Cell<'a> {
 impl Cell<'_> {
     /// The trimmed text of field `index` named `column`.
     pub fn get(&self, index: usize, column: &str) -> Result<&str, IndexError> {
-        let bytes = self
-            .record
-            .get(index)
-            .ok_or_else(|| self.error(column, "", "the row is too short: missing"))?;
+        let bytes = self.bytes(index, column)?;
         std::str::from_utf8(bytes)
-            .map(str::trim)
             .map_err(|_| self.error(column, &String::from_utf8_lossy(bytes), "not UTF-8:"))
+    }
+
+    /// The raw bytes of field `index` named `column`, ASCII whitespace trimmed: for fields
+    /// matched against a few ASCII spellings (labels, sex, view), which need no UTF-8 check.
+    pub fn bytes(&self, index: usize, column: &str) -> Result<&[u8], IndexError> {
+        self.record
+            .get(index)
+            .map(<[u8]>::trim_ascii)
+            .ok_or_else(|| self.error(column, "", "the row is too short: missing"))
+    }
+
+    /// The error for field bytes that are none of the expected values.
+    pub fn bad(&self, column: &str, value: &[u8], problem: &str) -> IndexError {
+        self.error(column, &String::from_utf8_lossy(value), problem)
     }
 
     pub fn error(&self, column: &str, value: &str, problem: &str) -> IndexError {

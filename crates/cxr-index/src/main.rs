@@ -109,7 +109,11 @@ fn run(cli: Cli) -> Result<()> {
         } else {
             collect_rows(chexpert::read(&csv)?, opts.lenient)?
         };
-        indexed.rows.extend(part.rows);
+        if indexed.rows.is_empty() {
+            indexed.rows = part.rows; // a move, not a copy of every row
+        } else {
+            indexed.rows.extend(part.rows);
+        }
         indexed.skipped.extend(part.skipped);
     }
     for skipped in indexed.skipped.iter().take(5) {

@@ -6,7 +6,7 @@
 //! added or filtered. Rows of a dataset's own held-out split (CheXpert's `valid.csv`) keep it.
 
 use cxr_core::hash::{seeded_hash, unit_interval};
-use cxr_core::{ManifestRow, Split};
+use cxr_core::{Dataset, ManifestRow, Split};
 use rustc_hash::FxHashMap;
 
 /// Fractions of patients in train, valid and test; they sum to 1.
@@ -44,19 +44,28 @@ impl std::str::FromStr for Fractions {
 
 /// Assign every row its patient's split.
 pub fn assign(rows: &mut [ManifestRow], fractions: Fractions, seed: u64) {
+    // Label files list a patient's images together: hash once per run of one patient's rows.
+    let mut last: Option<(Dataset, String, Split)> = None;
     for row in rows {
-        row.split = match row.source_split {
-            Some(official) if official != Split::Train => official,
+        row.split = match (row.source_split, &last) {
+            (Some(official), _) if official != Split::Train => official,
+            (_, Some((dataset, patient, split)))
+                if *dataset == row.dataset && *patient == row.patient_id =>
+            {
+                *split
+            }
             _ => {
-                let key = format!("{}/{}", row.dataset, row.patient_id);
+                let key = [row.dataset.as_str(), "/", &row.patient_id].concat();
                 let u = unit_interval(seeded_hash(seed, key.as_bytes()));
-                if u < fractions.train {
+                let split = if u < fractions.train {
                     Split::Train
                 } else if u < fractions.train + fractions.valid {
                     Split::Valid
                 } else {
                     Split::Test
-                }
+                };
+                last = Some((row.dataset, row.patient_id.clone(), split));
+                split
             }
         };
     }
@@ -66,6 +75,16 @@ pub fn assign(rows: &mut [ManifestRow], fractions: Fractions, seed: u64) {
 pub fn check_patients(rows: &[ManifestRow]) -> Result<(), String> {
     let mut seen: FxHashMap<(&str, &str), (Split, usize)> = FxHashMap::default();
     for (i, row) in rows.iter().enumerate() {
+        // A row like the one before it (same patient, same split) adds nothing to check.
+        if i > 0 {
+            let before = &rows[i - 1];
+            if before.patient_id == row.patient_id
+                && before.dataset == row.dataset
+                && before.split == row.split
+            {
+                continue;
+            }
+        }
         let key = (row.dataset.as_str(), row.patient_id.as_str());
         let (split, first) = *seen.entry(key).or_insert((row.split, i));
         if split != row.split {

@@ -87,7 +87,17 @@ fn distinct<'a>(
     rows: &'a [ManifestRow],
     key: impl Fn(&'a ManifestRow) -> (&'a str, &'a str),
 ) -> usize {
-    rows.iter().map(key).collect::<FxHashSet<_>>().len()
+    // Label files list a patient's (and a study's) images together: a key like the one before it
+    // needs no hash lookup.
+    let mut seen = FxHashSet::default();
+    let mut last = None;
+    for k in rows.iter().map(key) {
+        if last != Some(k) {
+            seen.insert(k);
+            last = Some(k);
+        }
+    }
+    seen.len()
 }
 
 impl fmt::Display for Summary {

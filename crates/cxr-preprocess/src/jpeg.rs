@@ -41,7 +41,7 @@ pub enum Outcome {
 }
 
 /// `ZIGZAG[k]` is the natural (row-major) position of the `k`-th coefficient in the stream.
-const ZIGZAG: [usize; 64] = [
+const ZIGZAG: [u8; 64] = [
     0, 1, 8, 16, 9, 2, 3, 10, 17, 24, 32, 25, 18, 11, 4, 5, 12, 19, 26, 33, 40, 48, 41, 34, 27, 20,
     13, 6, 7, 14, 21, 28, 35, 42, 49, 56, 57, 50, 43, 36, 29, 22, 15, 23, 30, 37, 44, 51, 58, 59,
     52, 45, 38, 31, 39, 46, 53, 60, 61, 54, 47, 55, 62, 63,
@@ -139,6 +139,9 @@ impl Headers {
             pos += len;
             match marker {
                 0xC0 | 0xC1 => {
+                    if !h.components.is_empty() {
+                        return Err("two frame headers".into());
+                    }
                     if body.len() < 6 || body[0] != 8 {
                         return Ok(None); // 12-bit samples
                     }
@@ -197,7 +200,7 @@ impl Headers {
                             return Err("bad quantisation table id".into());
                         }
                         for k in 0..64 {
-                            h.quant[id][ZIGZAG[k]] = if precision == 0 {
+                            h.quant[id][usize::from(ZIGZAG[k])] = if precision == 0 {
                                 u16::from(values[k])
                             } else {
                                 u16::from_be_bytes([values[2 * k], values[2 * k + 1]])
@@ -305,6 +308,12 @@ impl Headers {
         let quant = &self.quant[luma.quant];
         let idct = Idct::<N>::new();
 
+        // The last zigzag position that the reduced inverse DCT reads (of (N-1, N-1)).
+        let last = match N {
+            1 => 0,
+            2 => 4,
+            _ => 24,
+        };
         let mut bits = Bits::new(&data[self.scan_start..]);
         let mut predictors = vec![0i32; self.components.len()];
         let mut coefs = [0i32; 64];
@@ -325,13 +334,16 @@ impl Headers {
                 for by in 0..bv {
                     for bx in 0..bh {
                         if ci == 0 {
-                            coefs.fill(0);
-                            bits.block::<true>(dc, ac, &mut predictors[0], &mut coefs)?;
+                            bits.block::<true>(dc, ac, &mut predictors[0], &mut coefs, last)?;
                             let x0 = (mx * bh + bx) * n;
                             let y0 = (my * bv + by) * n;
                             idct.run(&coefs, quant, &mut plane[y0 * plane_w + x0..], plane_w);
+                            // Zero what the inverse DCT reads, for the next block.
+                            for row in coefs.chunks_exact_mut(8).take(N) {
+                                row[..N].fill(0);
+                            }
                         } else {
-                            bits.block::<false>(dc, ac, &mut predictors[ci], &mut coefs)?;
+                            bits.block::<false>(dc, ac, &mut predictors[ci], &mut coefs, 0)?;
                         }
                     }
                 }
@@ -366,6 +378,9 @@ struct Huffman {
     fast: Box<[u16; FAST_SIZE]>,
     /// For AC tables: the code and its value bits together, see [`FastAc`].
     fast_ac: Box<[FastAc; FAST_SIZE]>,
+    /// For AC tables: how far to move past coefficients whose values are not needed, see
+    /// [`Skip`].
+    skip: Box<[Skip; SKIP_SIZE]>,
     /// Largest code of each length (canonical codes), -1 when none; index 17 is a sentinel.
     max_code: [i32; 18],
     /// `value_offset[len] + code` indexes `symbols` for codes of length `len`.
@@ -385,6 +400,32 @@ struct FastAc {
 
 const EOB: u8 = 0xFF;
 
+/// Bits looked up at once when skipping coefficients: 2^12 entries of four bytes, in L1 cache.
+const SKIP_BITS: u32 = 12;
+const SKIP_SIZE: usize = 1 << SKIP_BITS;
+
+/// One lookup that moves past AC coefficients whose values are not needed. Without the values,
+/// every code within the lookup bits resolves, and so do runs of several codes: a radiograph's
+/// high frequencies take three or four bits a coefficient, so a 12-bit lookup usually moves
+/// past two or three of them, where decoding them one by one is a chain of dependent loads.
+///
+/// `length` bits (code and value bits) move past one coefficient, `advance` positions along
+/// the block; `length == 0`: the code is longer than the lookup (use the code table). The
+/// `group_*` fields do the same for all the whole codes in the lookup bits (the last one's
+/// value bits may reach past them), and apply when the block does not end inside the group:
+/// `group_advance & 127` is the group's advance without an end of block, `+ 128` marks one.
+#[derive(Clone, Copy, Default)]
+struct Skip {
+    length: u8,
+    advance: u8,
+    group_length: u8,
+    group_advance: u8,
+}
+
+/// Large enough that a block's position ends at 128 or more after an end of block, where a
+/// corrupt run past the block's end stops between 65 and 79: the two stay apart.
+const SKIP_EOB: u8 = 128;
+
 impl Huffman {
     fn new(counts: &[u8], symbols: &[u8], ac: bool) -> Result<Huffman> {
         let mut fast = Box::new([0u16; FAST_SIZE]);
@@ -396,6 +437,11 @@ impl Huffman {
             let count = u32::from(counts[len as usize - 1]);
             value_offset[len as usize] = k as i32 - code as i32;
             for _ in 0..count {
+                // Checked before the code is used: past `1 << len` it would index past the
+                // table (a table with three 1-bit codes, say).
+                if code >= 1 << len {
+                    return Err("Huffman table has too many codes".into());
+                }
                 if len <= FAST_BITS {
                     let first = (code << (FAST_BITS - len)) as usize;
                     let entry = u16::from(symbols[k]) | (len as u16) << 8;
@@ -407,14 +453,50 @@ impl Huffman {
             if count > 0 {
                 max_code[len as usize] = code as i32 - 1;
             }
-            if code > 1 << len {
-                return Err("Huffman table has too many codes".into());
-            }
             code <<= 1;
         }
         max_code[17] = i32::MAX;
         let mut fast_ac = Box::new([FastAc::default(); FAST_SIZE]);
+        let mut skip = Box::new([Skip::default(); SKIP_SIZE]);
         if ac {
+            // The symbol whose code starts the `bits` (a `width`-bit number) and the code's
+            // length, if the whole code is within them.
+            let code_at = |bits: u32, width: u32| {
+                (1..=width).find_map(|len| {
+                    let code = (bits >> (width - len)) as i32;
+                    let index = value_offset[len as usize] + code;
+                    (code <= max_code[len as usize])
+                        .then(|| symbols.get(index as usize).map(|&symbol| (symbol, len)))
+                        .flatten()
+                })
+            };
+            for (prefix, entry) in skip.iter_mut().enumerate() {
+                let mut used = 0;
+                let mut reach = 0u8;
+                while used < SKIP_BITS {
+                    let width = SKIP_BITS - used;
+                    let rest = prefix as u32 & ((1 << width) - 1);
+                    let Some((symbol, len)) = code_at(rest, width) else {
+                        break;
+                    };
+                    let (run, size) = (symbol >> 4, u32::from(symbol & 15));
+                    let advance = skip_advance(run, size);
+                    if used == 0 {
+                        entry.length = (len + size) as u8;
+                        entry.advance = advance;
+                    } else if advance != SKIP_EOB && reach + advance > 63 {
+                        break; // the block surely ends within the group: no use for it
+                    }
+                    used += len + size;
+                    entry.group_length = used as u8;
+                    if advance == SKIP_EOB {
+                        entry.group_advance = reach + SKIP_EOB;
+                        break;
+                    }
+                    reach += advance;
+                    entry.group_advance = reach;
+                }
+            }
             for (prefix, entry) in fast_ac.iter_mut().enumerate() {
                 let e = fast[prefix];
                 if e == 0 {
@@ -449,10 +531,21 @@ impl Huffman {
         Ok(Huffman {
             fast,
             fast_ac,
+            skip,
             max_code,
             value_offset,
             symbols: symbols.to_vec(),
         })
+    }
+}
+
+/// How far an AC symbol moves along the block: past its run of zeros and its coefficient, or
+/// [`SKIP_EOB`] for an end of block.
+fn skip_advance(run: u8, size: u32) -> u8 {
+    match (run, size) {
+        (_, 1..) => run + 1,
+        (15, 0) => 16,
+        _ => SKIP_EOB,
     }
 }
 
@@ -570,8 +663,10 @@ impl<'a> Bits<'a> {
         Err("corrupt Huffman data (no such code)".into())
     }
 
-    /// Decode one block. With `KEEP`, store its (quantised) coefficients in natural order in
-    /// `coefs`, which must be zero; without, only move past the block.
+    /// Decode one block. With `KEEP`, store its (quantised) coefficients up to zigzag position
+    /// `last` in natural order in `coefs`, where the positions that the inverse DCT reads must
+    /// be zero (others may hold anything); the rest of the block, and all of it without `KEEP`,
+    /// is only moved past.
     #[inline(always)]
     fn block<const KEEP: bool>(
         &mut self,
@@ -579,6 +674,7 @@ impl<'a> Bits<'a> {
         ac: &Huffman,
         predictor: &mut i32,
         coefs: &mut [i32; 64],
+        last: usize,
     ) -> Result<()> {
         if self.count < 32 {
             self.refill();
@@ -594,52 +690,88 @@ impl<'a> Bits<'a> {
         if KEEP {
             coefs[0] = *predictor;
         }
-        let fast_ac: &[FastAc; FAST_SIZE] = &ac.fast_ac;
-        // The bit buffer lives in locals through the loop (written back around the rare calls
+        // The bit buffer lives in locals through the loops (written back around the rare calls
         // that need `self`), so that it stays in registers.
         let (mut buf, mut count) = (self.buf, self.count);
         let mut k = 1usize;
+        if KEEP {
+            let fast_ac: &[FastAc; FAST_SIZE] = &ac.fast_ac;
+            while k <= last {
+                if count < 32 {
+                    (self.buf, self.count) = (buf, count);
+                    self.refill();
+                    (buf, count) = (self.buf, self.count);
+                }
+                let fast = fast_ac[(buf >> (64 - FAST_BITS)) as usize & (FAST_SIZE - 1)];
+                let (run, value) = if fast.length != 0 {
+                    buf <<= fast.length;
+                    count -= u32::from(fast.length);
+                    if fast.run == EOB {
+                        k = usize::from(SKIP_EOB);
+                        break;
+                    }
+                    (usize::from(fast.run), i32::from(fast.value))
+                } else {
+                    (self.buf, self.count) = (buf, count);
+                    let symbol = self.symbol(ac)?;
+                    let (run, size) = (usize::from(symbol >> 4), u32::from(symbol & 15));
+                    let coefficient = match (run, size) {
+                        (_, 1..) => Some((run, extend(self.take(size), size))),
+                        (15, 0) => Some((15, 0)),
+                        _ => None, // end of block
+                    };
+                    (buf, count) = (self.buf, self.count);
+                    match coefficient {
+                        Some(c) => c,
+                        None => {
+                            k = usize::from(SKIP_EOB);
+                            break;
+                        }
+                    }
+                };
+                k += run;
+                if k > 63 {
+                    return Err("corrupt AC coefficients (run past the block)".into());
+                }
+                // Unconditional: a data-dependent "is this one kept" branch mispredicts often
+                // enough to cost more than the store.
+                coefs[usize::from(ZIGZAG[k & 63]) & 63] = value;
+                k += 1;
+            }
+        }
+        // The coefficients nobody reads: only their lengths matter.
+        let skip: &[Skip; SKIP_SIZE] = &ac.skip;
         while k < 64 {
             if count < 32 {
                 (self.buf, self.count) = (buf, count);
                 self.refill();
                 (buf, count) = (self.buf, self.count);
             }
-            let fast = fast_ac[(buf >> (64 - FAST_BITS)) as usize & (FAST_SIZE - 1)];
-            let (run, value) = if fast.length != 0 {
-                buf <<= fast.length;
-                count -= u32::from(fast.length);
-                if fast.run == EOB {
-                    break;
-                }
-                (usize::from(fast.run), i32::from(fast.value))
+            // At least 32 bits are valid: enough for the table's codes and value bits (at most
+            // 12 + 15), or for one code and its value bits on the slow path (16 + 15).
+            let e = skip[(buf >> (64 - SKIP_BITS)) as usize & (SKIP_SIZE - 1)];
+            if e.length != 0 {
+                let (length, advance) = if k + usize::from(e.group_advance & 127) < 64 {
+                    (e.group_length, e.group_advance)
+                } else {
+                    (e.length, e.advance)
+                };
+                buf <<= length;
+                count -= u32::from(length);
+                k += usize::from(advance);
             } else {
                 (self.buf, self.count) = (buf, count);
                 let symbol = self.symbol(ac)?;
-                let (run, size) = (usize::from(symbol >> 4), u32::from(symbol & 15));
-                let coefficient = match (run, size) {
-                    (_, 1..) => Some((run, extend(self.take(size), size))),
-                    (15, 0) => Some((15, 0)),
-                    _ => None, // end of block
-                };
+                let (run, size) = (symbol >> 4, u32::from(symbol & 15));
+                self.consume(size);
                 (buf, count) = (self.buf, self.count);
-                match coefficient {
-                    Some(c) => c,
-                    None => break,
-                }
-            };
-            k += run;
-            if k > 63 {
-                return Err("corrupt AC coefficients (run past the block)".into());
+                k += usize::from(skip_advance(run, size));
             }
-            if KEEP {
-                // Unconditional: a data-dependent "is this one kept" branch mispredicts often
-                // enough to cost more than the store.
-                coefs[ZIGZAG[k & 63] & 63] = value;
-            }
-            k += 1;
         }
         (self.buf, self.count) = (buf, count);
+        if (65..usize::from(SKIP_EOB)).contains(&k) {
+            return Err("corrupt AC coefficients (run past the block)".into());
+        }
         Ok(())
     }
 
