@@ -21,7 +21,7 @@ DEPS_dam = $(EXP)/runs/bce__s$(call seed,$*)/best.safetensors
 LR_dam = $(DAM_LR)
 WD_dam = 1e-5
 EPOCHS_dam = $(or $(DAM_EPOCHS),$(EPOCHS))
-NOTE_DAM = Each AUC-margin run starts from the backbone of the cross-entropy run of the same seed and trains $(or $(DAM_EPOCHS),$(EPOCHS)) more epochs (lr $(DAM_LR), divided by 10 and reference moved at every epoch start, epoch decay $(EPOCH_DECAY), weight decay 1e-5, margin $(MARGIN)), so it has seen more training than its baseline.
+NOTE_DAM = Each AUC-margin run starts from the backbone of the cross-entropy run of the same seed and trains $(or $(DAM_EPOCHS),$(EPOCHS)) more epoch(s) (lr $(DAM_LR), divided by 10 and reference moved at every epoch start, epoch decay $(EPOCH_DECAY), weight decay 1e-5, margin $(MARGIN)), so it has seen more training than its baseline.
 NOTES := NOTE_DAM
 
 include pipelines/common.mk

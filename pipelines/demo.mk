@@ -1,6 +1,6 @@
 # The demo: a small version of the whole study on the bundled NIH data (500 real images,
 # data/nih-demo), on CPU, in about ten minutes: every experiment pipeline with tiny settings
-# (ResNet18 at 32 px, one or two epochs, two seeds), then one report, $(OUT)/report.md.
+# (ResNet18 at 32 px, one epoch, two seeds), then one report, $(OUT)/report.md.
 #
 # Every step is a file target in the pipelines, so an interrupted `make demo` resumes where it
 # stopped. The real study is the same pipelines with CHEXPERT=... NIH=... (see README).
@@ -19,7 +19,7 @@ all: $(OUT)/report.md
 # The pipelines decide themselves what is left to do; the report is cheap and always rebuilt.
 $(OUT)/report.md: FORCE
 	$(DEMO) -f pipelines/easy.mk
-	$(DEMO) -f pipelines/pretraining.mk ARCHS=resnet18 PRE_EPOCHS=2 EPOCHS=2
+	$(DEMO) -f pipelines/pretraining.mk ARCHS=resnet18
 	$(DEMO) -f pipelines/policy.mk
 	$(DEMO) -f pipelines/weight-decay.mk
 	$(DEMO) -f pipelines/aux.mk

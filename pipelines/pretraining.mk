@@ -45,7 +45,7 @@ QUESTION := Which starting point gives the best pathology AUCs after fine-tuning
 include pipelines/common.mk
 
 ifeq ($(MODE),demo)
-PRE_EPOCHS ?= 2
+PRE_EPOCHS ?= 1
 BT_EPOCHS ?= 1
 BT_BATCH ?= 32
 BT_LR ?= 1e-3
@@ -75,24 +75,25 @@ FLAGS_nih-view = --task pathologies --init checkpoint:$(PRE)/nih-view/best.safet
 DEPS_nih-view = $(PRE)/nih-view/best.safetensors
 FLAGS_barlow = --task pathologies --init checkpoint:$(PRE)/barlow/best.safetensors --freeze-epochs $(FREEZE)
 DEPS_barlow = $(PRE)/barlow/best.safetensors
-NOTE_PRE := NIH view pretraining: $(PRE_EPOCHS) epochs of PA vs AP; Barlow Twins: $(BT_EPOCHS) epochs, projector $(PROJECTOR), lambda $(LAMBDA), positives from $(POSITIVES), batch $(BT_BATCH); both on the NIH train split with seed $(PRE_SEED), shared by all fine-tuning seeds; pretrained backbones frozen for $(FREEZE) epochs.
+NOTE_PRE := NIH view pretraining: PA vs AP for $(PRE_EPOCHS) epoch(s); Barlow Twins: $(BT_EPOCHS) epoch(s), projector $(PROJECTOR), lambda $(LAMBDA), positives from $(POSITIVES), batch $(BT_BATCH); both on the NIH train split with seed $(PRE_SEED), shared by all fine-tuning seeds; pretrained backbones frozen for $(FREEZE) epochs.
 NOTE_SAME := $(if $(filter demo,$(MODE)),On the demo the pretraining images are the fine-tuning images (NIH both times; test patients never seen); the real run pretrains on NIH and fine-tunes on CheXpert.)
 NOTES := NOTE_IMAGENET NOTE_PRE $(if $(NOTE_SAME),NOTE_SAME)
-EXTRA_REPORT_DEPS := $(EXP)/figures/pretraining/loss.png
+# The pretraining curves apart: a Barlow Twins loss is in the hundreds, a BCE below one.
+EXTRA_REPORT_DEPS := $(EXP)/figures/pretraining-nih-view/loss.png $(EXP)/figures/pretraining-barlow/loss.png
 
 $(PRE)/nih-view/best.safetensors: $(NIH_SHARDS)/index.json
 	$(ENV)$(BIN)/cxr-train fit --manifest $(NIH_MANIFEST) --shards $(NIH_SHARDS) --run-dir $(@D) --task view \
 	  --arch $(ARCH) --batch-size $(BATCH) --epochs $(PRE_EPOCHS) --lr $(LR) --weight-decay $(WD) --hflip \
-	  --crop $(CROP) --log-every 5 --device $(DEVICE) --seed $(PRE_SEED) --resume
+	  --crop $(CROP) --log-every $(LOG_EVERY) --device $(DEVICE) --seed $(PRE_SEED) --resume
 
 $(PRE)/barlow/best.safetensors: $(NIH_SHARDS)/index.json
 	$(ENV)$(BIN)/cxr-train pretrain --manifest $(NIH_MANIFEST) --shards $(NIH_SHARDS) --run-dir $(@D) \
 	  --arch $(ARCH) --projector $(PROJECTOR) --lambda $(LAMBDA) --positives $(POSITIVES) \
-	  --batch-size $(BT_BATCH) --epochs $(BT_EPOCHS) --lr $(BT_LR) --log-every 5 --device $(DEVICE) \
+	  --batch-size $(BT_BATCH) --epochs $(BT_EPOCHS) --lr $(BT_LR) --log-every $(LOG_EVERY) --device $(DEVICE) \
 	  --seed $(PRE_SEED) --resume
 
-$(EXP)/figures/pretraining/loss.png: $(PRE)/nih-view/best.safetensors $(PRE)/barlow/best.safetensors
-	$(BIN)/cxr-eval curves $(PRE)/nih-view $(PRE)/barlow --out $(@D)
+$(EXP)/figures/pretraining-%/loss.png: $(PRE)/%/best.safetensors
+	$(BIN)/cxr-eval curves $(PRE)/$* --out $(@D)
 
 $(IMAGENET_WEIGHTS):
 	@echo "missing $@: download https://download.pytorch.org/models/$(@F) into $(WEIGHTS)/" >&2

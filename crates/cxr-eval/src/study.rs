@@ -138,6 +138,8 @@ pub fn differences(comparison: &Value) -> Vec<Difference> {
 /// What a set of per-seed differences says.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Agreement {
+    /// No difference at all in any seed (the two configurations gave the same scores).
+    Identical,
     /// Same sign in every seed and p < 0.05 in every seed.
     Holds,
     /// Same sign in every seed; significant in some or none.
@@ -153,6 +155,9 @@ pub fn agreement(diffs: &[Difference]) -> Agreement {
     let defined: Vec<&Difference> = diffs.iter().filter(|d| d.difference.is_some()).collect();
     if defined.is_empty() {
         return Agreement::Unknown;
+    }
+    if defined.len() == diffs.len() && defined.iter().all(|d| d.difference == Some(0.0)) {
+        return Agreement::Identical;
     }
     let sign = |d: &Difference| d.difference.map(|x| x.partial_cmp(&0.0));
     let first = sign(defined[0]);
@@ -171,7 +176,11 @@ pub fn agreement(diffs: &[Difference]) -> Agreement {
 }
 
 fn describe(a: Agreement, n: usize) -> String {
+    if n == 1 && !matches!(a, Agreement::Unknown | Agreement::Identical) {
+        return "one seed only: run more seeds to tell".into();
+    }
     match a {
+        Agreement::Identical => format!("identical in all {n} seeds"),
         Agreement::Holds => format!("holds: same sign and p < 0.05 in all {n} seeds"),
         Agreement::SameSign { significant } => format!(
             "same sign in all {n} seeds, p < 0.05 in {significant} of {n}{}",
@@ -660,6 +669,14 @@ mod tests {
             Agreement::Flips
         );
         assert_eq!(agreement(&[]), Agreement::Unknown);
+        assert_eq!(
+            agreement(&[diff(0.0, 1.0), diff(0.0, 1.0)]),
+            Agreement::Identical
+        );
+        assert_eq!(
+            describe(Agreement::Holds, 1),
+            "one seed only: run more seeds to tell"
+        );
     }
 
     #[test]
