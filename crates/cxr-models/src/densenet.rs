@@ -10,6 +10,7 @@ use candle_core::Tensor;
 use crate::config::DenseNetConfig;
 use crate::error::Result;
 use crate::init::{Fan, Init};
+use crate::kernels;
 use crate::layers::{avg_pool2d, max_pool2d, BatchNorm, Conv2d, ConvSpec, Mode};
 use crate::state::Builder;
 
@@ -142,7 +143,11 @@ impl DenseNet {
             // Each layer sees the concatenation of the block input and all earlier outputs.
             for layer in &stage.layers {
                 let new = layer.forward(&x, mode)?;
-                x = Tensor::cat(&[&x, &new], 1)?;
+                x = if kernels::on_cpu_f32(&x) {
+                    kernels::concat_channels(&x, &new)?
+                } else {
+                    Tensor::cat(&[&x, &new], 1)?
+                };
             }
             if let Some(transition) = &stage.transition {
                 x = transition.forward(&x, mode)?;
