@@ -6,7 +6,7 @@
 //! | --- | --- | --- |
 //! | `image_id` | str | NIH: the `Image Index` file name; CheXpert: the CSV's `Path` |
 //! | `dataset` | enum | `chexpert` or `nih` |
-//! | `path` | str | image path relative to the dataset root given to the tools |
+//! | `path` | str, nullable | image path relative to the dataset root given to the tools; null: the same as `image_id` |
 //! | `patient_id` | str | `patient00001` (CheXpert), `00000001` (NIH) |
 //! | `study_id` | str | `patient00001/study1` (CheXpert), `00000001/003` (NIH: patient and follow-up) |
 //! | `view` | enum | `frontal` or `lateral` |
@@ -253,7 +253,14 @@ impl Manifest {
         let mut columns = vec![
             text("image_id", &|r| &r.image_id),
             category("dataset", Dataset::NAMES, &|r| Some(r.dataset.code()))?,
-            text("path", &|r| &r.path),
+            // Null where the path is the image id (every CheXpert row): a quarter of a million
+            // paths stored once instead of twice.
+            Column::new(
+                "path".into(),
+                rows.iter()
+                    .map(|r| (r.path != r.image_id).then_some(r.path.as_str()))
+                    .collect::<Vec<_>>(),
+            ),
             text("patient_id", &|r| &r.patient_id),
             text("study_id", &|r| &r.study_id),
             category("view", View::NAMES, &|r| Some(r.view.code()))?,
@@ -268,8 +275,10 @@ impl Manifest {
             category("split", Split::NAMES, &|r| Some(r.split.code()))?,
         ];
         for o in OBSERVATIONS {
-            let codes: Vec<Option<i8>> = rows.iter().map(|r| r.label(o).code()).collect();
-            columns.push(Column::new(o.name().into(), codes));
+            // Straight from the iterator, without a `Vec<Option<i8>>` per column in between.
+            let codes = rows.iter().map(|r| r.label(o).code());
+            let codes = Int8Chunked::from_iter_options(o.name().into(), codes);
+            columns.push(codes.into_series().into_column());
         }
         DataFrame::new(rows.len(), columns)
     }
@@ -307,7 +316,7 @@ impl Manifest {
         }
         let image_id = required("image_id")?;
         let dataset = parsed("dataset", required("dataset")?, Dataset::parse)?;
-        let path = required("path")?;
+        let path = strings("path")?;
         let patient_id = required("patient_id")?;
         let study_id = required("study_id")?;
         let view = parsed("view", required("view")?, View::parse)?;
@@ -348,7 +357,7 @@ impl Manifest {
             .map(|i| ManifestRow {
                 image_id: image_id[i].to_string(),
                 dataset: dataset[i],
-                path: path[i].to_string(),
+                path: path[i].unwrap_or(image_id[i]).to_string(),
                 patient_id: patient_id[i].to_string(),
                 study_id: study_id[i].to_string(),
                 view: view[i],
@@ -404,9 +413,11 @@ mod tests {
     fn parquet_round_trip_is_exact() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("m.parquet");
-        let manifest = Manifest {
+        let mut manifest = Manifest {
             rows: (0..5).map(sample_row).collect(),
         };
+        // CheXpert's image id is its path, which is stored once.
+        manifest.rows[3].image_id = manifest.rows[3].path.clone();
         manifest.write(&path).unwrap();
         assert_eq!(Manifest::read(&path).unwrap(), manifest);
     }
