@@ -16,7 +16,8 @@
 #   CHEXPERT   folder holding CheXpert-v1.0-small/ (or set CHEXPERT_CSV to the label files)
 #   NIH        folder holding NIH ChestX-ray14's images/ and Data_Entry_2017_v2020.csv
 # Other variables: OUT (everything goes under it), BIN, DEVICE (cpu, cuda:0), SIZE, ARCH,
-# EPOCHS, BATCH, LR, WD, SEEDS, BOOTSTRAP, THREADS (RAYON_NUM_THREADS).
+# EPOCHS, BATCH, LR, WD, SEEDS, BOOTSTRAP, LOG_EVERY, EVAL_EVERY (steps; 0: validate at epoch
+# ends only), THREADS (RAYON_NUM_THREADS).
 
 BIN ?= target/release
 CHEXPERT ?=
@@ -39,6 +40,7 @@ ifeq ($(strip $(CHEXPERT)),)
   BOOTSTRAP ?= 1000
   CROP ?= pad:2
   LOG_EVERY ?= 2
+  EVAL_EVERY ?= 5
   TARGET_FILTER :=
   DATA_NOTE := Demo data: the 500 bundled NIH ChestX-ray14 images (one per patient, 70/15/15 percent patient split) at $(SIZE) px stand in for CheXpert; pathologies are the 14 NIH findings, scored on the 15 percent test patients (92 images), so intervals are wide and most differences are noise.
 else
@@ -54,6 +56,7 @@ else
   BOOTSTRAP ?= 2000
   CROP ?= resized:0.8
   LOG_EVERY ?= 50
+  EVAL_EVERY ?= 0
   TARGET_FILTER := --frontal-only
   DATA_NOTE := CheXpert (frontal images, patient split 80/10/10 of train and valid) at $(SIZE) px; NIH ChestX-ray14 for pretraining.
 endif
@@ -107,7 +110,7 @@ COMPARED = $(if $(BASELINE),$(foreach r,$(filter-out $(BASELINE)__s%,$(RUNS)),$(
 # The shared flags of configuration $(1); ARCH_C, EPOCHS_C, LR_C and WD_C override the defaults
 # for configuration C (cxr-train refuses a flag given twice).
 train_flags = --arch $(or $(ARCH_$(1)),$(ARCH)) --batch-size $(BATCH) --epochs $(or $(EPOCHS_$(1)),$(EPOCHS)) \
-  --lr $(or $(LR_$(1)),$(LR)) --weight-decay $(or $(WD_$(1)),$(WD)) --hflip --crop $(CROP) --log-every $(LOG_EVERY) \
+  --lr $(or $(LR_$(1)),$(LR)) --weight-decay $(or $(WD_$(1)),$(WD)) --hflip --crop $(CROP) --log-every $(LOG_EVERY) --eval-every $(EVAL_EVERY) \
   --device $(DEVICE) $(TARGET_FILTER)
 EVAL_FLAGS ?= --blank negative --bootstrap $(BOOTSTRAP)
 ENV = $(if $(THREADS),RAYON_NUM_THREADS=$(THREADS) )
