@@ -290,7 +290,11 @@ fn padded(values: impl Iterator<Item = f64> + Clone, floor: Option<f64>) -> std:
         return 0.0..1.0;
     }
     // A single value (one validation point per run) still gets an axis of readable width.
-    let alone = if hi - lo < 1e-9 { 0.1 * hi.abs().max(1.0) } else { 0.0 };
+    let alone = if hi - lo < 1e-9 {
+        0.1 * hi.abs().max(1.0)
+    } else {
+        0.0
+    };
     let pad = ((hi - lo) * 0.06).max(1e-3).max(alone);
     let lo = floor.map_or(lo - pad, |f| (lo - pad).max(f));
     lo..hi + pad
