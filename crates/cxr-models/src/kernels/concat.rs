@@ -79,25 +79,14 @@ pub(crate) fn concat_channels(a: &Tensor, b: &Tensor) -> candle_core::Result<Ten
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kernels::tests::assert_close;
-    use candle_core::{Device, Var};
+    use crate::kernels::tests::assert_binary_op_matches;
 
     #[test]
     fn matches_candle_cat_in_values_and_gradients() {
-        let dev = Device::Cpu;
-        let a = Var::randn(0f32, 1f32, (3, 4, 5, 2), &dev).unwrap();
-        let b = Var::randn(0f32, 1f32, (3, 2, 5, 2), &dev).unwrap();
-        let mix = Tensor::randn(0f32, 1f32, (3, 6, 5, 2), &dev).unwrap();
-        let run = |y: Tensor| {
-            let grads = (&y * &mix).unwrap().sum_all().unwrap().backward().unwrap();
-            let da = grads.get(a.as_tensor()).unwrap().clone();
-            let db = grads.get(b.as_tensor()).unwrap().clone();
-            [y, da, db]
-        };
-        let got = run(concat_channels(a.as_tensor(), b.as_tensor()).unwrap());
-        let want = run(Tensor::cat(&[a.as_tensor(), b.as_tensor()], 1).unwrap());
-        for (g, (w, what)) in got.iter().zip(want.iter().zip(["y", "da", "db"])) {
-            assert_close(g, w, 0.0, what);
-        }
+        assert_binary_op_matches(
+            [&[3, 4, 5, 2], &[3, 2, 5, 2], &[3, 6, 5, 2]],
+            |a, b| concat_channels(a, b).unwrap(),
+            |a, b| Tensor::cat(&[a, b], 1).unwrap(),
+        );
     }
 }

@@ -70,7 +70,32 @@ const MIN_PARALLEL_LEN: usize = 1 << 14;
 
 #[cfg(test)]
 pub(crate) mod tests {
-    use candle_core::Tensor;
+    use candle_core::{Device, Tensor, Var};
+
+    /// Checks a two-input op against candle's composition of the same function: the output and
+    /// both input gradients of `sum(op(a, b) * mix)` must agree exactly (`tol` 0 for pure copies
+    /// and sums).
+    pub(crate) fn assert_binary_op_matches(
+        shapes: [&[usize]; 3],
+        op: impl Fn(&Tensor, &Tensor) -> Tensor,
+        reference: impl Fn(&Tensor, &Tensor) -> Tensor,
+    ) {
+        let dev = Device::Cpu;
+        let a = Var::randn(0f32, 1f32, shapes[0], &dev).unwrap();
+        let b = Var::randn(0f32, 1f32, shapes[1], &dev).unwrap();
+        let mix = Tensor::randn(0f32, 1f32, shapes[2], &dev).unwrap();
+        let run = |y: Tensor| {
+            let grads = (&y * &mix).unwrap().sum_all().unwrap().backward().unwrap();
+            let da = grads.get(a.as_tensor()).unwrap().clone();
+            let db = grads.get(b.as_tensor()).unwrap().clone();
+            [y, da, db]
+        };
+        let got = run(op(a.as_tensor(), b.as_tensor()));
+        let want = run(reference(a.as_tensor(), b.as_tensor()));
+        for (g, (w, what)) in got.iter().zip(want.iter().zip(["y", "da", "db"])) {
+            assert_close(g, w, 0.0, what);
+        }
+    }
 
     /// Largest absolute difference, relative to the largest reference magnitude, within `tol`.
     pub(crate) fn assert_close(got: &Tensor, want: &Tensor, tol: f32, what: &str) {
