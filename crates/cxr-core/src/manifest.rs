@@ -274,10 +274,22 @@ impl Manifest {
             })?,
             category("split", Split::NAMES, &|r| Some(r.split.code()))?,
         ];
-        for o in OBSERVATIONS {
-            // Straight from the iterator, without a `Vec<Option<i8>>` per column in between.
-            let codes = rows.iter().map(|r| r.label(o).code());
-            let codes = Int8Chunked::from_iter_options(o.name().into(), codes);
+        // All label columns in one pass over the rows (a pass per column reads every row 21
+        // times), as plain values plus a validity mask: building an `Int8Chunked` from
+        // `Option<i8>`s costs more than the rest of this function.
+        let mut values = vec![Vec::with_capacity(rows.len()); OBSERVATIONS.len()];
+        let mut valid = vec![Vec::with_capacity(rows.len()); OBSERVATIONS.len()];
+        for r in rows {
+            for ((state, values), valid) in r.labels.iter().zip(&mut values).zip(&mut valid) {
+                let code = state.code();
+                values.push(code.unwrap_or(0));
+                valid.push(code.is_some());
+            }
+        }
+        for ((o, values), valid) in OBSERVATIONS.iter().zip(values).zip(valid) {
+            // The mask's type (arrow's `Bitmap`, which polars does not re-export) is inferred.
+            let validity = Some(valid.into_iter().collect());
+            let codes = Int8Chunked::from_vec_validity(o.name().into(), values, validity);
             columns.push(codes.into_series().into_column());
         }
         DataFrame::new(rows.len(), columns)

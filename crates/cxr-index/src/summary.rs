@@ -1,7 +1,7 @@
 //! What was indexed, counted: printed after every run and optionally saved as JSON, which is also
 //! what the golden tests compare.
 
-use cxr_core::{ManifestRow, OBSERVATIONS};
+use cxr_core::{Dataset, ManifestRow, Projection, Sex, Split, View, OBSERVATIONS};
 use rustc_hash::FxHashSet;
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -35,29 +35,30 @@ pub struct Summary {
 
 impl Summary {
     pub fn of(rows: &[ManifestRow]) -> Summary {
-        // Count by enum value first: a String per row and key costs more than the rest of indexing.
-        fn count<T: Copy + Ord + fmt::Display>(
-            rows: &[ManifestRow],
-            key: fn(&ManifestRow) -> T,
-        ) -> BTreeMap<String, usize> {
-            let mut counts = BTreeMap::new();
-            for r in rows {
-                *counts.entry(key(r)).or_insert(0) += 1;
-            }
-            counts
-                .into_iter()
-                .map(|(k, v)| (k.to_string(), v))
-                .collect()
-        }
-        let mut counts = [[0usize; 4]; OBSERVATIONS.len()];
+        // One pass over the rows, counting by enum code: a pass per count reads every row (and
+        // its strings) again, and a `String` per row and key costs more than the rest of
+        // indexing.
+        let mut views = [0usize; View::ALL.len()];
+        let mut projections = [0usize; Projection::ALL.len()];
+        let mut sexes = [0usize; Sex::ALL.len()];
+        let mut splits = [0usize; Split::ALL.len()];
+        let mut labels = [[0usize; 4]; OBSERVATIONS.len()];
+        let mut patients = Distinct::default();
+        let mut studies = Distinct::default();
         for r in rows {
-            for (c, state) in counts.iter_mut().zip(r.labels) {
+            views[r.view as usize] += 1;
+            projections[r.projection as usize] += 1;
+            sexes[r.sex as usize] += 1;
+            splits[r.split as usize] += 1;
+            for (c, state) in labels.iter_mut().zip(r.labels) {
                 c[state as usize] += 1; // declaration order: positive, negative, uncertain, not mentioned
             }
+            patients.add(r.dataset, &r.patient_id);
+            studies.add(r.dataset, &r.study_id);
         }
         let labels = OBSERVATIONS
             .iter()
-            .zip(counts)
+            .zip(labels)
             .map(|(o, [positive, negative, uncertain, not_mentioned])| {
                 let c = StateCounts {
                     positive,
@@ -70,12 +71,12 @@ impl Summary {
             .collect();
         Summary {
             rows: rows.len(),
-            patients: distinct(rows, |r| (r.dataset.as_str(), r.patient_id.as_str())),
-            studies: distinct(rows, |r| (r.dataset.as_str(), r.study_id.as_str())),
-            views: count(rows, |r| r.view),
-            projections: count(rows, |r| r.projection),
-            sexes: count(rows, |r| r.sex),
-            splits: count(rows, |r| r.split),
+            patients: patients.seen.len(),
+            studies: studies.seen.len(),
+            views: named(View::NAMES, &views),
+            projections: named(Projection::NAMES, &projections),
+            sexes: named(Sex::NAMES, &sexes),
+            splits: named(Split::NAMES, &splits),
             labels,
             missing_images: None,
             skipped_rows: 0,
@@ -83,21 +84,33 @@ impl Summary {
     }
 }
 
-fn distinct<'a>(
-    rows: &'a [ManifestRow],
-    key: impl Fn(&'a ManifestRow) -> (&'a str, &'a str),
-) -> usize {
-    // Label files list a patient's (and a study's) images together: a key like the one before it
-    // needs no hash lookup.
-    let mut seen = FxHashSet::default();
-    let mut last = None;
-    for k in rows.iter().map(key) {
-        if last != Some(k) {
-            seen.insert(k);
-            last = Some(k);
+/// Counts by code as counts by name, leaving out values no row has.
+fn named(names: &[&str], counts: &[usize]) -> BTreeMap<String, usize> {
+    names
+        .iter()
+        .zip(counts)
+        .filter(|(_, &n)| n > 0)
+        .map(|(name, &n)| (name.to_string(), n))
+        .collect()
+}
+
+/// Distinct `(dataset, id)` keys.
+#[derive(Default)]
+struct Distinct<'a> {
+    seen: FxHashSet<(Dataset, &'a str)>,
+    last: Option<(Dataset, &'a str)>,
+}
+
+impl<'a> Distinct<'a> {
+    fn add(&mut self, dataset: Dataset, id: &'a str) {
+        // Label files list a patient's (and a study's) images together: a key like the one
+        // before it needs no hash lookup.
+        let key = (dataset, id);
+        if self.last != Some(key) {
+            self.seen.insert(key);
+            self.last = Some(key);
         }
     }
-    seen.len()
 }
 
 impl fmt::Display for Summary {
