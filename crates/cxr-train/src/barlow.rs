@@ -32,9 +32,9 @@ use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device, Tensor, Var};
 use cxr_core::runlog::{self, MetricRecord, Phase};
 use cxr_core::{atomic, Manifest, Projection, Split};
-use cxr_models::{Architecture, HeadSpec, Mode, Model, ModelConfig, SaveOptions};
+use cxr_models::{Architecture, HeadSpec, Mode, Model, ModelConfig};
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
@@ -418,17 +418,7 @@ pub fn pretrain(config: &PretrainConfig, options: &FitOptions) -> Result<Pretrai
     let per_epoch = (train.len() / config.batch_size) as u64;
     let total = per_epoch * config.epochs as u64;
     let end = options.max_steps.map_or(total, |m| m.min(total));
-    let save_options = SaveOptions {
-        drop_aux_heads: false,
-        training_config: BTreeMap::from([
-            ("cxr_pretrain".to_string(), serde_json::to_string(config)?),
-            (
-                "normalisation".to_string(),
-                serde_json::to_string(&config.normalisation)?,
-            ),
-        ]),
-        code_revision: option_env!("CXR_REVISION").map(str::to_string),
-    };
+    let save_options = checkpoint::save_options("cxr_pretrain", config, &config.normalisation)?;
     let metrics_path = run_dir.join(runlog::FILE_NAME);
     let (mut loss_sum, mut loss_count, mut images) = (0f64, 0u64, 0usize);
     let mut clock = Instant::now();

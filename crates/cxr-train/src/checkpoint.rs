@@ -20,9 +20,10 @@ use cxr_core::atomic;
 use cxr_core::runlog::{self, MetricRecord};
 use cxr_models::{LoadOptions, Model, SaveOptions};
 use serde::{Deserialize, Serialize};
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
+use crate::config::Normalisation;
 use crate::optim::Optimizer;
 
 pub const CONFIG_FILE: &str = "config.json";
@@ -87,6 +88,27 @@ pub fn read_state(run_dir: &Path) -> Result<Option<RunState>> {
         )
     })?;
     Ok(Some(state))
+}
+
+/// What every checkpoint of a run carries besides its tensors: the run's configuration under
+/// `key` (`cxr_train`, `cxr_pretrain`), the input normalisation a later user must apply, and
+/// the code revision when the build knows it.
+pub fn save_options(
+    key: &str,
+    config: &impl Serialize,
+    normalisation: &Normalisation,
+) -> Result<SaveOptions> {
+    Ok(SaveOptions {
+        drop_aux_heads: false,
+        training_config: BTreeMap::from([
+            (key.to_string(), serde_json::to_string(config)?),
+            (
+                "normalisation".to_string(),
+                serde_json::to_string(normalisation)?,
+            ),
+        ]),
+        code_revision: option_env!("CXR_REVISION").map(str::to_string),
+    })
 }
 
 /// Save model and optimiser under `resume/step-N`, then commit `last.state.json`, then write

@@ -151,8 +151,9 @@ enum ScheduleName {
     Cosine,
 }
 
+/// What a training run reads and where it writes (`fit` and `pretrain`).
 #[derive(Args)]
-struct FitArgs {
+struct RunInputs {
     /// Manifest written by cxr-index.
     #[arg(long)]
     manifest: PathBuf,
@@ -168,6 +169,29 @@ struct FitArgs {
     /// 1 (grey) or 3 (grey repeated to RGB).
     #[arg(long, default_value_t = 1)]
     in_channels: usize,
+}
+
+/// Which manifest rows train and validate.
+#[derive(Args)]
+struct Subset {
+    /// The manifest split trained on.
+    #[arg(long, default_value = "train")]
+    train_split: String,
+    /// The manifest split validated on.
+    #[arg(long, default_value = "valid")]
+    valid_split: String,
+    /// Keep frontal images only.
+    #[arg(long)]
+    frontal_only: bool,
+    /// Keep these projections only, e.g. PA or PA,AP.
+    #[arg(long, value_delimiter = ',')]
+    projection: Vec<String>,
+}
+
+#[derive(Args)]
+struct FitArgs {
+    #[command(flatten)]
+    run: RunInputs,
     /// pathologies, sex, age or view (PA vs AP).
     #[arg(long, default_value = "pathologies")]
     task: String,
@@ -183,16 +207,8 @@ struct FitArgs {
     /// Auxiliary heads and loss weights, e.g. sex=0.1,age=0.1,view=0.1
     #[arg(long, default_value = "")]
     aux: String,
-    #[arg(long, default_value = "train")]
-    train_split: String,
-    #[arg(long, default_value = "valid")]
-    valid_split: String,
-    /// Keep frontal images only.
-    #[arg(long)]
-    frontal_only: bool,
-    /// Keep these projections only, e.g. PA or PA,AP.
-    #[arg(long, value_delimiter = ',')]
-    projection: Vec<String>,
+    #[command(flatten)]
+    subset: Subset,
     /// random, imagenet:PATH (.pth or safetensors) or checkpoint:PATH (backbone of a cxr run).
     #[arg(long, default_value = "random")]
     init: String,
@@ -303,26 +319,10 @@ struct FitArgs {
 
 #[derive(Args)]
 struct PretrainArgs {
-    /// Manifest written by cxr-index.
-    #[arg(long)]
-    manifest: PathBuf,
-    /// Shard directory written by cxr-preprocess from that manifest.
-    #[arg(long)]
-    shards: PathBuf,
-    #[arg(long)]
-    run_dir: PathBuf,
-    #[arg(long, default_value = "densenet121")]
-    arch: String,
-    #[arg(long, default_value_t = 1)]
-    in_channels: usize,
-    #[arg(long, default_value = "train")]
-    train_split: String,
-    #[arg(long, default_value = "valid")]
-    valid_split: String,
-    #[arg(long)]
-    frontal_only: bool,
-    #[arg(long, value_delimiter = ',')]
-    projection: Vec<String>,
+    #[command(flatten)]
+    run: RunInputs,
+    #[command(flatten)]
+    subset: Subset,
     /// random, imagenet:PATH or checkpoint:PATH.
     #[arg(long, default_value = "random")]
     init: String,
@@ -335,16 +335,22 @@ struct PretrainArgs {
     /// Weight of the off-diagonal (redundancy reduction) term.
     #[arg(long, default_value_t = 5e-3)]
     lambda: f64,
+    /// Peak learning rate (Adam).
     #[arg(long, default_value_t = 1e-3)]
     lr: f64,
+    /// L2 added to the gradient, as PyTorch's Adam does.
     #[arg(long, default_value_t = 1e-6)]
     weight_decay: f64,
+    /// Learning-rate schedule.
     #[arg(long, value_enum, default_value = "cosine")]
     schedule: ScheduleName,
+    /// cosine: linear warm-up steps.
     #[arg(long, default_value_t = 0)]
     warmup_steps: u64,
+    /// Images per step; each brings two views (Barlow Twins wants large batches).
     #[arg(long, default_value_t = 32)]
     batch_size: usize,
+    /// Passes over the training split.
     #[arg(long, default_value_t = 10)]
     epochs: usize,
     /// none, pad:N or resized:MIN_SCALE.
@@ -353,20 +359,28 @@ struct PretrainArgs {
     /// Random horizontal flips (true or false).
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     hflip: bool,
+    /// Random rotation up to this many degrees, per view.
     #[arg(long, default_value_t = 10.0)]
     rotate: f64,
+    /// Brightness jitter (0..1 scale), per view.
     #[arg(long, default_value_t = 0.4)]
     brightness: f64,
+    /// Contrast jitter, e.g. 0.4 for factors in [0.6, 1.4], per view.
     #[arg(long, default_value_t = 0.4)]
     contrast: f64,
+    /// Seeds initialisation, order, partners and augmentation.
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// Log the training loss every N steps.
     #[arg(long, default_value_t = 10)]
     log_every: u64,
+    /// Continue the run in --run-dir from its last checkpoint (starts it if there is none).
     #[arg(long)]
     resume: bool,
+    /// Stop after this many steps in total, with a checkpoint (resume later with --resume).
     #[arg(long)]
     max_steps: Option<u64>,
+    /// cpu or cuda:N (needs the `cuda` feature).
     #[arg(long, default_value = "cpu")]
     device: String,
 }
@@ -376,15 +390,15 @@ fn resolve_pretrain(a: &PretrainArgs) -> Result<PretrainConfig> {
         bail!("--epochs must be at least 1");
     }
     Ok(PretrainConfig {
-        manifest: a.manifest.clone(),
-        shards: a.shards.clone(),
-        run_dir: a.run_dir.clone(),
-        arch: a.arch.parse()?,
-        in_channels: a.in_channels,
-        train_split: a.train_split.clone(),
-        valid_split: a.valid_split.clone(),
-        frontal_only: a.frontal_only,
-        projections: a.projection.clone(),
+        manifest: a.run.manifest.clone(),
+        shards: a.run.shards.clone(),
+        run_dir: a.run.run_dir.clone(),
+        arch: a.run.arch.parse()?,
+        in_channels: a.run.in_channels,
+        train_split: a.subset.train_split.clone(),
+        valid_split: a.subset.valid_split.clone(),
+        frontal_only: a.subset.frontal_only,
+        projections: a.subset.projection.clone(),
         init: Init::parse(&a.init)?,
         positives: Positives::parse(&a.positives)?,
         projector: a.projector.clone(),
@@ -413,7 +427,7 @@ fn resolve_pretrain(a: &PretrainArgs) -> Result<PretrainConfig> {
             brightness: a.brightness,
             contrast: a.contrast,
         },
-        normalisation: Normalisation::imagenet(a.in_channels),
+        normalisation: Normalisation::imagenet(a.run.in_channels),
         seed: a.seed,
         log_every: a.log_every,
     })
@@ -484,7 +498,7 @@ fn resolve(a: &FitArgs) -> Result<TrainConfig> {
     let pathologies = match &a.pathologies {
         Some(spec) => trainer::pathologies_for(task, spec)?,
         None if task == Task::Pathologies => {
-            let manifest = Manifest::read(&a.manifest)?;
+            let manifest = Manifest::read(&a.run.manifest)?;
             trainer::pathologies_for(task, trainer::default_pathologies(&manifest))?
         }
         None => Vec::new(),
@@ -527,12 +541,12 @@ fn resolve(a: &FitArgs) -> Result<TrainConfig> {
             min_lr: a.min_lr,
         },
     };
-    let mut normalisation = Normalisation::imagenet(a.in_channels);
+    let mut normalisation = Normalisation::imagenet(a.run.in_channels);
     if !a.mean.is_empty() || !a.std.is_empty() {
-        if a.mean.len() != a.in_channels || a.std.len() != a.in_channels {
+        if a.mean.len() != a.run.in_channels || a.std.len() != a.run.in_channels {
             bail!(
                 "--mean and --std need {} value(s) each, one per input channel",
-                a.in_channels
+                a.run.in_channels
             );
         }
         normalisation = Normalisation {
@@ -549,20 +563,20 @@ fn resolve(a: &FitArgs) -> Result<TrainConfig> {
         bail!("--batch-size and --epochs must be at least 1");
     }
     Ok(TrainConfig {
-        manifest: a.manifest.clone(),
-        shards: a.shards.clone(),
-        run_dir: a.run_dir.clone(),
-        arch: a.arch.parse()?,
-        in_channels: a.in_channels,
+        manifest: a.run.manifest.clone(),
+        shards: a.run.shards.clone(),
+        run_dir: a.run.run_dir.clone(),
+        arch: a.run.arch.parse()?,
+        in_channels: a.run.in_channels,
         task,
         pathologies,
         policy: a.policy.clone(),
         blank: a.blank.clone(),
         aux: parse_aux(&a.aux)?,
-        train_split: a.train_split.clone(),
-        valid_split: a.valid_split.clone(),
-        frontal_only: a.frontal_only,
-        projections: a.projection.clone(),
+        train_split: a.subset.train_split.clone(),
+        valid_split: a.subset.valid_split.clone(),
+        frontal_only: a.subset.frontal_only,
+        projections: a.subset.projection.clone(),
         init: Init::parse(&a.init)?,
         optimizer,
         lr: a.lr,

@@ -11,7 +11,7 @@ use anyhow::{bail, Context, Result};
 use candle_core::{Device, Tensor, Var};
 use cxr_core::runlog::{self, MetricRecord, Phase};
 use cxr_core::{atomic, BlankRule, LabelPolicy, Manifest, Observation, Projection, Split};
-use cxr_models::{bce_with_logits, LoadOptions, Mode, Model, ModelConfig, SaveOptions};
+use cxr_models::{bce_with_logits, LoadOptions, Mode, Model, ModelConfig};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -323,17 +323,7 @@ pub fn fit(config: &TrainConfig, options: &FitOptions) -> Result<FitSummary> {
     let per_epoch = (n_train / config.batch_size) as u64;
     let total = per_epoch * config.epochs as u64;
     let end = options.max_steps.map_or(total, |m| m.min(total));
-    let save_options = SaveOptions {
-        drop_aux_heads: false,
-        training_config: BTreeMap::from([
-            ("cxr_train".to_string(), serde_json::to_string(config)?),
-            (
-                "normalisation".to_string(),
-                serde_json::to_string(&config.normalisation)?,
-            ),
-        ]),
-        code_revision: option_env!("CXR_REVISION").map(str::to_string),
-    };
+    let save_options = checkpoint::save_options("cxr_train", config, &config.normalisation)?;
     let metrics_path = run_dir.join(runlog::FILE_NAME);
     let bar = progress_bar(total, state.step, options.progress);
     let mut summary = FitSummary {
