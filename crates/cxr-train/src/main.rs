@@ -171,6 +171,31 @@ struct RunInputs {
     in_channels: usize,
 }
 
+/// How a run starts, stops and where it computes (`fit` and `pretrain`).
+#[derive(Args)]
+struct RunControl {
+    /// Continue the run in --run-dir from its last checkpoint (starts it if there is none).
+    #[arg(long)]
+    resume: bool,
+    /// Stop after this many steps in total, with a checkpoint (resume later with --resume).
+    #[arg(long)]
+    max_steps: Option<u64>,
+    /// cpu or cuda:N (needs the `cuda` feature).
+    #[arg(long, default_value = "cpu")]
+    device: String,
+}
+
+impl RunControl {
+    fn options(&self, progress: bool) -> Result<trainer::FitOptions> {
+        Ok(trainer::FitOptions {
+            resume: self.resume,
+            max_steps: self.max_steps,
+            device: device(&self.device)?,
+            progress,
+        })
+    }
+}
+
 /// Which manifest rows train and validate.
 #[derive(Args)]
 struct Subset {
@@ -285,15 +310,8 @@ struct FitArgs {
     /// Best checkpoint by auc (mean of the main head) or loss.
     #[arg(long, default_value = "auc")]
     select: String,
-    /// Continue the run in --run-dir from its last checkpoint (starts it if there is none).
-    #[arg(long)]
-    resume: bool,
-    /// Stop after this many steps in total, with a checkpoint (resume later with --resume).
-    #[arg(long)]
-    max_steps: Option<u64>,
-    /// cpu or cuda:N (needs the `cuda` feature).
-    #[arg(long, default_value = "cpu")]
-    device: String,
+    #[command(flatten)]
+    control: RunControl,
     /// Freeze the backbone (weights and BatchNorm statistics) for this many first epochs.
     #[arg(long, default_value_t = 0)]
     freeze_epochs: usize,
@@ -374,15 +392,8 @@ struct PretrainArgs {
     /// Log the training loss every N steps.
     #[arg(long, default_value_t = 10)]
     log_every: u64,
-    /// Continue the run in --run-dir from its last checkpoint (starts it if there is none).
-    #[arg(long)]
-    resume: bool,
-    /// Stop after this many steps in total, with a checkpoint (resume later with --resume).
-    #[arg(long)]
-    max_steps: Option<u64>,
-    /// cpu or cuda:N (needs the `cuda` feature).
-    #[arg(long, default_value = "cpu")]
-    device: String,
+    #[command(flatten)]
+    control: RunControl,
 }
 
 fn resolve_pretrain(a: &PretrainArgs) -> Result<PretrainConfig> {
@@ -608,12 +619,7 @@ fn main() -> Result<()> {
     match Cli::parse().command {
         Command::Fit(args) => {
             let config = resolve(&args)?;
-            let options = trainer::FitOptions {
-                resume: args.resume,
-                max_steps: args.max_steps,
-                device: device(&args.device)?,
-                progress: std::io::stderr().is_terminal(),
-            };
+            let options = args.control.options(std::io::stderr().is_terminal())?;
             let summary = trainer::fit(&config, &options)?;
             eprintln!(
                 "{} steps of {} done in {}",
@@ -646,12 +652,7 @@ fn main() -> Result<()> {
         }
         Command::Pretrain(a) => {
             let config = resolve_pretrain(&a)?;
-            let options = trainer::FitOptions {
-                resume: a.resume,
-                max_steps: a.max_steps,
-                device: device(&a.device)?,
-                progress: false,
-            };
+            let options = a.control.options(false)?;
             let summary = barlow::pretrain(&config, &options)?;
             eprintln!(
                 "{} steps of {} done in {}",
