@@ -40,7 +40,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use crate::augment::SampleRng;
-use crate::checkpoint::{self, Best, RunState};
+use crate::checkpoint::{self, Best};
 use crate::config::{AugmentConfig, Init, Normalisation, OptimizerConfig, ScheduleConfig};
 use crate::data::{epoch_order, Filter, Samples, ShardSet};
 use crate::optim::Optimizer;
@@ -398,22 +398,13 @@ pub fn pretrain(config: &PretrainConfig, options: &FitOptions) -> Result<Pretrai
         atomic::write_bytes(&config_path, &serde_json::to_vec_pretty(config)?)?;
     }
     let mut optimizer = Optimizer::new(config.optimizer, vars);
-    let mut state = RunState {
-        step: 0,
-        optimizer_steps: 0,
-        resume_dir: checkpoint::resume_dir(0),
-        best: None,
-    };
-    if options.resume {
-        if let Some(saved) = checkpoint::read_state(&run_dir)? {
-            checkpoint::check_resumable(&run_dir, &saved)?;
-            projector.load(&run_dir.join(&saved.resume_dir).join(PROJECTOR_FILE))?;
-            checkpoint::load(&run_dir, &saved, &mut model, &mut optimizer)?;
-            eprintln!("resuming {} at step {}", run_dir.display(), saved.step);
-            state = saved;
-        }
-    }
-    checkpoint::truncate_metrics(&run_dir, state.step)?;
+    let mut state = checkpoint::start_or_resume(
+        &run_dir,
+        options.resume,
+        &mut model,
+        &mut optimizer,
+        |dir| projector.load(&dir.join(PROJECTOR_FILE)),
+    )?;
 
     let per_epoch = (train.len() / config.batch_size) as u64;
     let total = per_epoch * config.epochs as u64;

@@ -53,6 +53,36 @@ pub struct RunState {
     pub best: Option<Best>,
 }
 
+/// The state a run starts from: step 0, or with `resume` the last saved state of `run_dir`,
+/// its model and optimiser restored (and whatever else the run saves, through `load_extra`,
+/// given that state's directory). Metrics logged after that step are dropped, so a resumed
+/// run's log reads as an uninterrupted one.
+pub fn start_or_resume(
+    run_dir: &Path,
+    resume: bool,
+    model: &mut Model,
+    optimizer: &mut Optimizer,
+    load_extra: impl FnOnce(&Path) -> Result<()>,
+) -> Result<RunState> {
+    let mut state = RunState {
+        step: 0,
+        optimizer_steps: 0,
+        resume_dir: resume_dir(0),
+        best: None,
+    };
+    if resume {
+        if let Some(saved) = read_state(run_dir)? {
+            check_resumable(run_dir, &saved)?;
+            load_extra(&run_dir.join(&saved.resume_dir))?;
+            load(run_dir, &saved, model, optimizer)?;
+            eprintln!("resuming {} at step {}", run_dir.display(), saved.step);
+            state = saved;
+        }
+    }
+    truncate_metrics(run_dir, state.step)?;
+    Ok(state)
+}
+
 /// Check that `dir` can be created and written, and holds at least `bytes` of free space for a
 /// checkpoint (by writing that many bytes and syncing them), before any training time is spent.
 pub fn probe_run_dir(dir: &Path, bytes: usize) -> Result<()> {

@@ -18,7 +18,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
-use crate::checkpoint::{self, Best, RunState};
+use crate::checkpoint::{self, Best};
 use crate::config::{Init, LossConfig, OptimizerConfig, Select, Task, TrainConfig};
 use crate::dam::{pesg_learning_rate, pesg_moves_reference, positive_rates, Aucm};
 use crate::data::{prefetch_epoch, Filter, Samples, ShardSet};
@@ -303,21 +303,10 @@ pub fn fit(config: &TrainConfig, options: &FitOptions) -> Result<FitSummary> {
         .filter(|(name, _)| !is_head_tensor(&model, name))
         .map(|(_, v)| v)
         .collect();
-    let mut state = RunState {
-        step: 0,
-        optimizer_steps: 0,
-        resume_dir: checkpoint::resume_dir(0),
-        best: None,
-    };
-    if options.resume {
-        if let Some(saved) = checkpoint::read_state(&run_dir)? {
-            checkpoint::check_resumable(&run_dir, &saved)?;
-            checkpoint::load(&run_dir, &saved, &mut model, &mut optimizer)?;
-            eprintln!("resuming {} at step {}", run_dir.display(), saved.step);
-            state = saved;
-        }
-    }
-    checkpoint::truncate_metrics(&run_dir, state.step)?;
+    let mut state =
+        checkpoint::start_or_resume(&run_dir, options.resume, &mut model, &mut optimizer, |_| {
+            Ok(())
+        })?;
 
     let n_train = prepared.train.len();
     let per_epoch = (n_train / config.batch_size) as u64;
