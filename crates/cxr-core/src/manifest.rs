@@ -7,7 +7,7 @@
 //! | `image_id` | str | NIH: the `Image Index` file name; CheXpert: the CSV's `Path` |
 //! | `dataset` | enum | `chexpert` or `nih` |
 //! | `path` | str, nullable | image path relative to the dataset root given to the tools; null: the same as `image_id` |
-//! | `patient_id` | str | `patient00001` (CheXpert), `00000001` (NIH) |
+//! | `patient_id` | str (categorical) | `patient00001` (CheXpert), `00000001` (NIH) |
 //! | `study_id` | str | `patient00001/study1` (CheXpert), `00000001/003` (NIH: patient and follow-up) |
 //! | `view` | enum | `frontal` or `lateral` |
 //! | `projection` | enum | `AP`, `PA`, `LL`, `RL` or `unknown` |
@@ -18,7 +18,8 @@
 //! | one per [`Observation`] | i8, nullable | raw state: 1 positive, 0 negative, -1 uncertain, null not mentioned |
 //!
 //! The enum columns are dictionary-encoded strings whose categories are the spellings in
-//! declaration order (`Dataset::NAMES`, ...); text columns from older manifests read the same.
+//! declaration order (`Dataset::NAMES`, ...); `patient_id` is dictionary-encoded the same way,
+//! its categories in order of first appearance. Text columns from older manifests read the same.
 //!
 //! Row order is meaningful: shards refer to rows by position, so a manifest is never re-sorted
 //! behind the shards' back (shards also store image ids, and readers check them).
@@ -264,7 +265,7 @@ impl Manifest {
                     .map(|r| (r.path != r.image_id).then_some(r.path.as_str()))
                     .collect::<Vec<_>>(),
             ),
-            text("patient_id", &|r| &r.patient_id),
+            interned("patient_id", rows.iter().map(|r| r.patient_id.as_str()))?,
             text("study_id", &|r| &r.study_id),
             category("view", View::NAMES, &|r| Some(r.view.code()))?,
             category("projection", Projection::NAMES, &|r| {
@@ -388,6 +389,51 @@ impl Manifest {
     }
 }
 
+/// A text column with few distinct values (a patient has several images) as categories numbered
+/// here: given plain text, the Parquet writer would build that dictionary itself by hashing every
+/// value, the largest single cost of writing a manifest. Reads back as text.
+fn interned<'a>(
+    name: &str,
+    values: impl ExactSizeIterator<Item = &'a str>,
+) -> PolarsResult<Column> {
+    let mut codes: Vec<u32> = Vec::with_capacity(values.len());
+    let mut distinct: Vec<&str> = Vec::new();
+    let mut code_of: PlHashMap<&str, u32> = PlHashMap::new();
+    let mut last: Option<(&str, u32)> = None;
+    for value in values {
+        // Label files list a patient's images together: a value like the one before it needs no
+        // lookup.
+        let code = match last {
+            Some((before, code)) if before == value => code,
+            _ => *code_of.entry(value).or_insert_with(|| {
+                distinct.push(value);
+                distinct.len() as u32 - 1
+            }),
+        };
+        last = Some((value, code));
+        codes.push(code);
+    }
+    let dtype = DataType::from_frozen_categories(FrozenCategories::new(distinct)?);
+    let name = name.into();
+    // Codes are stored in the smallest type that holds them, as the categories require.
+    let series = match dtype.cat_physical()? {
+        CategoricalPhysical::U8 => {
+            let codes = UInt8Chunked::from_vec(name, codes.into_iter().map(|c| c as u8).collect());
+            Categorical8Chunked::from_cats_and_dtype(codes, dtype).into_series()
+        }
+        CategoricalPhysical::U16 => {
+            let codes =
+                UInt16Chunked::from_vec(name, codes.into_iter().map(|c| c as u16).collect());
+            Categorical16Chunked::from_cats_and_dtype(codes, dtype).into_series()
+        }
+        CategoricalPhysical::U32 => {
+            Categorical32Chunked::from_cats_and_dtype(UInt32Chunked::from_vec(name, codes), dtype)
+                .into_series()
+        }
+    };
+    Ok(series.into_column())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -466,6 +512,18 @@ mod tests {
             .finish(&mut df)
             .unwrap();
         assert_eq!(Manifest::read(&old).unwrap(), manifest);
+    }
+
+    #[test]
+    fn patient_ids_past_every_small_code_type_round_trip() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m.parquet");
+        // 70,000 patients: more than 16-bit category codes hold.
+        let manifest = Manifest {
+            rows: (0..140_000).map(sample_row).collect(),
+        };
+        manifest.write(&path).unwrap();
+        assert_eq!(Manifest::read(&path).unwrap(), manifest);
     }
 
     #[test]
