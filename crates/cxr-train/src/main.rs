@@ -616,6 +616,7 @@ fn resolve(a: &FitArgs) -> Result<TrainConfig> {
 }
 
 fn main() -> Result<()> {
+    keep_freed_memory();
     match Cli::parse().command {
         Command::Fit(args) => {
             let config = resolve(&args)?;
@@ -682,3 +683,23 @@ fn main() -> Result<()> {
     }
     Ok(())
 }
+
+/// Keeps the memory of freed tensors in the process for the next step.
+///
+/// A training step allocates and frees the same large tensors (activations, gradients, the
+/// zeros candle's backward adds gradients into) every time. glibc serves large allocations with
+/// fresh `mmap`s and returns them on free, so every step page-faults its whole working set
+/// back in, with the kernel zeroing each page. With `mmap` off and trimming of the heap's top
+/// set to its maximum, freed blocks are reused instead: measured here (2 threads, batch 8,
+/// 224x224) ResNet50 trained 17% faster and DenseNet121 12%, at the same peak memory.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn keep_freed_memory() {
+    // SAFETY: `mallopt` only sets allocator parameters; called before any threads start.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_MAX, 0);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, libc::c_int::MAX);
+    }
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn keep_freed_memory() {}

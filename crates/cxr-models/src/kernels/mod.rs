@@ -8,7 +8,9 @@
 //! stay candle's:
 //!
 //! * [`conv2d`]: im2col (nothing for 1x1 stride-1 convolutions) and one GEMM per image on the
-//!   `gemm` crate candle itself uses; the backward is two more GEMMs and a col2im.
+//!   `gemm` crate candle itself uses; the backward is two more GEMMs and a col2im. Stride-1
+//!   convolutions with a window run instead as a direct convolution in AVX2 assembly where it
+//!   pays (`direct`): no patch matrix, no packing, forward, input and weight gradients.
 //! * [`batch_norm_train`] / [`batch_norm_eval`]: BatchNorm with an optional fused ReLU, forward
 //!   and backward in two passes each, parallel over channels or (image, channel) planes.
 //! * [`add_relu`]: ResNet's residual sum and ReLU in one pass.
@@ -22,6 +24,8 @@
 mod batchnorm;
 mod concat;
 mod conv;
+#[cfg(target_arch = "x86_64")]
+mod direct;
 mod elementwise;
 mod gemm;
 mod pool;

@@ -1,0 +1,521 @@
+//! Direct stride-1 convolution on AVX2 + FMA: no patch matrix and no packing.
+//!
+//! im2col + GEMM pays twice for a 3x3 convolution with few output channels (DenseNet's 32-channel
+//! growth convolutions, 44% of its forward FLOPs): im2col writes a patch matrix nine times the
+//! input, and the GEMM then copies ("packs") all of it again, to use each value for only 32
+//! multiply-adds. That GEMM ran at 34 GFLOP/s on one core here, against 65-78 for square ones.
+//!
+//! Here the input is copied once, zero-padded, into planes of width `wp = w + 2p`. Output
+//! position `(i, j)` then becomes the flat index `q = i * wp + j`, and kernel tap `(c, ki, kj)`
+//! reads the flat input at `q + c * plane + ki * wp + kj`: for every tap, consecutive outputs
+//! read consecutive inputs. A microkernel keeps a 24-position x 4-channel tile of outputs in 12
+//! AVX registers and walks all `c_in * k * k` taps, loading 3 input vectors and broadcasting 4
+//! weights per tap. The `k - 1` columns of each output row beyond `w_out` are computed and
+//! dropped (3% of the work at 56x56, 22% at 7x7).
+
+/// Output positions per tile (three AVX vectors).
+const TILE: usize = 24;
+/// Output channels per tile.
+const CHANNELS: usize = 4;
+
+/// Whether this CPU runs the kernel.
+pub(super) fn available() -> bool {
+    std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma")
+}
+
+/// One stride-1 convolution: square kernel `k`, zero padding `p` on every side.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Direct {
+    pub(super) c_in: usize,
+    pub(super) c_out: usize,
+    pub(super) h: usize,
+    pub(super) w: usize,
+    pub(super) kernel: usize,
+    pub(super) padding: usize,
+}
+
+impl Direct {
+    /// Width of the padded planes, and the stride of output rows in flat indices.
+    fn wp(&self) -> usize {
+        self.w + 2 * self.padding
+    }
+
+    fn plane(&self) -> usize {
+        (self.h + 2 * self.padding) * self.wp()
+    }
+
+    fn h_out(&self) -> usize {
+        self.h + 2 * self.padding + 1 - self.kernel
+    }
+
+    fn w_out(&self) -> usize {
+        self.w + 2 * self.padding + 1 - self.kernel
+    }
+
+    /// Flat output positions computed, rounded up to whole tiles.
+    fn flat_positions(&self) -> usize {
+        (self.h_out() * self.wp()).div_ceil(TILE) * TILE
+    }
+
+    fn taps(&self) -> usize {
+        self.c_in * self.kernel * self.kernel
+    }
+
+    /// Where each tap reads, relative to the output's flat index: `c * plane + ki * wp + kj`.
+    fn tap_offsets(&self) -> Vec<u32> {
+        let (k, wp, plane) = (self.kernel, self.wp(), self.plane());
+        (0..self.taps())
+            .map(|t| (t / (k * k) * plane + t / k % k * wp + t % k) as u32)
+            .collect()
+    }
+
+    /// The weights `[c_out, c_in, k, k]` as `[c_out / 4][taps][4]` (zeros past `c_out`), so a
+    /// tile reads its 4 channels' weights for one tap from 16 consecutive bytes.
+    pub(super) fn pack_weights(&self, weight: &[f32]) -> Vec<f32> {
+        let taps = self.taps();
+        let blocks = self.c_out.div_ceil(CHANNELS);
+        let mut packed = vec![0f32; blocks * taps * CHANNELS];
+        for (o, kernel) in weight.chunks_exact(taps).enumerate() {
+            let block = &mut packed[o / CHANNELS * taps * CHANNELS..][..taps * CHANNELS];
+            for (t, &v) in kernel.iter().enumerate() {
+                block[t * CHANNELS + o % CHANNELS] = v;
+            }
+        }
+        packed
+    }
+
+    /// Scratch floats [`Direct::image`] needs: the padded input and the flat output.
+    fn scratch_len(&self) -> usize {
+        self.input_len() + self.flat_len()
+    }
+
+    /// The padded planes, plus what the last tile of the last plane reads past them (up to one
+    /// tile and one kernel window).
+    fn input_len(&self) -> usize {
+        self.c_in * self.plane() + TILE + self.kernel * self.wp()
+    }
+
+    /// `y = conv(x)` for one image `x` (`[c_in, h, w]`) into `y` (`[c_out, h_out, w_out]`),
+    /// with weights from [`Direct::pack_weights`].
+    pub(super) fn image(&self, x: &[f32], packed: &[f32], y: &mut [f32], scratch: &mut Vec<f32>) {
+        assert!(available(), "the direct convolution needs AVX2 and FMA");
+        assert_eq!(x.len(), self.c_in * self.h * self.w);
+        assert_eq!(y.len(), self.c_out * self.h_out() * self.w_out());
+        assert_eq!(
+            packed.len(),
+            self.c_out.div_ceil(CHANNELS) * CHANNELS * self.taps()
+        );
+        let (input, flat) = self.split_scratch(scratch);
+        self.pad(x, input);
+        let offsets = self.tap_offsets();
+        let positions = self.flat_positions();
+        let panel = self.taps() * CHANNELS;
+        // Tiles outermost: the inputs one tile reads (c_in * k rows of 26 floats) are read by
+        // every channel block while they are in cache. The other order streams the whole padded
+        // image from memory once per block, at half the speed.
+        for q in (0..positions).step_by(TILE) {
+            for (block, out) in flat.chunks_exact_mut(CHANNELS * positions).enumerate() {
+                // SAFETY: `available()` holds (asserted above). Reads: tap offsets stay below
+                // `c_in * plane`, plus `q + TILE <= positions`, which `scratch_len` leaves room
+                // for past the planes; the block's weights are `panel` floats. Writes: rows
+                // `r * positions + q .. + TILE` of `out`, `r < CHANNELS`.
+                unsafe {
+                    tile(
+                        input.as_ptr().add(q),
+                        &offsets,
+                        packed[block * panel..][..panel].as_ptr(),
+                        out.as_mut_ptr().add(q),
+                        positions,
+                    )
+                };
+            }
+        }
+        self.unflatten(flat, y);
+    }
+
+    /// `dw += dy ⋆ x` for one image: the weight gradient (`[c_out, c_in, k, k]`) of
+    /// [`Direct::image`], from its input `x` and output gradient `dy`.
+    ///
+    /// Every weight's gradient is a dot product over the output positions of `dy` with the input
+    /// shifted by the weight's tap; in the flat layout both are contiguous. `dy` is copied into
+    /// flat rows with zeros at the dropped columns, so they add nothing, and a microkernel
+    /// accumulates 4 output channels x 3 horizontally adjacent taps, 8 positions at a time.
+    pub(super) fn weight_grad_image(
+        &self,
+        x: &[f32],
+        dy: &[f32],
+        dw: &mut [f32],
+        scratch: &mut Vec<f32>,
+    ) {
+        assert!(available(), "the direct convolution needs AVX2 and FMA");
+        assert_eq!(x.len(), self.c_in * self.h * self.w);
+        assert_eq!(dy.len(), self.c_out * self.h_out() * self.w_out());
+        assert_eq!(dw.len(), self.c_out * self.taps());
+        let (input, flat) = self.split_scratch(scratch);
+        self.pad(x, input);
+        self.flatten(dy, flat);
+        let (k, positions, taps) = (self.kernel, self.flat_positions(), self.taps());
+        let mut sums = [0f32; 3 * CHANNELS * 8];
+        for (block, rows) in flat.chunks_exact(CHANNELS * positions).enumerate() {
+            for c in 0..self.c_in {
+                for ki in 0..k {
+                    for kj in (0..k).step_by(3) {
+                        let offset = c * self.plane() + ki * self.wp() + kj;
+                        // SAFETY: `available()` holds (asserted above). Reads: 3 shifted
+                        // input rows of `positions` floats from `offset + 2`, inside
+                        // `input_len` (see `input_len`), and 4 rows of `flat`.
+                        unsafe {
+                            dot_tile(
+                                input[offset..].as_ptr(),
+                                rows.as_ptr(),
+                                positions,
+                                &mut sums,
+                            )
+                        };
+                        for r in 0..CHANNELS.min(self.c_out - block * CHANNELS) {
+                            let o = block * CHANNELS + r;
+                            for t in 0..3.min(k - kj) {
+                                let sum: f32 = sums[(r * 3 + t) * 8..][..8].iter().sum();
+                                dw[o * taps + (c * k + ki) * k + kj + t] += sum;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Whether [`Direct::weight_grad_image`] beats im2col + GEMM: on large images. Each dot
+    /// product ends in a reduction across lanes, which small images (7x7 to 28x28: 20 to 80
+    /// positions per dot product) do not amortise; im2col is cheap there.
+    pub(super) fn weight_grad_pays(&self) -> bool {
+        self.flat_positions() >= 2048
+    }
+
+    /// Copies `dy` into flat rows: `w_out` values then `k - 1` zeros per output row, zeros in
+    /// the positions rounded up to a whole tile, and zero rows up to a whole channel block.
+    fn flatten(&self, dy: &[f32], flat: &mut [f32]) {
+        let (wp, w_out) = (self.wp(), self.w_out());
+        let rows = flat.chunks_exact_mut(self.flat_positions());
+        let mut channels = dy.chunks_exact(self.h_out() * w_out);
+        for dst in rows {
+            let Some(src) = channels.next() else {
+                dst.fill(0.0);
+                continue;
+            };
+            let (body, tail) = dst.split_at_mut(self.h_out() * wp);
+            tail.fill(0.0);
+            for (src, dst) in src.chunks_exact(w_out).zip(body.chunks_exact_mut(wp)) {
+                dst[..w_out].copy_from_slice(src);
+                dst[w_out..].fill(0.0);
+            }
+        }
+    }
+
+    fn flat_len(&self) -> usize {
+        self.c_out.div_ceil(CHANNELS) * CHANNELS * self.flat_positions()
+    }
+
+    /// The padded input and the flat rows, from a reused buffer whose old values are all
+    /// overwritten (zeroing it whole cost more than the convolution's own reads).
+    fn split_scratch<'a>(&self, scratch: &'a mut Vec<f32>) -> (&'a mut [f32], &'a mut [f32]) {
+        if scratch.len() < self.scratch_len() {
+            scratch.resize(self.scratch_len(), 0.0);
+        }
+        scratch[..self.scratch_len()].split_at_mut(self.input_len())
+    }
+
+    /// Copies `x` into zero-padded planes, and zeros what lies past them.
+    fn pad(&self, x: &[f32], input: &mut [f32]) {
+        let (p, w, wp) = (self.padding, self.w, self.wp());
+        let (planes, past) = input.split_at_mut(self.c_in * self.plane());
+        past.fill(0.0);
+        for (channel, plane) in x
+            .chunks_exact(self.h * w)
+            .zip(planes.chunks_exact_mut(self.plane()))
+        {
+            let (top, rest) = plane.split_at_mut(p * wp);
+            let (rows, bottom) = rest.split_at_mut(self.h * wp);
+            top.fill(0.0);
+            bottom.fill(0.0);
+            for (src, dst) in channel.chunks_exact(w).zip(rows.chunks_exact_mut(wp)) {
+                dst[..p].fill(0.0);
+                dst[p..p + w].copy_from_slice(src);
+                dst[p + w..].fill(0.0);
+            }
+        }
+    }
+
+    /// Keeps the first `w_out` of every `wp` flat positions of each output row.
+    fn unflatten(&self, flat: &[f32], y: &mut [f32]) {
+        let (wp, w_out) = (self.wp(), self.w_out());
+        let channel = self.h_out() * w_out;
+        for (o, dst) in y.chunks_exact_mut(channel).enumerate() {
+            let src = &flat[o * self.flat_positions()..];
+            for (i, row) in dst.chunks_exact_mut(w_out).enumerate() {
+                row.copy_from_slice(&src[i * wp..][..w_out]);
+            }
+        }
+    }
+}
+
+/// Accumulates one 24-position x 4-channel tile over all taps and stores it: output row `r`
+/// (channel `r` of the block) at `out + r * out_stride`.
+///
+/// Written in assembly because the register budget is exact: 12 accumulators, 3 input vectors
+/// and 1 broadcast weight are all 16 AVX registers. Compiled from intrinsics, one accumulator
+/// was spilled to the stack and reloaded every tap, a store-to-load chain that halved the speed.
+///
+/// # Safety
+/// AVX2 and FMA must be available; `input + offset .. + 24` must be readable for every offset,
+/// `weights` must hold `4 * offsets.len()` floats, and the four output rows writable.
+#[target_feature(enable = "avx2,fma")]
+unsafe fn tile(
+    input: *const f32,
+    offsets: &[u32],
+    weights: *const f32,
+    out: *mut f32,
+    out_stride: usize,
+) {
+    if offsets.is_empty() {
+        for r in 0..CHANNELS {
+            std::ptr::write_bytes(out.add(r * out_stride), 0, TILE);
+        }
+        return;
+    }
+    std::arch::asm!(
+        "vxorps ymm0, ymm0, ymm0",
+        "vxorps ymm1, ymm1, ymm1",
+        "vxorps ymm2, ymm2, ymm2",
+        "vxorps ymm3, ymm3, ymm3",
+        "vxorps ymm4, ymm4, ymm4",
+        "vxorps ymm5, ymm5, ymm5",
+        "vxorps ymm6, ymm6, ymm6",
+        "vxorps ymm7, ymm7, ymm7",
+        "vxorps ymm8, ymm8, ymm8",
+        "vxorps ymm9, ymm9, ymm9",
+        "vxorps ymm10, ymm10, ymm10",
+        "vxorps ymm11, ymm11, ymm11",
+        "2:",
+        "mov {tap:e}, dword ptr [{offsets}]",
+        "vmovups ymm12, ymmword ptr [{input} + 4*{tap}]",
+        "vmovups ymm13, ymmword ptr [{input} + 4*{tap} + 32]",
+        "vmovups ymm14, ymmword ptr [{input} + 4*{tap} + 64]",
+        "vbroadcastss ymm15, dword ptr [{weights}]",
+        "vfmadd231ps ymm0, ymm12, ymm15",
+        "vfmadd231ps ymm1, ymm13, ymm15",
+        "vfmadd231ps ymm2, ymm14, ymm15",
+        "vbroadcastss ymm15, dword ptr [{weights} + 4]",
+        "vfmadd231ps ymm3, ymm12, ymm15",
+        "vfmadd231ps ymm4, ymm13, ymm15",
+        "vfmadd231ps ymm5, ymm14, ymm15",
+        "vbroadcastss ymm15, dword ptr [{weights} + 8]",
+        "vfmadd231ps ymm6, ymm12, ymm15",
+        "vfmadd231ps ymm7, ymm13, ymm15",
+        "vfmadd231ps ymm8, ymm14, ymm15",
+        "vbroadcastss ymm15, dword ptr [{weights} + 12]",
+        "vfmadd231ps ymm9, ymm12, ymm15",
+        "vfmadd231ps ymm10, ymm13, ymm15",
+        "vfmadd231ps ymm11, ymm14, ymm15",
+        "add {weights}, 16",
+        "add {offsets}, 4",
+        "dec {taps}",
+        "jnz 2b",
+        "vmovups ymmword ptr [{out}], ymm0",
+        "vmovups ymmword ptr [{out} + 32], ymm1",
+        "vmovups ymmword ptr [{out} + 64], ymm2",
+        "add {out}, {stride}",
+        "vmovups ymmword ptr [{out}], ymm3",
+        "vmovups ymmword ptr [{out} + 32], ymm4",
+        "vmovups ymmword ptr [{out} + 64], ymm5",
+        "add {out}, {stride}",
+        "vmovups ymmword ptr [{out}], ymm6",
+        "vmovups ymmword ptr [{out} + 32], ymm7",
+        "vmovups ymmword ptr [{out} + 64], ymm8",
+        "add {out}, {stride}",
+        "vmovups ymmword ptr [{out}], ymm9",
+        "vmovups ymmword ptr [{out} + 32], ymm10",
+        "vmovups ymmword ptr [{out} + 64], ymm11",
+        input = in(reg) input,
+        offsets = inout(reg) offsets.as_ptr() => _,
+        weights = inout(reg) weights => _,
+        taps = inout(reg) offsets.len() => _,
+        out = inout(reg) out => _,
+        stride = in(reg) out_stride * 4,
+        tap = out(reg) _,
+        out("ymm0") _, out("ymm1") _, out("ymm2") _, out("ymm3") _,
+        out("ymm4") _, out("ymm5") _, out("ymm6") _, out("ymm7") _,
+        out("ymm8") _, out("ymm9") _, out("ymm10") _, out("ymm11") _,
+        out("ymm12") _, out("ymm13") _, out("ymm14") _, out("ymm15") _,
+        options(nostack),
+    );
+}
+
+/// Dot products of 4 rows of `dy` (`positions` floats each, `positions` apart) with the input
+/// at 3 consecutive shifts (`x`, `x + 1`, `x + 2`), 8 lanes each: `sums[(r * 3 + t) * 8 + l]`,
+/// to be added across lanes. `positions` must be a multiple of 8.
+///
+/// # Safety
+/// AVX2 and FMA must be available, `x .. x + positions + 2` and the 4 rows readable.
+#[target_feature(enable = "avx2,fma")]
+unsafe fn dot_tile(x: *const f32, dy: *const f32, positions: usize, sums: &mut [f32; 96]) {
+    debug_assert!(positions > 0 && positions.is_multiple_of(8));
+    std::arch::asm!(
+        "vxorps ymm0, ymm0, ymm0",
+        "vxorps ymm1, ymm1, ymm1",
+        "vxorps ymm2, ymm2, ymm2",
+        "vxorps ymm3, ymm3, ymm3",
+        "vxorps ymm4, ymm4, ymm4",
+        "vxorps ymm5, ymm5, ymm5",
+        "vxorps ymm6, ymm6, ymm6",
+        "vxorps ymm7, ymm7, ymm7",
+        "vxorps ymm8, ymm8, ymm8",
+        "vxorps ymm9, ymm9, ymm9",
+        "vxorps ymm10, ymm10, ymm10",
+        "vxorps ymm11, ymm11, ymm11",
+        "2:",
+        "vmovups ymm12, ymmword ptr [{x}]",
+        "vmovups ymm13, ymmword ptr [{x} + 4]",
+        "vmovups ymm14, ymmword ptr [{x} + 8]",
+        "vmovups ymm15, ymmword ptr [{dy}]",
+        "vfmadd231ps ymm0, ymm12, ymm15",
+        "vfmadd231ps ymm1, ymm13, ymm15",
+        "vfmadd231ps ymm2, ymm14, ymm15",
+        "vmovups ymm15, ymmword ptr [{dy} + {stride}]",
+        "vfmadd231ps ymm3, ymm12, ymm15",
+        "vfmadd231ps ymm4, ymm13, ymm15",
+        "vfmadd231ps ymm5, ymm14, ymm15",
+        "vmovups ymm15, ymmword ptr [{dy} + 2*{stride}]",
+        "vfmadd231ps ymm6, ymm12, ymm15",
+        "vfmadd231ps ymm7, ymm13, ymm15",
+        "vfmadd231ps ymm8, ymm14, ymm15",
+        "vmovups ymm15, ymmword ptr [{dy} + {stride3}]",
+        "vfmadd231ps ymm9, ymm12, ymm15",
+        "vfmadd231ps ymm10, ymm13, ymm15",
+        "vfmadd231ps ymm11, ymm14, ymm15",
+        "add {x}, 32",
+        "add {dy}, 32",
+        "dec {steps}",
+        "jnz 2b",
+        "vmovups ymmword ptr [{sums}], ymm0",
+        "vmovups ymmword ptr [{sums} + 32], ymm1",
+        "vmovups ymmword ptr [{sums} + 64], ymm2",
+        "vmovups ymmword ptr [{sums} + 96], ymm3",
+        "vmovups ymmword ptr [{sums} + 128], ymm4",
+        "vmovups ymmword ptr [{sums} + 160], ymm5",
+        "vmovups ymmword ptr [{sums} + 192], ymm6",
+        "vmovups ymmword ptr [{sums} + 224], ymm7",
+        "vmovups ymmword ptr [{sums} + 256], ymm8",
+        "vmovups ymmword ptr [{sums} + 288], ymm9",
+        "vmovups ymmword ptr [{sums} + 320], ymm10",
+        "vmovups ymmword ptr [{sums} + 352], ymm11",
+        x = inout(reg) x => _,
+        dy = inout(reg) dy => _,
+        steps = inout(reg) positions / 8 => _,
+        stride = in(reg) positions * 4,
+        stride3 = in(reg) positions * 12,
+        sums = in(reg) sums.as_mut_ptr(),
+        out("ymm0") _, out("ymm1") _, out("ymm2") _, out("ymm3") _,
+        out("ymm4") _, out("ymm5") _, out("ymm6") _, out("ymm7") _,
+        out("ymm8") _, out("ymm9") _, out("ymm10") _, out("ymm11") _,
+        out("ymm12") _, out("ymm13") _, out("ymm14") _, out("ymm15") _,
+        options(nostack),
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The textbook sum, in f64.
+    fn reference(d: &Direct, x: &[f32], weight: &[f32]) -> Vec<f32> {
+        let (k, p) = (d.kernel as isize, d.padding as isize);
+        let (h, w) = (d.h as isize, d.w as isize);
+        let mut y = Vec::new();
+        for o in 0..d.c_out {
+            for i in 0..d.h_out() as isize {
+                for j in 0..d.w_out() as isize {
+                    let mut sum = 0f64;
+                    for c in 0..d.c_in {
+                        for ki in 0..k {
+                            for kj in 0..k {
+                                let (r, s) = (i + ki - p, j + kj - p);
+                                if (0..h).contains(&r) && (0..w).contains(&s) {
+                                    let xv = x[c * d.h * d.w + (r * w + s) as usize];
+                                    let wv = weight[((o * d.c_in + c) * d.kernel + ki as usize)
+                                        * d.kernel
+                                        + kj as usize];
+                                    sum += xv as f64 * wv as f64;
+                                }
+                            }
+                        }
+                    }
+                    y.push(sum as f32);
+                }
+            }
+        }
+        y
+    }
+
+    #[test]
+    fn matches_the_textbook_sum() {
+        if !available() {
+            return;
+        }
+        let shapes = [
+            (3, 5, 7, 9, 3, 1),
+            (4, 4, 5, 5, 3, 0),
+            (2, 9, 6, 11, 5, 2),
+            (5, 1, 3, 4, 1, 0),
+        ];
+        for (c_in, c_out, h, w, kernel, padding) in shapes {
+            let d = Direct {
+                c_in,
+                c_out,
+                h,
+                w,
+                kernel,
+                padding,
+            };
+            let x: Vec<f32> = (0..c_in * h * w)
+                .map(|i| ((i * 37 % 23) as f32 - 11.0) / 7.0)
+                .collect();
+            let weight: Vec<f32> = (0..c_out * d.taps())
+                .map(|i| ((i * 13 % 17) as f32 - 8.0) / 9.0)
+                .collect();
+            let mut y = vec![f32::NAN; c_out * d.h_out() * d.w_out()];
+            // A reused buffer full of NaN: every value the kernels read must be written first.
+            let mut scratch = vec![f32::NAN; 1 << 16];
+            d.image(&x, &d.pack_weights(&weight), &mut y, &mut scratch);
+            let want = reference(&d, &x, &weight);
+            for (n, (a, b)) in y.iter().zip(&want).enumerate() {
+                assert!(
+                    (a - b).abs() <= 1e-4 * (1.0 + b.abs()),
+                    "{d:?} at {n}: {a} vs {b}"
+                );
+            }
+            // The weight gradient of sum(y * dy) is sum over positions of dy * shifted x:
+            // each weight's gradient is the output of the same sum with a one-hot weight.
+            let dy: Vec<f32> = (0..y.len())
+                .map(|i| ((i * 29 % 19) as f32 - 9.0) / 5.0)
+                .collect();
+            let mut dw = vec![1.0; weight.len()];
+            scratch.fill(f32::NAN);
+            d.weight_grad_image(&x, &dy, &mut dw, &mut scratch);
+            for (n, got) in dw.iter().enumerate() {
+                let mut one_hot = vec![0f32; weight.len()];
+                one_hot[n] = 1.0;
+                let y = reference(&d, &x, &one_hot);
+                let want: f64 = 1.0
+                    + y.iter()
+                        .zip(&dy)
+                        .map(|(&a, &b)| a as f64 * b as f64)
+                        .sum::<f64>();
+                assert!(
+                    (*got as f64 - want).abs() <= 1e-3 * (1.0 + want.abs()),
+                    "{d:?} dw[{n}]: {got} vs {want}"
+                );
+            }
+        }
+    }
+}
