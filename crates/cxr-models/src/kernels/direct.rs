@@ -259,6 +259,24 @@ impl Direct {
     }
 }
 
+/// Assembly zeroing the 12 accumulators `ymm0..ymm11` of both microkernels.
+macro_rules! zero_accumulators {
+    () => {
+        "vxorps ymm0, ymm0, ymm0
+         vxorps ymm1, ymm1, ymm1
+         vxorps ymm2, ymm2, ymm2
+         vxorps ymm3, ymm3, ymm3
+         vxorps ymm4, ymm4, ymm4
+         vxorps ymm5, ymm5, ymm5
+         vxorps ymm6, ymm6, ymm6
+         vxorps ymm7, ymm7, ymm7
+         vxorps ymm8, ymm8, ymm8
+         vxorps ymm9, ymm9, ymm9
+         vxorps ymm10, ymm10, ymm10
+         vxorps ymm11, ymm11, ymm11"
+    };
+}
+
 /// Accumulates one 24-position x 4-channel tile over all taps and stores it: output row `r`
 /// (channel `r` of the block) at `out + r * out_stride`.
 ///
@@ -284,18 +302,7 @@ unsafe fn tile(
         return;
     }
     std::arch::asm!(
-        "vxorps ymm0, ymm0, ymm0",
-        "vxorps ymm1, ymm1, ymm1",
-        "vxorps ymm2, ymm2, ymm2",
-        "vxorps ymm3, ymm3, ymm3",
-        "vxorps ymm4, ymm4, ymm4",
-        "vxorps ymm5, ymm5, ymm5",
-        "vxorps ymm6, ymm6, ymm6",
-        "vxorps ymm7, ymm7, ymm7",
-        "vxorps ymm8, ymm8, ymm8",
-        "vxorps ymm9, ymm9, ymm9",
-        "vxorps ymm10, ymm10, ymm10",
-        "vxorps ymm11, ymm11, ymm11",
+        zero_accumulators!(),
         "2:",
         "mov {tap:e}, dword ptr [{offsets}]",
         "vmovups ymm12, ymmword ptr [{input} + 4*{tap}]",
@@ -361,18 +368,7 @@ unsafe fn tile(
 unsafe fn dot_tile(x: *const f32, dy: *const f32, positions: usize, sums: &mut [f32; 96]) {
     debug_assert!(positions > 0 && positions.is_multiple_of(8));
     std::arch::asm!(
-        "vxorps ymm0, ymm0, ymm0",
-        "vxorps ymm1, ymm1, ymm1",
-        "vxorps ymm2, ymm2, ymm2",
-        "vxorps ymm3, ymm3, ymm3",
-        "vxorps ymm4, ymm4, ymm4",
-        "vxorps ymm5, ymm5, ymm5",
-        "vxorps ymm6, ymm6, ymm6",
-        "vxorps ymm7, ymm7, ymm7",
-        "vxorps ymm8, ymm8, ymm8",
-        "vxorps ymm9, ymm9, ymm9",
-        "vxorps ymm10, ymm10, ymm10",
-        "vxorps ymm11, ymm11, ymm11",
+        zero_accumulators!(),
         "2:",
         "vmovups ymm12, ymmword ptr [{x}]",
         "vmovups ymm13, ymmword ptr [{x} + 4]",
