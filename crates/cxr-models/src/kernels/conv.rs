@@ -132,6 +132,7 @@ impl Geometry {
             kernel: self.kernel,
             padding: self.padding,
         })
+        .filter(super::direct::Direct::offsets_fit)
     }
 
     fn gemm_parallelism(&self) -> Parallelism {

@@ -63,10 +63,17 @@ impl Direct {
 
     /// Where each tap reads, relative to the output's flat index: `c * plane + ki * wp + kj`.
     fn tap_offsets(&self) -> Vec<u32> {
+        assert!(self.offsets_fit(), "{self:?}: tap offsets past u32");
         let (k, wp, plane) = (self.kernel, self.wp(), self.plane());
         (0..self.taps())
             .map(|t| (t / (k * k) * plane + t / k % k * wp + t % k) as u32)
             .collect()
+    }
+
+    /// Whether every tap offset fits the microkernel's 32-bit offsets (4 G floats of padded
+    /// input: thousands of channels at 1024x1024); callers use the GEMM path otherwise.
+    pub(super) fn offsets_fit(&self) -> bool {
+        self.input_len() <= u32::MAX as usize
     }
 
     /// The weights `[c_out, c_in, k, k]` as `[c_out / 4][taps][4]` (zeros past `c_out`), so a
@@ -451,6 +458,20 @@ mod tests {
             }
         }
         y
+    }
+
+    #[test]
+    fn refuses_inputs_past_32_bit_offsets() {
+        let d = |c_in| Direct {
+            c_in,
+            c_out: 32,
+            h: 1024,
+            w: 1024,
+            kernel: 3,
+            padding: 1,
+        };
+        assert!(d(1024).offsets_fit());
+        assert!(!d(4096).offsets_fit());
     }
 
     #[test]
