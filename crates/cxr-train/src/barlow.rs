@@ -31,7 +31,7 @@
 use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device, Tensor, Var};
 use cxr_core::runlog::{self, MetricRecord, Phase};
-use cxr_core::{atomic, Manifest, Projection, Split};
+use cxr_core::{atomic, Manifest};
 use cxr_models::{Architecture, HeadSpec, Mode, Model, ModelConfig};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
@@ -41,8 +41,8 @@ use std::time::Instant;
 
 use crate::augment::SampleRng;
 use crate::checkpoint::{self, Best};
-use crate::config::{AugmentConfig, Init, Normalisation, OptimizerConfig, ScheduleConfig};
-use crate::data::{epoch_order, Filter, Samples, ShardSet};
+use crate::config::{AugmentConfig, Init, Normalisation, OptimizerConfig, ScheduleConfig, Subset};
+use crate::data::{epoch_order, Samples, ShardSet};
 use crate::optim::Optimizer;
 use crate::schedule::learning_rate;
 use crate::trainer::{initialise, FitOptions};
@@ -83,10 +83,9 @@ pub struct PretrainConfig {
     pub run_dir: PathBuf,
     pub arch: Architecture,
     pub in_channels: usize,
-    pub train_split: String,
-    pub valid_split: String,
-    pub frontal_only: bool,
-    pub projections: Vec<String>,
+    /// Which rows train and validate (flattened: `config.json` keeps its four fields).
+    #[serde(flatten)]
+    pub subset: Subset,
     pub init: Init,
     pub positives: Positives,
     /// Projector widths after the backbone's features; the last is the embedding size.
@@ -320,32 +319,9 @@ pub fn pretrain(config: &PretrainConfig, options: &FitOptions) -> Result<Pretrai
     }
     let manifest = Manifest::read(&config.manifest)?;
     let set = Arc::new(ShardSet::open(&config.shards, &manifest)?);
-    let projections = config
-        .projections
-        .iter()
-        .map(|p| {
-            Projection::parse(p).with_context(|| format!("projection `{p}`: use PA, AP, LL or RL"))
-        })
-        .collect::<Result<Vec<_>>>()?;
-    let select = |name: &str| -> Result<Samples> {
-        let split = Split::parse(name)
-            .with_context(|| format!("split `{name}`: use train, valid or test"))?;
-        let filter = Filter {
-            split,
-            frontal_only: config.frontal_only,
-            projections: projections.clone(),
-        };
-        Ok(Samples::select(set.clone(), &manifest, &filter, &[]))
-    };
-    let train = select(&config.train_split)?;
-    let valid = select(&config.valid_split)?;
-    if train.len() < config.batch_size {
-        bail!(
-            "{} training images after filtering, fewer than one batch of {}",
-            train.len(),
-            config.batch_size
-        );
-    }
+    let (train, valid) = config
+        .subset
+        .select(&set, &manifest, &[], config.batch_size)?;
     let train_groups = groups(&train, &manifest, config.positives);
     let valid_groups = groups(&valid, &manifest, config.positives);
     let paired = train_groups.iter().filter(|g| g.len() > 1).count();

@@ -249,6 +249,17 @@ pub enum Select {
     Loss,
 }
 
+/// The rows a run trains and validates on (`fit` and `pretrain` alike); see
+/// [`Subset::select`](crate::data).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Subset {
+    pub train_split: String,
+    pub valid_split: String,
+    pub frontal_only: bool,
+    /// Projections kept (`PA`, `AP`, ...); empty keeps all.
+    pub projections: Vec<String>,
+}
+
 /// The full, resolved configuration of a run (`config.json`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TrainConfig {
@@ -266,11 +277,9 @@ pub struct TrainConfig {
     /// `negative` or `ignore`.
     pub blank: String,
     pub aux: Vec<AuxTask>,
-    pub train_split: String,
-    pub valid_split: String,
-    pub frontal_only: bool,
-    /// Projections kept (`PA`, `AP`, ...); empty keeps all.
-    pub projections: Vec<String>,
+    /// Which rows train and validate (flattened: `config.json` keeps its four fields).
+    #[serde(flatten)]
+    pub subset: Subset,
     pub init: Init,
     pub optimizer: OptimizerConfig,
     pub lr: f64,

@@ -17,7 +17,7 @@ use std::sync::mpsc::{sync_channel, Receiver};
 use std::sync::Arc;
 
 use crate::augment::{prepare, SampleRng};
-use crate::config::{AugmentConfig, Normalisation};
+use crate::config::{AugmentConfig, Normalisation, Subset};
 use crate::labels::{HeadTask, Targets};
 
 /// Which manifest rows a run uses.
@@ -27,6 +27,46 @@ pub struct Filter {
     pub frontal_only: bool,
     /// Projections kept; empty keeps all.
     pub projections: Vec<Projection>,
+}
+
+impl Subset {
+    /// The training and validation samples. Fails on an unknown split or projection name, or
+    /// when fewer training images than one batch remain.
+    pub fn select(
+        &self,
+        set: &Arc<ShardSet>,
+        manifest: &Manifest,
+        heads: &[HeadTask],
+        batch_size: usize,
+    ) -> Result<(Samples, Samples)> {
+        let projections = self
+            .projections
+            .iter()
+            .map(|p| {
+                Projection::parse(p)
+                    .with_context(|| format!("projection `{p}`: use PA, AP, LL or RL"))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let select = |name: &str| -> Result<Samples> {
+            let split = Split::parse(name)
+                .with_context(|| format!("split `{name}`: use train, valid or test"))?;
+            let filter = Filter {
+                split,
+                frontal_only: self.frontal_only,
+                projections: projections.clone(),
+            };
+            Ok(Samples::select(set.clone(), manifest, &filter, heads))
+        };
+        let (train, valid) = (select(&self.train_split)?, select(&self.valid_split)?);
+        if train.len() < batch_size {
+            bail!(
+                "{} training images after filtering, fewer than one batch of {batch_size}: check \
+                 --train-split, the filters and the shards",
+                train.len()
+            );
+        }
+        Ok((train, valid))
+    }
 }
 
 impl Filter {

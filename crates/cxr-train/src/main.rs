@@ -213,6 +213,17 @@ struct Subset {
     projection: Vec<String>,
 }
 
+impl Subset {
+    fn config(&self) -> cxr_train::config::Subset {
+        cxr_train::config::Subset {
+            train_split: self.train_split.clone(),
+            valid_split: self.valid_split.clone(),
+            frontal_only: self.frontal_only,
+            projections: self.projection.clone(),
+        }
+    }
+}
+
 #[derive(Args)]
 struct FitArgs {
     #[command(flatten)]
@@ -406,10 +417,7 @@ fn resolve_pretrain(a: &PretrainArgs) -> Result<PretrainConfig> {
         run_dir: a.run.run_dir.clone(),
         arch: a.run.arch.parse()?,
         in_channels: a.run.in_channels,
-        train_split: a.subset.train_split.clone(),
-        valid_split: a.subset.valid_split.clone(),
-        frontal_only: a.subset.frontal_only,
-        projections: a.subset.projection.clone(),
+        subset: a.subset.config(),
         init: Init::parse(&a.init)?,
         positives: Positives::parse(&a.positives)?,
         projector: a.projector.clone(),
@@ -584,10 +592,7 @@ fn resolve(a: &FitArgs) -> Result<TrainConfig> {
         policy: a.policy.clone(),
         blank: a.blank.clone(),
         aux: parse_aux(&a.aux)?,
-        train_split: a.subset.train_split.clone(),
-        valid_split: a.subset.valid_split.clone(),
-        frontal_only: a.subset.frontal_only,
-        projections: a.subset.projection.clone(),
+        subset: a.subset.config(),
         init: Init::parse(&a.init)?,
         optimizer,
         lr: a.lr,

@@ -10,7 +10,7 @@
 use anyhow::{bail, Context, Result};
 use candle_core::{Device, Tensor, Var};
 use cxr_core::runlog::{self, MetricRecord, Phase};
-use cxr_core::{atomic, BlankRule, LabelPolicy, Manifest, Observation, Projection, Split};
+use cxr_core::{atomic, BlankRule, LabelPolicy, Manifest, Observation};
 use cxr_models::{bce_with_logits, LoadOptions, Mode, Model, ModelConfig};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use std::collections::BTreeMap;
@@ -21,7 +21,7 @@ use std::time::Instant;
 use crate::checkpoint::{self, Best};
 use crate::config::{Init, LossConfig, OptimizerConfig, Select, Task, TrainConfig};
 use crate::dam::{pesg_learning_rate, pesg_moves_reference, positive_rates, Aucm};
-use crate::data::{prefetch_epoch, Filter, Samples, ShardSet};
+use crate::data::{prefetch_epoch, Samples, ShardSet};
 use crate::labels::{HeadTask, LossKind};
 use crate::optim::Optimizer;
 use crate::predict;
@@ -133,36 +133,9 @@ fn prepare(config: &TrainConfig) -> Result<Prepared> {
     }
     let manifest = Manifest::read(&config.manifest)?;
     let set = Arc::new(ShardSet::open(&config.shards, &manifest)?);
-    let split = |name: &str| {
-        Split::parse(name).with_context(|| format!("split `{name}`: use train, valid or test"))
-    };
-    let projections = config
-        .projections
-        .iter()
-        .map(|p| {
-            Projection::parse(p).with_context(|| format!("projection `{p}`: use PA, AP, LL or RL"))
-        })
-        .collect::<Result<Vec<_>>>()?;
-    let filter = |s: Split| Filter {
-        split: s,
-        frontal_only: config.frontal_only,
-        projections: projections.clone(),
-    };
-    let train = Samples::select(
-        set.clone(),
-        &manifest,
-        &filter(split(&config.train_split)?),
-        &heads,
-    );
-    let valid = Samples::select(set, &manifest, &filter(split(&config.valid_split)?), &heads);
-    if train.len() < config.batch_size {
-        bail!(
-            "{} training images after filtering, fewer than one batch of {}: check --train-split, \
-             the filters and the shards",
-            train.len(),
-            config.batch_size
-        );
-    }
+    let (train, valid) = config
+        .subset
+        .select(&set, &manifest, &heads, config.batch_size)?;
     Ok(Prepared {
         heads,
         train: Arc::new(train),

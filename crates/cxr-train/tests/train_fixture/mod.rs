@@ -10,8 +10,8 @@ use cxr_core::{
 };
 use cxr_models::{Architecture, DenseNetConfig};
 use cxr_train::config::{
-    AugmentConfig, CropConfig, Init, Normalisation, OptimizerConfig, ScheduleConfig, Select, Task,
-    TrainConfig,
+    AugmentConfig, CropConfig, Init, Normalisation, OptimizerConfig, ScheduleConfig, Select,
+    Subset, Task, TrainConfig,
 };
 use std::path::{Path, PathBuf};
 
@@ -137,10 +137,12 @@ pub fn config(manifest: &Path, shards: &Path, run_dir: &Path) -> TrainConfig {
         policy: "u-ignore".into(),
         blank: "negative".into(),
         aux: Vec::new(),
-        train_split: "train".into(),
-        valid_split: "valid".into(),
-        frontal_only: false,
-        projections: Vec::new(),
+        subset: Subset {
+            train_split: "train".into(),
+            valid_split: "valid".into(),
+            frontal_only: false,
+            projections: Vec::new(),
+        },
         init: Init::Random,
         optimizer: OptimizerConfig::Adam {
             beta1: 0.9,
