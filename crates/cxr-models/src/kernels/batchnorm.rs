@@ -367,10 +367,17 @@ mod tests {
             .unwrap()
             .broadcast_div(&(var + 1e-5).unwrap().sqrt().unwrap())
             .unwrap();
-        let y = centred
-            .broadcast_mul(&scale)
+        affine(&centred, &scale, b, relu)
+    }
+
+    /// `x * scale + shift` per channel (`scale` `[1, C, 1, 1]` or `[C]`, `shift` `[C]`), then
+    /// ReLU if asked.
+    fn affine(x: &Tensor, scale: &Tensor, shift: &Tensor, relu: bool) -> Tensor {
+        let per_channel = (1, x.dim(1).unwrap(), 1, 1);
+        let y = x
+            .broadcast_mul(&scale.reshape(per_channel).unwrap())
             .unwrap()
-            .broadcast_add(&b.reshape(per_channel).unwrap())
+            .broadcast_add(&shift.reshape(per_channel).unwrap())
             .unwrap();
         if relu {
             y.relu().unwrap()
@@ -451,19 +458,7 @@ mod tests {
         for relu in [false, true] {
             let (vars, mix) = vars((3, 4, 5, 2));
             let fast = |x: &Tensor, a: &Tensor, b: &Tensor| batch_norm_eval(x, a, b, relu).unwrap();
-            let slow = |x: &Tensor, a: &Tensor, b: &Tensor| {
-                let per_channel = (1, a.dim(0).unwrap(), 1, 1);
-                let y = x
-                    .broadcast_mul(&a.reshape(per_channel).unwrap())
-                    .unwrap()
-                    .broadcast_add(&b.reshape(per_channel).unwrap())
-                    .unwrap();
-                if relu {
-                    y.relu().unwrap()
-                } else {
-                    y
-                }
-            };
+            let slow = |x: &Tensor, a: &Tensor, b: &Tensor| affine(x, a, b, relu);
             let (got, want) = (run(fast, &vars, &mix), run(slow, &vars, &mix));
             for (i, what) in ["y", "dx", "dalpha", "dbeta"].iter().enumerate() {
                 assert_close(&got[i], &want[i], 1e-5, &format!("relu {relu}: {what}"));
