@@ -91,6 +91,13 @@ fn same_seed_same_numbers_and_resume_ends_with_the_same_weights() {
     ] {
         assert!(run_a.join(name).exists(), "{name} missing");
     }
+    // config.json keeps the row subset's fields at the top level, as written before they were
+    // grouped, so older runs still resume.
+    let saved: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(run_a.join("config.json")).unwrap()).unwrap();
+    assert_eq!(saved["train_split"], "train");
+    assert_eq!(saved["frontal_only"], false);
+    assert!(saved.get("subset").is_none(), "{saved}");
     let preds = Predictions::read(&run_a.join("valid_predictions.parquet")).unwrap();
     assert_eq!(preds.tasks, ["view", "sex", "age"]);
     assert_eq!(preds.len(), 8);
