@@ -52,6 +52,41 @@ pub struct MetricRecord {
     pub auc: Option<BTreeMap<String, Option<f64>>>,
 }
 
+impl MetricRecord {
+    /// A training record: the mean loss of the batches since the last record, at `lr`, and
+    /// their speed.
+    pub fn train(step: u64, epoch: f64, loss: f64, lr: f64, images_per_s: f64) -> MetricRecord {
+        MetricRecord {
+            step,
+            epoch,
+            phase: Phase::Train,
+            loss,
+            lr: Some(lr),
+            images_per_s: Some(images_per_s),
+            auc: None,
+        }
+    }
+
+    /// A validation record; `auc` is `None` for runs without AUCs (pretraining).
+    pub fn valid(
+        step: u64,
+        epoch: f64,
+        loss: f64,
+        lr: f64,
+        auc: Option<BTreeMap<String, Option<f64>>>,
+    ) -> MetricRecord {
+        MetricRecord {
+            step,
+            epoch,
+            phase: Phase::Valid,
+            loss,
+            lr: Some(lr),
+            images_per_s: None,
+            auc,
+        }
+    }
+}
+
 fn null_as_nan<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<f64, D::Error> {
     Ok(Option::<f64>::deserialize(d)?.unwrap_or(f64::NAN))
 }

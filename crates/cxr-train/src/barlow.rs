@@ -30,7 +30,7 @@
 
 use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device, Tensor, Var};
-use cxr_core::runlog::{self, MetricRecord, Phase};
+use cxr_core::runlog::{self, MetricRecord};
 use cxr_core::{atomic, Manifest};
 use cxr_models::{Architecture, HeadSpec, Mode, Model, ModelConfig};
 use serde::{Deserialize, Serialize};
@@ -433,15 +433,7 @@ pub fn pretrain(config: &PretrainConfig, options: &FitOptions) -> Result<Pretrai
             let rate = images as f64 / clock.elapsed().as_secs_f64().max(1e-9);
             runlog::append(
                 &metrics_path,
-                &MetricRecord {
-                    step,
-                    epoch: epoch_f,
-                    phase: Phase::Train,
-                    loss: loss_sum / loss_count as f64,
-                    lr: Some(lr),
-                    images_per_s: Some(rate),
-                    auc: None,
-                },
+                &MetricRecord::train(step, epoch_f, loss_sum / loss_count as f64, lr, rate),
             )?;
             (loss_sum, loss_count, images) = (0.0, 0, 0);
             clock = Instant::now();
@@ -452,15 +444,7 @@ pub fn pretrain(config: &PretrainConfig, options: &FitOptions) -> Result<Pretrai
                 Some(v) => {
                     runlog::append(
                         &metrics_path,
-                        &MetricRecord {
-                            step,
-                            epoch: epoch_f,
-                            phase: Phase::Valid,
-                            loss: v,
-                            lr: Some(lr),
-                            images_per_s: None,
-                            auc: None,
-                        },
+                        &MetricRecord::valid(step, epoch_f, v, lr, None),
                     )?;
                     format!("valid Barlow Twins loss {v:.4}")
                 }

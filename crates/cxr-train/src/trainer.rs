@@ -9,7 +9,7 @@
 
 use anyhow::{bail, Context, Result};
 use candle_core::{Device, Tensor, Var};
-use cxr_core::runlog::{self, MetricRecord, Phase};
+use cxr_core::runlog::{self, MetricRecord};
 use cxr_core::{atomic, BlankRule, LabelPolicy, Manifest, Observation};
 use cxr_models::{bce_with_logits, LoadOptions, Mode, Model, ModelConfig};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -396,15 +396,7 @@ pub fn fit(config: &TrainConfig, options: &FitOptions) -> Result<FitSummary> {
             bar.set_message(format!("loss {mean:.4} | {rate:.1} img/s"));
             runlog::append(
                 &metrics_path,
-                &MetricRecord {
-                    step,
-                    epoch: epoch_f,
-                    phase: Phase::Train,
-                    loss: mean,
-                    lr: Some(lr),
-                    images_per_s: Some(rate),
-                    auc: None,
-                },
+                &MetricRecord::train(step, epoch_f, mean, lr, rate),
             )?;
             (loss_sum, loss_count, images) = (0.0, 0, 0);
             clock = Instant::now();
@@ -421,15 +413,7 @@ pub fn fit(config: &TrainConfig, options: &FitOptions) -> Result<FitSummary> {
             }
             runlog::append(
                 &metrics_path,
-                &MetricRecord {
-                    step,
-                    epoch: epoch_f,
-                    phase: Phase::Valid,
-                    loss: vloss,
-                    lr: Some(lr),
-                    images_per_s: None,
-                    auc: Some(auc.clone()),
-                },
+                &MetricRecord::valid(step, epoch_f, vloss, lr, Some(auc.clone())),
             )?;
             let primary: Vec<f64> = prepared.heads[0]
                 .columns
