@@ -11,7 +11,7 @@ use cxr_models::read_weights;
 use cxr_train::barlow::{pretrain, Positives, PretrainConfig, PLACEHOLDER_HEAD};
 use cxr_train::config::{
     AugmentConfig, CropConfig, Init, LossConfig, Normalisation, OptimizerConfig, ScheduleConfig,
-    Subset, Task,
+    Task,
 };
 use cxr_train::trainer::{fit, FitOptions};
 use std::collections::BTreeMap;
@@ -95,12 +95,7 @@ fn pretrain_then_fine_tune_with_a_frozen_backbone_then_dam() {
         run_dir: bt_dir.clone(),
         arch: train_fixture::tiny_densenet(),
         in_channels: 1,
-        subset: Subset {
-            train_split: "train".into(),
-            valid_split: "valid".into(),
-            frontal_only: false,
-            projections: Vec::new(),
-        },
+        subset: train_fixture::all_of_train_and_valid(),
         init: Init::Random,
         positives: Positives::Patient,
         projector: vec![32, 32, 16],

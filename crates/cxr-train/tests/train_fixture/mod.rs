@@ -137,12 +137,7 @@ pub fn config(manifest: &Path, shards: &Path, run_dir: &Path) -> TrainConfig {
         policy: "u-ignore".into(),
         blank: "negative".into(),
         aux: Vec::new(),
-        subset: Subset {
-            train_split: "train".into(),
-            valid_split: "valid".into(),
-            frontal_only: false,
-            projections: Vec::new(),
-        },
+        subset: all_of_train_and_valid(),
         init: Init::Random,
         optimizer: OptimizerConfig::Adam {
             beta1: 0.9,
@@ -172,5 +167,15 @@ pub fn config(manifest: &Path, shards: &Path, run_dir: &Path) -> TrainConfig {
         select: Select::Auc,
         freeze_epochs: 0,
         loss: cxr_train::config::LossConfig::Bce,
+    }
+}
+
+/// The `train` and `valid` splits, every view and projection.
+pub fn all_of_train_and_valid() -> Subset {
+    Subset {
+        train_split: "train".into(),
+        valid_split: "valid".into(),
+        frontal_only: false,
+        projections: Vec::new(),
     }
 }
