@@ -17,6 +17,6 @@ pub mod shard;
 
 pub use error::{Error, Result};
 pub use label::{BlankRule, LabelPolicy, LabelState, Target, UncertainRule};
-pub use manifest::{Dataset, Manifest, ManifestRow, Projection, Sex, Split, View};
+pub use manifest::{Dataset, Manifest, ManifestColumns, ManifestRow, Projection, Sex, Split, View};
 pub use observation::{Observation, CHEXPERT_14, COMPETITION_5, NIH_14, OBSERVATIONS};
 pub use shard::{Shard, ShardIndex, ShardInfo};

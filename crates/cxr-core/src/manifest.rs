@@ -24,7 +24,10 @@
 //! Row order is meaningful: shards refer to rows by position, so a manifest is never re-sorted
 //! behind the shards' back (shards also store image ids, and readers check them).
 
-use crate::atomic;
+mod columns;
+
+pub use columns::ManifestColumns;
+
 use crate::label::LabelState;
 use crate::observation::{Observation, OBSERVATIONS};
 use crate::{Error, Result};
@@ -87,14 +90,15 @@ string_enum!(
     Split { Train => "train", Valid => "valid", Test => "test" }
 );
 
-/// One image.
+/// One image. Text fields are owned (`String`, rows read from a manifest) or borrowed (`&str`,
+/// rows parsed from a label file on their way into [`ManifestColumns`], or read out of them).
 #[derive(Debug, Clone, PartialEq)]
-pub struct ManifestRow {
-    pub image_id: String,
+pub struct ManifestRow<S = String> {
+    pub image_id: S,
     pub dataset: Dataset,
-    pub path: String,
-    pub patient_id: String,
-    pub study_id: String,
+    pub path: S,
+    pub patient_id: S,
+    pub study_id: S,
     pub view: View,
     pub projection: Projection,
     pub sex: Sex,
@@ -131,14 +135,54 @@ impl ManifestRow {
             labels: [LabelState::NotMentioned; OBSERVATIONS.len()],
         }
     }
+}
 
+impl<S: AsRef<str>> ManifestRow<S> {
     pub fn label(&self, observation: Observation) -> LabelState {
         self.labels[observation.index()]
     }
 
     /// The image's path under `root`, refusing a path that could leave it.
     pub fn image_path(&self, root: &Path) -> Result<PathBuf, String> {
-        checked_relative(&self.path).map(|p| root.join(p))
+        checked_relative(self.path.as_ref()).map(|p| root.join(p))
+    }
+
+    /// The same row with borrowed text.
+    pub fn borrowed(&self) -> ManifestRow<&str> {
+        ManifestRow {
+            image_id: self.image_id.as_ref(),
+            path: self.path.as_ref(),
+            patient_id: self.patient_id.as_ref(),
+            study_id: self.study_id.as_ref(),
+            dataset: self.dataset,
+            view: self.view,
+            projection: self.projection,
+            sex: self.sex,
+            age: self.age,
+            source_split: self.source_split,
+            split: self.split,
+            labels: self.labels,
+        }
+    }
+}
+
+impl ManifestRow<&str> {
+    /// The same row with owned text.
+    pub fn owned(&self) -> ManifestRow {
+        ManifestRow {
+            image_id: self.image_id.to_string(),
+            path: self.path.to_string(),
+            patient_id: self.patient_id.to_string(),
+            study_id: self.study_id.to_string(),
+            dataset: self.dataset,
+            view: self.view,
+            projection: self.projection,
+            sex: self.sex,
+            age: self.age,
+            source_split: self.source_split,
+            split: self.split,
+            labels: self.labels,
+        }
     }
 }
 
@@ -191,21 +235,8 @@ impl Manifest {
 
     /// Write as Parquet (LZ4), atomically.
     pub fn write(&self, path: &Path) -> Result<()> {
-        let mut df = self.to_frame().map_err(|source| Error::Polars {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        atomic::write_with(path, |w| {
-            ParquetWriter::new(w)
-                .with_compression(ParquetCompression::Lz4Raw)
-                .with_statistics(StatisticsOptions::empty())
-                // Column by column on this thread: the parallel writer's thread pool costs more
-                // CPU time than it saves wall time on a manifest-sized frame.
-                .set_parallel(false)
-                .finish(&mut df)
-                .map(|_| ())
-                .map_err(std::io::Error::other)
-        })
+        let columns: ManifestColumns = self.rows.iter().map(ManifestRow::borrowed).collect();
+        columns.write(path)
     }
 
     /// Read a manifest written by [`Manifest::write`], checking every column and value.
@@ -232,71 +263,6 @@ impl Manifest {
             path: path.to_path_buf(),
             reason,
         })
-    }
-
-    fn to_frame(&self) -> PolarsResult<DataFrame> {
-        let rows = &self.rows;
-        let text = |name: &str, f: &dyn Fn(&ManifestRow) -> &str| {
-            Column::new(name.into(), rows.iter().map(f).collect::<Vec<_>>())
-        };
-        // Columns of a fixed vocabulary are enums: Parquet dictionary columns built straight
-        // from our codes. As text, the Parquet writer would hash every value to find the
-        // dictionary itself, the largest cost of writing a manifest.
-        let category = |name: &str,
-                        names: &[&'static str],
-                        code: &dyn Fn(&ManifestRow) -> Option<u8>|
-         -> PolarsResult<Column> {
-            let dtype =
-                DataType::from_frozen_categories(FrozenCategories::new(names.iter().copied())?);
-            let codes: UInt8Chunked = rows.iter().map(code).collect();
-            let codes = codes.with_name(name.into());
-            Ok(Categorical8Chunked::from_cats_and_dtype(codes, dtype)
-                .into_series()
-                .into_column())
-        };
-        let mut columns = vec![
-            text("image_id", &|r| &r.image_id),
-            category("dataset", Dataset::NAMES, &|r| Some(r.dataset.code()))?,
-            // Null where the path is the image id (every CheXpert row): a quarter of a million
-            // paths stored once instead of twice.
-            Column::new(
-                "path".into(),
-                rows.iter()
-                    .map(|r| (r.path != r.image_id).then_some(r.path.as_str()))
-                    .collect::<Vec<_>>(),
-            ),
-            interned("patient_id", rows.iter().map(|r| r.patient_id.as_str()))?,
-            text("study_id", &|r| &r.study_id),
-            category("view", View::NAMES, &|r| Some(r.view.code()))?,
-            category("projection", Projection::NAMES, &|r| {
-                Some(r.projection.code())
-            })?,
-            category("sex", Sex::NAMES, &|r| Some(r.sex.code()))?,
-            Column::new("age".into(), rows.iter().map(|r| r.age).collect::<Vec<_>>()),
-            category("source_split", Split::NAMES, &|r| {
-                r.source_split.map(Split::code)
-            })?,
-            category("split", Split::NAMES, &|r| Some(r.split.code()))?,
-        ];
-        // All label columns in one pass over the rows (a pass per column reads every row 21
-        // times), as plain values plus a validity mask: building an `Int8Chunked` from
-        // `Option<i8>`s costs more than the rest of this function.
-        let mut values = vec![Vec::with_capacity(rows.len()); OBSERVATIONS.len()];
-        let mut valid = vec![Vec::with_capacity(rows.len()); OBSERVATIONS.len()];
-        for r in rows {
-            for ((state, values), valid) in r.labels.iter().zip(&mut values).zip(&mut valid) {
-                let code = state.code();
-                values.push(code.unwrap_or(0));
-                valid.push(code.is_some());
-            }
-        }
-        for ((o, values), valid) in OBSERVATIONS.iter().zip(values).zip(valid) {
-            // The mask's type (arrow's `Bitmap`, which polars does not re-export) is inferred.
-            let validity = Some(valid.into_iter().collect());
-            let codes = Int8Chunked::from_vec_validity(o.name().into(), values, validity);
-            columns.push(codes.into_series().into_column());
-        }
-        DataFrame::new(rows.len(), columns)
     }
 
     fn from_frame(df: &DataFrame) -> Result<Manifest, String> {
@@ -387,51 +353,6 @@ impl Manifest {
             .collect();
         Ok(Manifest { rows })
     }
-}
-
-/// A text column with few distinct values (a patient has several images) as categories numbered
-/// here: given plain text, the Parquet writer would build that dictionary itself by hashing every
-/// value, the largest single cost of writing a manifest. Reads back as text.
-fn interned<'a>(
-    name: &str,
-    values: impl ExactSizeIterator<Item = &'a str>,
-) -> PolarsResult<Column> {
-    let mut codes: Vec<u32> = Vec::with_capacity(values.len());
-    let mut distinct: Vec<&str> = Vec::new();
-    let mut code_of: PlHashMap<&str, u32> = PlHashMap::new();
-    let mut last: Option<(&str, u32)> = None;
-    for value in values {
-        // Label files list a patient's images together: a value like the one before it needs no
-        // lookup.
-        let code = match last {
-            Some((before, code)) if before == value => code,
-            _ => *code_of.entry(value).or_insert_with(|| {
-                distinct.push(value);
-                distinct.len() as u32 - 1
-            }),
-        };
-        last = Some((value, code));
-        codes.push(code);
-    }
-    let dtype = DataType::from_frozen_categories(FrozenCategories::new(distinct)?);
-    let name = name.into();
-    // Codes are stored in the smallest type that holds them, as the categories require.
-    let series = match dtype.cat_physical()? {
-        CategoricalPhysical::U8 => {
-            let codes = UInt8Chunked::from_vec(name, codes.into_iter().map(|c| c as u8).collect());
-            Categorical8Chunked::from_cats_and_dtype(codes, dtype).into_series()
-        }
-        CategoricalPhysical::U16 => {
-            let codes =
-                UInt16Chunked::from_vec(name, codes.into_iter().map(|c| c as u16).collect());
-            Categorical16Chunked::from_cats_and_dtype(codes, dtype).into_series()
-        }
-        CategoricalPhysical::U32 => {
-            Categorical32Chunked::from_cats_and_dtype(UInt32Chunked::from_vec(name, codes), dtype)
-                .into_series()
-        }
-    };
-    Ok(series.into_column())
 }
 
 #[cfg(test)]

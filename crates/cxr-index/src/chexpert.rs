@@ -6,22 +6,19 @@
 //! (`CheXpert-v1.0-small/train/patient00001/study1/view1_frontal.jpg`), as does the dataset's own
 //! split (`train`/`valid`), falling back to the CSV's file name.
 
-use crate::csvfile::{map_rows, Cell, LabelFile};
-use crate::IndexError;
+use crate::csvfile::{for_each_row, Cell, LabelFile};
+use crate::{IndexError, Sink};
 use cxr_core::manifest::checked_relative;
 use cxr_core::{
     Dataset, LabelState, ManifestRow, Observation, Projection, Sex, Split, View, CHEXPERT_14,
 };
 use std::path::Path;
 
-/// Read every row of a CheXpert label file.
-pub fn read(
-    path: &Path,
-) -> Result<impl Iterator<Item = Result<ManifestRow, IndexError>>, IndexError> {
+/// Hand every row of a CheXpert label file to `sink`.
+pub fn read(path: &Path, sink: &mut Sink) -> Result<(), IndexError> {
     let fallback_split = split_from_name(path);
-    map_rows(path, Columns::find, move |columns, cell| {
-        columns.row(cell, fallback_split)
-    })
+    let find = |file: &LabelFile| Columns::find(file, fallback_split);
+    for_each_row(path, find, Columns::row, sink)
 }
 
 struct Columns {
@@ -31,10 +28,12 @@ struct Columns {
     view: usize,
     projection: usize,
     labels: Vec<(Observation, usize)>,
+    /// The split of rows whose path names none: from the file's name.
+    fallback_split: Option<Split>,
 }
 
 impl Columns {
-    fn find(file: &LabelFile) -> Result<Columns, IndexError> {
+    fn find(file: &LabelFile, fallback_split: Option<Split>) -> Result<Columns, IndexError> {
         Ok(Columns {
             path: file.column("Path")?,
             sex: file.column("Sex")?,
@@ -45,10 +44,11 @@ impl Columns {
                 .iter()
                 .map(|&o| file.column(o.name()).map(|i| (o, i)))
                 .collect::<Result<_, _>>()?,
+            fallback_split,
         })
     }
 
-    fn row(&self, cell: &Cell, fallback_split: Option<Split>) -> Result<ManifestRow, IndexError> {
+    fn row<'a>(&'a mut self, cell: &'a Cell<'a>) -> Result<ManifestRow<&'a str>, IndexError> {
         let image = cell.get(self.path, "Path")?;
         checked_relative(image).map_err(|why| cell.error("Path", image, &why))?;
         let (patient_id, study_id, split) = parse_path(image).ok_or_else(|| {
@@ -58,17 +58,17 @@ impl Columns {
                 "expected `.../patientNNNNN/studyN/viewN_*.jpg`, found",
             )
         })?;
-        let source_split = split.or(fallback_split);
+        let source_split = split.or(self.fallback_split);
         let mut labels = [LabelState::NotMentioned; cxr_core::OBSERVATIONS.len()];
         for &(observation, column) in &self.labels {
             labels[observation.index()] = label(cell, column, observation.name())?;
         }
         Ok(ManifestRow {
-            image_id: image.to_string(),
+            image_id: image,
             dataset: Dataset::Chexpert,
-            path: image.to_string(),
-            patient_id: patient_id.to_string(),
-            study_id: study_id.to_string(),
+            path: image,
+            patient_id,
+            study_id,
             view: view(cell, self.view)?,
             projection: projection(cell, self.projection)?,
             sex: sex(cell, self.sex)?,

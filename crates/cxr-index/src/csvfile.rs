@@ -1,6 +1,6 @@
 //! Opening label files: plain or gzipped CSV, columns looked up by header name.
 
-use crate::IndexError;
+use crate::{IndexError, Sink};
 use cxr_core::ManifestRow;
 use flate2::read::MultiGzDecoder;
 use std::fs::File;
@@ -74,29 +74,32 @@ impl LabelFile {
     }
 }
 
-/// Open `path`, find its columns with `find`, and turn each record into a row with `row`.
-pub fn map_rows<C: 'static>(
+/// Open `path`, find its columns with `find`, turn each record into a row with `row` and hand it
+/// to `sink`. Rows borrow from the record (and from the columns' scratch text): none is copied
+/// until the sink stores it.
+pub fn for_each_row<C>(
     path: &Path,
     find: impl FnOnce(&LabelFile) -> Result<C, IndexError>,
-    row: impl Fn(&C, &Cell) -> Result<ManifestRow, IndexError> + 'static,
-) -> Result<impl Iterator<Item = Result<ManifestRow, IndexError>>, IndexError> {
+    row: impl for<'a> Fn(&'a mut C, &'a Cell<'a>) -> Result<ManifestRow<&'a str>, IndexError>,
+    sink: &mut Sink,
+) -> Result<(), IndexError> {
     let mut file = LabelFile::open(path)?;
-    let columns = find(&file)?;
+    let mut columns = find(&file)?;
     let mut record = csv::ByteRecord::new();
-    Ok(std::iter::from_fn(move || {
+    loop {
         match file.next_record(&mut record) {
-            Ok(false) => None,
-            Err(e) => Some(Err(e)),
+            Ok(false) => return Ok(()),
+            Err(e) => sink(Err(e))?,
             Ok(true) => {
                 let cell = Cell {
                     file: &file.path,
                     line: record.position().map_or(0, |p| p.line()),
                     record: &record,
                 };
-                Some(row(&columns, &cell))
+                sink(row(&mut columns, &cell))?;
             }
         }
-    }))
+    }
 }
 
 /// Builds errors for one record of one file.

@@ -11,7 +11,7 @@ pub struct Filter {
 }
 
 impl Filter {
-    pub fn keeps(&self, row: &ManifestRow) -> bool {
+    pub fn keeps<S>(&self, row: &ManifestRow<S>) -> bool {
         (!self.frontal_only || row.view == View::Frontal)
             && (self.projections.is_empty() || self.projections.contains(&row.projection))
             && self

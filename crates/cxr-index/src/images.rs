@@ -3,22 +3,28 @@
 //! Users often hold only part of a dataset (the demo has 500 of NIH's 112,120 images), so missing
 //! images are counted, not fatal, unless `--require-images` asks for all of them.
 
-use cxr_core::{Dataset, ManifestRow};
+use cxr_core::{Dataset, ManifestColumns, ManifestRow};
 use std::collections::HashMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 
 /// Point NIH rows at wherever their file lies under `root` (`images/`, `images_001/images/`, ...),
 /// found by one walk of the tree. Rows whose file is not found keep `images/NAME`.
-pub fn locate_nih(root: &Path, rows: &mut [ManifestRow]) -> std::io::Result<()> {
+pub fn locate_nih(root: &Path, rows: &ManifestColumns) -> std::io::Result<ManifestColumns> {
     let mut found = HashMap::new();
     walk(root, Path::new(""), &mut found)?;
-    for row in rows.iter_mut().filter(|r| r.dataset == Dataset::Nih) {
-        if let Some(rel) = found.get(row.image_id.as_str()) {
-            row.path = rel.to_string_lossy().replace('\\', "/");
-        }
-    }
-    Ok(())
+    let found: HashMap<String, String> = found
+        .into_iter()
+        .map(|(name, rel)| (name, rel.to_string_lossy().replace('\\', "/")))
+        .collect();
+    let located = rows.rows().map(|row| match found.get(row.image_id) {
+        Some(rel) if row.dataset == Dataset::Nih => ManifestRow {
+            path: rel.as_str(),
+            ..row
+        },
+        _ => row,
+    });
+    Ok(located.collect())
 }
 
 fn walk(root: &Path, rel: &Path, found: &mut HashMap<String, PathBuf>) -> std::io::Result<()> {
@@ -39,8 +45,8 @@ fn walk(root: &Path, rel: &Path, found: &mut HashMap<String, PathBuf>) -> std::i
 }
 
 /// Positions of rows with no file under `root`.
-pub fn missing(root: &Path, rows: &[ManifestRow]) -> Vec<usize> {
-    rows.iter()
+pub fn missing(root: &Path, rows: &ManifestColumns) -> Vec<usize> {
+    rows.rows()
         .enumerate()
         .filter(|(_, r)| !r.image_path(root).is_ok_and(|p| p.is_file()))
         .map(|(i, _)| i)

@@ -1,9 +1,10 @@
 //! `cxr-index`: from a dataset's own label files to a [`cxr_core::Manifest`].
 //!
-//! Each dataset module turns CSV records into [`ManifestRow`]s, reporting any value it does not
-//! understand with the file, line, column and value ([`IndexError`]); [`split`] assigns
-//! patient-level splits; [`filter`] keeps the rows a study wants; [`images`] checks which rows
-//! have an image on disk; [`summary`] counts what was indexed.
+//! Each dataset module turns CSV records into [`ManifestRow`]s that borrow from the record,
+//! reporting any value it does not understand with the file, line, column and value
+//! ([`IndexError`]); an [`Indexer`] keeps the rows a study wants ([`filter`]), assigns
+//! patient-level splits ([`split`]) and stores them column by column, the only copy of each
+//! value; [`images`] checks which rows have an image on disk; [`summary`] counts what was indexed.
 
 pub mod chexpert;
 pub mod csvfile;
@@ -13,7 +14,9 @@ pub mod nih;
 pub mod split;
 pub mod summary;
 
-use cxr_core::ManifestRow;
+use cxr_core::{ManifestColumns, ManifestRow};
+use filter::Filter;
+use split::Splitter;
 use std::path::PathBuf;
 
 /// A value in a label file that the indexer does not understand.
@@ -55,25 +58,42 @@ impl IndexError {
     }
 }
 
-/// Rows read from one label file, plus the rows `--lenient` skipped.
-#[derive(Debug, Default)]
-pub struct Indexed {
-    pub rows: Vec<ManifestRow>,
+/// Where a label file's rows go, one by one: `Err` for a row that could not be read; returning
+/// `Err` stops reading.
+pub type Sink<'s> = dyn FnMut(Result<ManifestRow<&str>, IndexError>) -> Result<(), IndexError> + 's;
+
+/// The manifest being built from label files: rows the filter keeps, with their patient's split,
+/// plus the rows `--lenient` skipped.
+pub struct Indexer {
+    pub filter: Filter,
+    pub splitter: Splitter,
+    pub lenient: bool,
+    pub columns: ManifestColumns,
     pub skipped: Vec<IndexError>,
 }
 
-/// Run `parse` over every record, stopping at the first bad row unless `lenient`.
-pub fn collect_rows<I>(records: I, lenient: bool) -> Result<Indexed, IndexError>
-where
-    I: Iterator<Item = Result<ManifestRow, IndexError>>,
-{
-    let mut indexed = Indexed::default();
-    for record in records {
-        match record {
-            Ok(row) => indexed.rows.push(row),
-            Err(e) if lenient && e.is_row_level() => indexed.skipped.push(e),
-            Err(e) => return Err(e),
+impl Indexer {
+    pub fn new(filter: Filter, splitter: Splitter, lenient: bool) -> Indexer {
+        Indexer {
+            filter,
+            splitter,
+            lenient,
+            columns: ManifestColumns::default(),
+            skipped: Vec::new(),
         }
     }
-    Ok(indexed)
+
+    /// Add one row read from a label file, stopping at the first bad row unless `lenient`.
+    pub fn add(&mut self, row: Result<ManifestRow<&str>, IndexError>) -> Result<(), IndexError> {
+        match row {
+            Ok(mut row) if self.filter.keeps(&row) => {
+                row.split = self.splitter.split(&row);
+                self.columns.push(&row);
+            }
+            Ok(_) => {}
+            Err(e) if self.lenient && e.is_row_level() => self.skipped.push(e),
+            Err(e) => return Err(e),
+        }
+        Ok(())
+    }
 }

@@ -1,16 +1,16 @@
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
-use cxr_core::{Manifest, ManifestRow, Projection, Split};
+use cxr_core::{ManifestColumns, Projection, Split};
 use cxr_index::filter::Filter;
-use cxr_index::split::{self, Fractions};
+use cxr_index::split::{self, Fractions, Splitter};
 use cxr_index::summary::Summary;
-use cxr_index::{chexpert, collect_rows, images, nih, Indexed};
+use cxr_index::{chexpert, images, nih, Indexer, Sink};
 use std::io::Write;
 use std::path::PathBuf;
 
-// A quarter of a million rows are four small strings each: mimalloc allocates them for less CPU
-// than glibc's malloc, and takes memory from the OS in large pages, so the kernel handles a few
-// hundred page faults instead of some 45,000 (a fifth of the run's CPU time with glibc).
+// Polars' and the manifest's column buffers are large allocations: mimalloc takes memory from the
+// OS in large pages, so the kernel handles a few hundred page faults instead of tens of thousands
+// (a fifth of the run's CPU time with glibc, measured when rows were still owned strings).
 #[global_allocator]
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
@@ -107,46 +107,33 @@ fn run(cli: Cli) -> Result<()> {
         Dataset::Chexpert(o) => (false, o),
         Dataset::Nih(o) => (true, o),
     };
-    let mut indexed = Indexed::default();
-    for csv in &opts.csv {
-        let csv = resolve(csv, opts.root.as_deref());
-        let part = if is_nih {
-            collect_rows(nih::read(&csv)?, opts.lenient)?
-        } else {
-            collect_rows(chexpert::read(&csv)?, opts.lenient)?
-        };
-        if indexed.rows.is_empty() {
-            indexed.rows = part.rows; // a move, not a copy of every row
-        } else {
-            indexed.rows.extend(part.rows);
-        }
-        indexed.skipped.extend(part.skipped);
-    }
-    for skipped in indexed.skipped.iter().take(5) {
-        eprintln!("cxr-index: skipped: {skipped}");
-    }
     let filter = Filter {
         frontal_only: opts.frontal_only,
         projections: opts.projection.clone(),
         source_split: opts.source_split,
     };
-    let mut rows: Vec<ManifestRow> = indexed
-        .rows
-        .into_iter()
-        .filter(|r| filter.keeps(r))
-        .collect();
-    split::assign(&mut rows, opts.fractions, opts.seed);
+    let splitter = Splitter::new(opts.fractions, opts.seed);
+    let mut indexer = Indexer::new(filter, splitter, opts.lenient);
+    for csv in &opts.csv {
+        let csv = resolve(csv, opts.root.as_deref());
+        let sink: &mut Sink = &mut |row| indexer.add(row);
+        if is_nih {
+            nih::read(&csv, sink)?;
+        } else {
+            chexpert::read(&csv, sink)?;
+        }
+    }
+    for skipped in indexer.skipped.iter().take(5) {
+        eprintln!("cxr-index: skipped: {skipped}");
+    }
+    let mut rows = indexer.columns;
     split::check_patients(&rows).map_err(anyhow::Error::msg)?;
     let missing = check_images(&opts, is_nih, &mut rows)?;
 
     let mut summary = Summary::of(&rows);
     summary.missing_images = missing;
-    summary.skipped_rows = indexed.skipped.len();
-    let manifest = Manifest { rows };
-    manifest.write(&opts.out)?;
-    // Freeing a quarter of a million rows one by one costs a tenth of the run; the process ends
-    // right after, so let the OS take the memory back at once.
-    std::mem::forget(manifest);
+    summary.skipped_rows = indexer.skipped.len();
+    rows.write(&opts.out)?;
     // A closed pipe (`| head`) is not an error worth a panic: the manifest is already written.
     let _ = write!(
         std::io::stdout().lock(),
@@ -161,21 +148,17 @@ fn run(cli: Cli) -> Result<()> {
 }
 
 /// Count, require or drop rows without an image, as the options say.
-fn check_images(
-    opts: &Options,
-    is_nih: bool,
-    rows: &mut Vec<ManifestRow>,
-) -> Result<Option<usize>> {
+fn check_images(opts: &Options, is_nih: bool, rows: &mut ManifestColumns) -> Result<Option<usize>> {
     let Some(root) = &opts.root else {
         return Ok(None);
     };
     if is_nih {
-        images::locate_nih(root, rows)
+        *rows = images::locate_nih(root, rows)
             .with_context(|| format!("searching {} for images", root.display()))?;
     }
     let missing = images::missing(root, rows);
     if let (true, Some(&first)) = (opts.require_images, missing.first()) {
-        let row = &rows[first];
+        let row = rows.row(first);
         bail!(
             "{} of {} images are missing under {}; the first is `{}` ({}); \
              drop --require-images or pass --drop-missing to index only what is there",
@@ -188,11 +171,8 @@ fn check_images(
     }
     if opts.drop_missing {
         let gone: std::collections::HashSet<usize> = missing.iter().copied().collect();
-        let mut i = 0;
-        rows.retain(|_| {
-            i += 1;
-            !gone.contains(&(i - 1))
-        });
+        let kept = rows.rows().enumerate().filter(|(i, _)| !gone.contains(i));
+        *rows = kept.map(|(_, row)| row).collect();
         return Ok(Some(0));
     }
     Ok(Some(missing.len()))

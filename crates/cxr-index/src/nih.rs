@@ -9,18 +9,17 @@
 //! Images live in different folders depending on how they were downloaded (`images/`,
 //! `images_001/images/`, ...): the path is filled in by [`crate::images::locate`].
 
-use crate::csvfile::{map_rows, Cell, LabelFile};
-use crate::IndexError;
+use crate::csvfile::{for_each_row, Cell, LabelFile};
+use crate::{IndexError, Sink};
 use cxr_core::{
     Dataset, LabelState, ManifestRow, Observation, Projection, Sex, Split, View, NIH_14,
 };
+use std::fmt::Write;
 use std::path::Path;
 
-/// Read every row of an NIH label file (plain or gzipped).
-pub fn read(
-    path: &Path,
-) -> Result<impl Iterator<Item = Result<ManifestRow, IndexError>>, IndexError> {
-    map_rows(path, Columns::find, |columns, cell| columns.row(cell))
+/// Hand every row of an NIH label file (plain or gzipped) to `sink`.
+pub fn read(path: &Path, sink: &mut Sink) -> Result<(), IndexError> {
+    for_each_row(path, Columns::find, Columns::row, sink)
 }
 
 struct Columns {
@@ -32,6 +31,9 @@ struct Columns {
     sex: usize,
     view: usize,
     no_finding: Observation,
+    /// The row's text that is not in the record: `{patient}/{follow-up}images/{image}`, sliced
+    /// into patient id, study id and path.
+    scratch: String,
 }
 
 impl Columns {
@@ -45,30 +47,39 @@ impl Columns {
             sex: file.column("Patient Gender")?,
             view: file.column("View Position")?,
             no_finding: Observation::parse("No Finding").expect("known observation"),
+            scratch: String::new(),
         })
     }
 
-    fn row(&self, cell: &Cell) -> Result<ManifestRow, IndexError> {
+    fn row<'a>(&'a mut self, cell: &'a Cell<'a>) -> Result<ManifestRow<&'a str>, IndexError> {
         let image = cell.get(self.image, "Image Index")?;
         if image.is_empty() || image.contains(['/', '\\']) || image.starts_with('.') {
             return Err(cell.error("Image Index", image, "expected a bare file name, found"));
         }
         let patient = number(cell, self.patient, "Patient ID")?;
         let follow_up = number(cell, self.follow_up, "Follow-up #")?;
-        let patient_id = format!("{patient:08}");
+        let (projection, sex) = (projection(cell, self.view)?, sex(cell, self.sex)?);
+        let (age, labels) = (age(cell, self.age)?, self.labels(cell)?);
+        let text = &mut self.scratch;
+        text.clear();
+        write!(text, "{patient:08}").expect("writing to a String");
+        let patient_end = text.len();
+        write!(text, "/{follow_up:03}").expect("writing to a String");
+        let study_end = text.len();
+        write!(text, "images/{image}").expect("writing to a String");
         Ok(ManifestRow {
-            image_id: image.to_string(),
+            image_id: image,
             dataset: Dataset::Nih,
-            path: format!("images/{image}"),
-            study_id: format!("{patient_id}/{follow_up:03}"),
-            patient_id,
+            path: &text[study_end..],
+            patient_id: &text[..patient_end],
+            study_id: &text[..study_end],
             view: View::Frontal,
-            projection: projection(cell, self.view)?,
-            sex: sex(cell, self.sex)?,
-            age: Some(age(cell, self.age)?),
+            projection,
+            sex,
+            age: Some(age),
             source_split: None,
             split: Split::Train,
-            labels: self.labels(cell)?,
+            labels,
         })
     }
 

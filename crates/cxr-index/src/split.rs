@@ -6,7 +6,7 @@
 //! added or filtered. Rows of a dataset's own held-out split (CheXpert's `valid.csv`) keep it.
 
 use cxr_core::hash::{seeded_hash, unit_interval};
-use cxr_core::{Dataset, ManifestRow, Split};
+use cxr_core::{Dataset, ManifestColumns, ManifestRow, Split};
 use rustc_hash::FxHashMap;
 
 /// Fractions of patients in train, valid and test; they sum to 1.
@@ -42,50 +42,70 @@ impl std::str::FromStr for Fractions {
     }
 }
 
-/// Assign every row its patient's split.
-pub fn assign(rows: &mut [ManifestRow], fractions: Fractions, seed: u64) {
-    // Label files list a patient's images together: hash once per run of one patient's rows.
-    let mut last: Option<(Dataset, String, Split)> = None;
-    for row in rows {
-        row.split = match (row.source_split, &last) {
-            (Some(official), _) if official != Split::Train => official,
-            (_, Some((dataset, patient, split)))
-                if *dataset == row.dataset && *patient == row.patient_id =>
-            {
-                *split
+/// Assigns rows their patient's split.
+#[derive(Debug, Clone)]
+pub struct Splitter {
+    fractions: Fractions,
+    seed: u64,
+    /// The last patient hashed and its split: label files list a patient's images together, so
+    /// a patient is hashed once per run of its rows.
+    last: Option<(Dataset, String, Split)>,
+}
+
+impl Splitter {
+    pub fn new(fractions: Fractions, seed: u64) -> Splitter {
+        Splitter {
+            fractions,
+            seed,
+            last: None,
+        }
+    }
+
+    /// The split of `row`'s patient (or the dataset's own held-out split).
+    pub fn split(&mut self, row: &ManifestRow<&str>) -> Split {
+        if let Some(official) = row.source_split.filter(|&s| s != Split::Train) {
+            return official;
+        }
+        if let Some((dataset, patient, split)) = &self.last {
+            if *dataset == row.dataset && patient == row.patient_id {
+                return *split;
             }
-            _ => {
-                let key = [row.dataset.as_str(), "/", &row.patient_id].concat();
-                let u = unit_interval(seeded_hash(seed, key.as_bytes()));
-                let split = if u < fractions.train {
-                    Split::Train
-                } else if u < fractions.train + fractions.valid {
-                    Split::Valid
-                } else {
-                    Split::Test
-                };
-                last = Some((row.dataset, row.patient_id.clone(), split));
-                split
-            }
-        };
+        }
+        let split = self.hashed(row.dataset, row.patient_id);
+        let mut patient = self.last.take().map(|(_, p, _)| p).unwrap_or_default();
+        patient.clear();
+        patient.push_str(row.patient_id);
+        self.last = Some((row.dataset, patient, split));
+        split
+    }
+
+    fn hashed(&self, dataset: Dataset, patient_id: &str) -> Split {
+        let key = [dataset.as_str(), "/", patient_id].concat();
+        let u = unit_interval(seeded_hash(self.seed, key.as_bytes()));
+        let fractions = self.fractions;
+        if u < fractions.train {
+            Split::Train
+        } else if u < fractions.train + fractions.valid {
+            Split::Valid
+        } else {
+            Split::Test
+        }
     }
 }
 
 /// Fail, naming the patient and rows, if any patient is in two splits.
-pub fn check_patients(rows: &[ManifestRow]) -> Result<(), String> {
+pub fn check_patients(rows: &ManifestColumns) -> Result<(), String> {
     let mut seen: FxHashMap<(&str, &str), (Split, usize)> = FxHashMap::default();
-    for (i, row) in rows.iter().enumerate() {
+    let mut before: Option<ManifestRow<&str>> = None;
+    for (i, row) in rows.rows().enumerate() {
         // A row like the one before it (same patient, same split) adds nothing to check.
-        if i > 0 {
-            let before = &rows[i - 1];
-            if before.patient_id == row.patient_id
-                && before.dataset == row.dataset
-                && before.split == row.split
-            {
-                continue;
-            }
+        let same = |b: &ManifestRow<&str>| {
+            (b.patient_id, b.dataset, b.split) == (row.patient_id, row.dataset, row.split)
+        };
+        if before.as_ref().is_some_and(same) {
+            continue;
         }
-        let key = (row.dataset.as_str(), row.patient_id.as_str());
+        let key = (row.dataset.as_str(), row.patient_id);
         let (split, first) = *seen.entry(key).or_insert((row.split, i));
         if split != row.split {
             return Err(format!(
@@ -94,6 +114,7 @@ pub fn check_patients(rows: &[ManifestRow]) -> Result<(), String> {
                 row.patient_id, row.split, row.image_id
             ));
         }
+        before = Some(row);
     }
     Ok(())
 }

@@ -1,7 +1,7 @@
 //! What was indexed, counted: printed after every run and optionally saved as JSON, which is also
 //! what the golden tests compare.
 
-use cxr_core::{Dataset, ManifestRow, Projection, Sex, Split, View, OBSERVATIONS};
+use cxr_core::{Dataset, ManifestColumns, Projection, Sex, Split, View, OBSERVATIONS};
 use rustc_hash::FxHashSet;
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -34,7 +34,7 @@ pub struct Summary {
 }
 
 impl Summary {
-    pub fn of(rows: &[ManifestRow]) -> Summary {
+    pub fn of(rows: &ManifestColumns) -> Summary {
         // One pass over the rows, counting by enum code: a pass per count reads every row (and
         // its strings) again, and a `String` per row and key costs more than the rest of
         // indexing.
@@ -45,7 +45,7 @@ impl Summary {
         let mut labels = [[0usize; 4]; OBSERVATIONS.len()];
         let mut patients = Distinct::default();
         let mut studies = Distinct::default();
-        for r in rows {
+        for r in rows.rows() {
             views[r.view as usize] += 1;
             projections[r.projection as usize] += 1;
             sexes[r.sex as usize] += 1;
@@ -53,8 +53,8 @@ impl Summary {
             for (c, state) in labels.iter_mut().zip(r.labels) {
                 c[state as usize] += 1; // declaration order: positive, negative, uncertain, not mentioned
             }
-            patients.add(r.dataset, &r.patient_id);
-            studies.add(r.dataset, &r.study_id);
+            patients.add(r.dataset, r.patient_id);
+            studies.add(r.dataset, r.study_id);
         }
         let labels = OBSERVATIONS
             .iter()

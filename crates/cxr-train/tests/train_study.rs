@@ -31,20 +31,20 @@ fn options(max_steps: Option<u64>, resume: bool) -> FitOptions {
 /// The first `n` demo images, split 60/20/20 by position, as 32 px shards.
 fn demo_shards(dir: &Path, n: usize) -> (PathBuf, PathBuf) {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../data/nih-demo");
-    let rows: Vec<_> = cxr_index::nih::read(&root.join("Data_Entry_2017_v2020.demo.csv"))
-        .unwrap()
-        .take(n)
-        .enumerate()
-        .map(|(i, r)| {
-            let mut r = r.unwrap();
-            r.split = match i % 5 {
-                0 => Split::Valid,
-                1 => Split::Test,
-                _ => Split::Train,
-            };
-            r
-        })
-        .collect();
+    let mut rows = Vec::new();
+    let csv = root.join("Data_Entry_2017_v2020.demo.csv");
+    cxr_index::nih::read(&csv, &mut |r| {
+        let mut r = r?.owned();
+        r.split = match rows.len() % 5 {
+            0 => Split::Valid,
+            1 => Split::Test,
+            _ => Split::Train,
+        };
+        rows.push(r);
+        Ok(())
+    })
+    .unwrap();
+    rows.truncate(n);
     let manifest = dir.join("manifest.parquet");
     Manifest { rows }.write(&manifest).unwrap();
     let shards = dir.join("shards");
