@@ -11,7 +11,7 @@ use crate::config::DenseNetConfig;
 use crate::error::Result;
 use crate::init::{Fan, Init};
 use crate::kernels;
-use crate::layers::{avg_pool2d, max_pool2d, BatchNorm, Conv2d, ConvSpec, Mode};
+use crate::layers::{avg_pool2d, max_pool2d, BatchNorm, Conv2d, ConvSpec, Mode, BN_EPS};
 use crate::state::Builder;
 
 const CONV_INIT: Init = Init::KaimingNormal(Fan::In);
@@ -76,6 +76,59 @@ impl Transition {
 struct Stage {
     layers: Vec<DenseLayer>,
     transition: Option<Transition>,
+    spec: kernels::DenseBlockSpec,
+}
+
+impl Stage {
+    /// The dense block: on the CPU one fused op ([`kernels::dense_block`]), elsewhere each layer
+    /// in turn, concatenating its output to its input.
+    fn block(&self, x: &Tensor, mode: Mode) -> Result<Tensor> {
+        if kernels::on_cpu_f32(x) {
+            return self.fused_block(x, mode);
+        }
+        let mut x = x.clone();
+        for layer in &self.layers {
+            let new = layer.forward(&x, mode)?;
+            x = Tensor::cat(&[&x, &new], 1)?;
+        }
+        Ok(x)
+    }
+
+    fn fused_block(&self, x: &Tensor, mode: Mode) -> Result<Tensor> {
+        let count = BatchNorm::count(x, mode)?;
+        let norms = || self.layers.iter().flat_map(|l| [&l.norm1, &l.norm2]);
+        let params: Vec<Tensor> = self
+            .layers
+            .iter()
+            .flat_map(|l| {
+                let (n1, n2) = (&l.norm1, &l.norm2);
+                [
+                    n1.weight(),
+                    n1.bias(),
+                    l.conv1.weight(),
+                    n2.weight(),
+                    n2.bias(),
+                ]
+                .into_iter()
+                .chain([l.conv2.weight()])
+            })
+            .map(|t| t.flatten_all())
+            .collect::<candle_core::Result<_>>()?;
+        let packed = Tensor::cat(&params, 0)?;
+        let running = match mode {
+            Mode::Train => None,
+            Mode::Eval => Some(
+                norms()
+                    .map(BatchNorm::running_stats)
+                    .collect::<Result<_>>()?,
+            ),
+        };
+        let (y, stats) = kernels::dense_block(x, &packed, self.spec, running)?;
+        for (norm, stats) in norms().zip(stats) {
+            norm.record(stats, count)?;
+        }
+        Ok(y)
+    }
 }
 
 /// The `features` part of torchvision's DenseNet.
@@ -124,7 +177,17 @@ impl DenseNet {
             } else {
                 None
             };
-            stages.push(Stage { layers, transition });
+            let spec = kernels::DenseBlockSpec {
+                layers: num_layers,
+                growth: cfg.growth_rate,
+                width: cfg.bn_size * cfg.growth_rate,
+                eps: BN_EPS,
+            };
+            stages.push(Stage {
+                layers,
+                transition,
+                spec,
+            });
         }
         let norm5 = BatchNorm::new(b, "features.norm5", channels)?;
         Ok(Self {
@@ -141,14 +204,7 @@ impl DenseNet {
         let mut x = max_pool2d(&x, 3, 2, 1)?;
         for stage in &self.stages {
             // Each layer sees the concatenation of the block input and all earlier outputs.
-            for layer in &stage.layers {
-                let new = layer.forward(&x, mode)?;
-                x = if kernels::on_cpu_f32(&x) {
-                    kernels::concat_channels(&x, &new)?
-                } else {
-                    Tensor::cat(&[&x, &new], 1)?
-                };
-            }
+            x = stage.block(&x, mode)?;
             if let Some(transition) = &stage.transition {
                 x = transition.forward(&x, mode)?;
             }

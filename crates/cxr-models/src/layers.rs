@@ -57,6 +57,10 @@ impl Conv2d {
         })
     }
 
+    pub(crate) fn weight(&self) -> &Tensor {
+        self.weight.as_tensor()
+    }
+
     /// `[N, c_in, H, W] -> [N, c_out, H', W']`.
     pub(crate) fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let weight = self.weight.as_tensor();
@@ -81,7 +85,7 @@ pub(crate) struct BatchNorm {
     stats: SharedStats,
 }
 
-const BN_EPS: f64 = 1e-5;
+pub(crate) const BN_EPS: f64 = 1e-5;
 const BN_MOMENTUM: f64 = 0.1;
 
 impl BatchNorm {
@@ -106,7 +110,16 @@ impl BatchNorm {
         self.normalise(x, mode, true)
     }
 
-    fn normalise(&self, x: &Tensor, mode: Mode, relu: bool) -> Result<Tensor> {
+    pub(crate) fn weight(&self) -> &Tensor {
+        self.weight.as_tensor()
+    }
+
+    pub(crate) fn bias(&self) -> &Tensor {
+        self.bias.as_tensor()
+    }
+
+    /// Values per channel of `x`, checked to be enough for batch statistics in train mode.
+    pub(crate) fn count(x: &Tensor, mode: Mode) -> Result<usize> {
         let (n, _, h, w) = x.dims4()?;
         if mode == Mode::Train && n * h * w < 2 {
             return Err(ModelError::InvalidInput(format!(
@@ -115,15 +128,35 @@ impl BatchNorm {
                 x.dims()
             )));
         }
+        Ok(n * h * w)
+    }
+
+    /// The running mean and variance, for kernels that normalise in eval mode themselves.
+    pub(crate) fn running_stats(&self) -> Result<kernels::BatchStats> {
+        let stats = lock(&self.stats);
+        Ok(kernels::BatchStats {
+            mean: stats.mean.to_vec1()?,
+            var: stats.var.to_vec1()?,
+        })
+    }
+
+    /// Folds a batch's statistics (`count` values per channel) into the running statistics.
+    pub(crate) fn record(&self, stats: kernels::BatchStats, count: usize) -> Result<()> {
+        let channels = stats.mean.len();
+        let device = self.weight.device();
+        let mean = Tensor::from_vec(stats.mean, channels, device)?;
+        let var = Tensor::from_vec(stats.var, channels, device)?;
+        self.update_running_stats(&mean, &var, count)
+    }
+
+    fn normalise(&self, x: &Tensor, mode: Mode, relu: bool) -> Result<Tensor> {
+        let count = Self::count(x, mode)?;
         let (weight, bias) = (self.weight.as_tensor(), self.bias.as_tensor());
         let fast = kernels::on_cpu_f32(x);
         let y = match (mode, fast) {
             (Mode::Train, true) => {
                 let (y, stats) = kernels::batch_norm_train(x, weight, bias, BN_EPS, relu)?;
-                let channels = stats.mean.len();
-                let mean = Tensor::from_vec(stats.mean, channels, x.device())?;
-                let var = Tensor::from_vec(stats.var, channels, x.device())?;
-                self.update_running_stats(&mean, &var, n * h * w)?;
+                self.record(stats, count)?;
                 return Ok(y);
             }
             (Mode::Train, false) => self.normalise_with_batch_stats(x)?,

@@ -10,62 +10,16 @@
 //! Eval mode is an affine map per channel, `y = relu?(x * alpha + beta)`, with `alpha` and
 //! `beta` computed by candle from the parameters and running statistics (so their gradients
 //! flow on through candle's autograd).
+//!
+//! The slice functions read and write `[N, C, P]` tensors in either plane order
+//! ([`super::planes`]), for the dense block's channel-major buffers.
 
-use std::ops::Range;
 use std::sync::Arc;
 
 use candle_core::{CpuStorage, CustomOp3, Layout, Shape, Tensor};
-use rayon::prelude::*;
 
-use super::{tensor, values, with_values, MIN_PARALLEL_LEN};
-
-/// `[N, C, H, W]` as images, channels and positions per plane.
-#[derive(Clone, Copy, Debug)]
-struct Planes {
-    images: usize,
-    channels: usize,
-    positions: usize,
-}
-
-impl Planes {
-    fn of(dims: &[usize]) -> candle_core::Result<Self> {
-        match *dims {
-            [images, channels, h, w] => Ok(Self {
-                images,
-                channels,
-                positions: h * w,
-            }),
-            _ => candle_core::bail!("BatchNorm expects [N, C, H, W], got {dims:?}"),
-        }
-    }
-
-    /// Values per channel.
-    fn count(&self) -> usize {
-        self.images * self.positions
-    }
-
-    /// Flat index ranges of channel `c`'s plane in every image.
-    fn of_channel(&self, c: usize) -> impl Iterator<Item = Range<usize>> + '_ {
-        (0..self.images).map(move |i| {
-            let start = (i * self.channels + c) * self.positions;
-            start..start + self.positions
-        })
-    }
-
-    /// Applies `f(channel, plane offset, plane)` to every plane of `out`, in parallel.
-    fn map(&self, out: &mut [f32], f: impl Fn(usize, usize, &mut [f32]) + Sync) {
-        let p = self.positions;
-        out.par_chunks_mut(p)
-            .enumerate()
-            .with_min_len(MIN_PARALLEL_LEN.div_ceil(p))
-            .for_each(|(plane, o)| f(plane % self.channels, plane * p, o));
-    }
-
-    /// `f(channel)` for every channel, in parallel.
-    fn per_channel<R: Send>(&self, f: impl Fn(usize) -> R + Sync + Send) -> Vec<R> {
-        (0..self.channels).into_par_iter().map(f).collect()
-    }
-}
+use super::planes::{Order, Planes, View};
+use super::{tensor, values, with_values};
 
 /// Batch mean and biased variance per channel (what train mode normalises with).
 #[derive(Clone, Debug)]
@@ -74,15 +28,20 @@ pub(crate) struct BatchStats {
     pub(crate) var: Vec<f32>,
 }
 
-fn batch_stats(x: &[f32], s: Planes) -> BatchStats {
+pub(super) fn batch_stats(x: View, s: Planes) -> BatchStats {
     let count = s.count() as f64;
     let (mean, var) = s
         .per_channel(|c| {
-            let sum: f64 = s.of_channel(c).map(|r| sum_f64(&x[r])).sum();
+            let sum: f64 = x.channel(s, c).map(sum_f64).sum();
             let mean = sum / count;
-            let sq: f64 = s
-                .of_channel(c)
-                .map(|r| x[r].iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>())
+            let sq: f64 = x
+                .channel(s, c)
+                .map(|plane| {
+                    plane
+                        .iter()
+                        .map(|&v| (v as f64 - mean).powi(2))
+                        .sum::<f64>()
+                })
                 .sum();
             (mean as f32, (sq / count) as f32)
         })
@@ -95,12 +54,103 @@ fn sum_f64(values: &[f32]) -> f64 {
     values.iter().map(|&v| v as f64).sum()
 }
 
-/// `y = relu?(x * scale[c] + shift[c])`.
-fn affine(x: &[f32], s: Planes, scale: &[f32], shift: &[f32], relu: bool) -> Vec<f32> {
-    let mut y = vec![0f32; x.len()];
-    s.map(&mut y, |c, offset, out| {
+/// `1 / sqrt(var + eps)` per channel.
+pub(super) fn inverse_std(var: &[f32], eps: f64) -> Vec<f32> {
+    var.iter()
+        .map(|&v| (1.0 / (v as f64 + eps).sqrt()) as f32)
+        .collect()
+}
+
+/// A BatchNorm's per-channel constants: `y = relu?((x - mean) * invstd * weight + bias)`.
+pub(super) struct Norm<'a> {
+    pub(super) mean: &'a [f32],
+    pub(super) invstd: &'a [f32],
+    pub(super) weight: &'a [f32],
+    pub(super) relu: bool,
+    /// Whether `mean` and `invstd` are the batch's own (train mode), so that the backward
+    /// differentiates through them; otherwise they are constants (eval mode).
+    pub(super) batch: bool,
+}
+
+impl Norm<'_> {
+    /// `(scale, shift)` with `y = relu?(x * scale + shift)`.
+    pub(super) fn affine(&self, bias: &[f32]) -> (Vec<f32>, Vec<f32>) {
+        let scale: Vec<f32> = self
+            .weight
+            .iter()
+            .zip(self.invstd)
+            .map(|(w, i)| w * i)
+            .collect();
+        let shift = (0..scale.len())
+            .map(|c| bias[c] - self.mean[c] * scale[c])
+            .collect();
+        (scale, shift)
+    }
+
+    /// `dx` into `dx` (laid out in `dx_order`; added to what is there with `accumulate`), and
+    /// the weight and bias gradients.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn backward(
+        &self,
+        x: View,
+        y: View,
+        dy: View,
+        s: Planes,
+        dx: &mut [f32],
+        dx_order: Order,
+        accumulate: bool,
+    ) -> (Vec<f32>, Vec<f32>) {
+        let sums = grad_sums(x, y, dy, s, self.mean, self.relu);
+        let m = s.count() as f64;
+        // dx = k_g * (g - mean_g) + k_x * (x - mean), per channel.
+        let coefs: Vec<(f32, f32, f32)> = (0..s.channels)
+            .map(|c| {
+                let invstd = self.invstd[c] as f64;
+                let k_g = self.weight[c] as f64 * invstd;
+                if !self.batch {
+                    return (k_g as f32, 0.0, 0.0);
+                }
+                let k_x = -k_g * invstd * invstd * sums[c].1 / m;
+                (k_g as f32, (sums[c].0 / m) as f32, k_x as f32)
+            })
+            .collect();
+        s.map(dx, dx_order, |image, c, out| {
+            let (k_g, mean_g, k_x) = coefs[c];
+            let mean = self.mean[c];
+            let src = x.plane(s, image, c).iter();
+            let src = src.zip(y.plane(s, image, c)).zip(dy.plane(s, image, c));
+            let grads = src.map(|((&x, &y), &dy)| {
+                k_g * (masked(dy, y, self.relu) - mean_g) + k_x * (x - mean)
+            });
+            if accumulate {
+                out.iter_mut().zip(grads).for_each(|(o, d)| *o += d);
+            } else {
+                out.iter_mut().zip(grads).for_each(|(o, d)| *o = d);
+            }
+        });
+        let dweight = sums.iter().zip(self.invstd);
+        let dweight = dweight.map(|(&(_, gx), &i)| (gx * i as f64) as f32);
+        (
+            dweight.collect(),
+            sums.iter().map(|&(g, _)| g as f32).collect(),
+        )
+    }
+}
+
+/// `y = relu?(x * scale[c] + shift[c])` into `out`, laid out in `order`.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn affine_into(
+    x: View,
+    s: Planes,
+    scale: &[f32],
+    shift: &[f32],
+    relu: bool,
+    out: &mut [f32],
+    order: Order,
+) {
+    s.map(out, order, |image, c, out| {
         let (a, b) = (scale[c], shift[c]);
-        let src = &x[offset..][..out.len()];
+        let src = x.plane(s, image, c);
         if relu {
             out.iter_mut()
                 .zip(src)
@@ -109,6 +159,13 @@ fn affine(x: &[f32], s: Planes, scale: &[f32], shift: &[f32], relu: bool) -> Vec
             out.iter_mut().zip(src).for_each(|(o, &v)| *o = v * a + b);
         }
     });
+}
+
+/// [`affine_into`] a new image-major tensor.
+fn affine(x: &[f32], s: Planes, scale: &[f32], shift: &[f32], relu: bool) -> Vec<f32> {
+    let mut y = vec![0f32; x.len()];
+    let x = View::image_major(x);
+    affine_into(x, s, scale, shift, relu, &mut y, Order::ImageMajor);
     y
 }
 
@@ -122,19 +179,14 @@ fn masked(dy: f32, y: f32, relu: bool) -> f32 {
 }
 
 /// Per channel: `Σ g` and `Σ g * (x - centre[c])`, over images and positions.
-fn grad_sums(
-    x: &[f32],
-    y: &[f32],
-    dy: &[f32],
-    s: Planes,
-    centre: &[f32],
-    relu: bool,
-) -> Vec<(f64, f64)> {
+fn grad_sums(x: View, y: View, dy: View, s: Planes, centre: &[f32], relu: bool) -> Vec<(f64, f64)> {
     s.per_channel(|c| {
         let mut sums = (0f64, 0f64);
-        for r in s.of_channel(c) {
+        for image in 0..s.images {
             let (mut g_sum, mut gx_sum) = (0f32, 0f32);
-            for ((&x, &y), &dy) in x[r.clone()].iter().zip(&y[r.clone()]).zip(&dy[r]) {
+            let planes = x.plane(s, image, c).iter();
+            let planes = planes.zip(y.plane(s, image, c)).zip(dy.plane(s, image, c));
+            for ((&x, &y), &dy) in planes {
                 let g = masked(dy, y, relu);
                 g_sum += g;
                 gx_sum += g * (x - centre[c]);
@@ -147,11 +199,56 @@ fn grad_sums(
     })
 }
 
+/// The backward of a BatchNorm op whose inputs and output are candle tensors (image-major).
+fn backward_op(
+    norm: &Norm,
+    x: &Tensor,
+    y: &Tensor,
+    dy: &Tensor,
+) -> candle_core::Result<[Tensor; 3]> {
+    let s = Planes::of(x.dims())?;
+    let (dx, dweight, dbias) = with_values(x, |x| {
+        with_values(y, |y| {
+            with_values(dy, |dy| {
+                let mut dx = vec![0f32; x.len()];
+                let views = [x, y, dy].map(View::image_major);
+                let (dw, db) = norm.backward(
+                    views[0],
+                    views[1],
+                    views[2],
+                    s,
+                    &mut dx,
+                    Order::ImageMajor,
+                    false,
+                );
+                (dx, dw, db)
+            })
+        })
+    })???;
+    Ok([
+        tensor(dx, x.shape())?,
+        tensor(dweight, s.channels)?,
+        tensor(dbias, s.channels)?,
+    ])
+}
+
 /// Train-mode forward op; holds the batch statistics its backward needs.
 struct TrainOp {
     mean: Arc<Vec<f32>>,
     invstd: Arc<Vec<f32>>,
     relu: bool,
+}
+
+impl TrainOp {
+    fn norm<'a>(&'a self, weight: &'a [f32]) -> Norm<'a> {
+        Norm {
+            mean: &self.mean,
+            invstd: &self.invstd,
+            weight,
+            relu: self.relu,
+            batch: true,
+        }
+    }
 }
 
 impl CustomOp3 for TrainOp {
@@ -170,14 +267,7 @@ impl CustomOp3 for TrainOp {
     ) -> candle_core::Result<(CpuStorage, Shape)> {
         let s = Planes::of(x_layout.dims())?;
         let (weight, bias) = (values(weight, w_layout)?, values(bias, b_layout)?);
-        let scale: Vec<f32> = weight
-            .iter()
-            .zip(self.invstd.iter())
-            .map(|(w, i)| w * i)
-            .collect();
-        let shift: Vec<f32> = (0..s.channels)
-            .map(|c| bias[c] - self.mean[c] * scale[c])
-            .collect();
+        let (scale, shift) = self.norm(weight).affine(bias);
         let y = affine(values(x, x_layout)?, s, &scale, &shift, self.relu);
         Ok((CpuStorage::F32(y), x_layout.shape().clone()))
     }
@@ -190,61 +280,9 @@ impl CustomOp3 for TrainOp {
         y: &Tensor,
         dy: &Tensor,
     ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        let s = Planes::of(x.dims())?;
         let weight = weight.to_vec1::<f32>()?;
-        let (dx, sums) = with_values(x, |x| {
-            with_values(y, |y| {
-                with_values(dy, |dy| self.input_grad(x, y, dy, s, &weight))
-            })
-        })???;
-        let dweight = sums
-            .iter()
-            .zip(self.invstd.iter())
-            .map(|(&(_, gx), &i)| (gx * i as f64) as f32);
-        let dbias = sums.iter().map(|&(g, _)| g as f32);
-        Ok((
-            Some(tensor(dx, x.shape())?),
-            Some(tensor(dweight.collect(), s.channels)?),
-            Some(tensor(dbias.collect(), s.channels)?),
-        ))
-    }
-}
-
-impl TrainOp {
-    /// `dx`, and the per-channel sums the parameter gradients are made of.
-    fn input_grad(
-        &self,
-        x: &[f32],
-        y: &[f32],
-        dy: &[f32],
-        s: Planes,
-        weight: &[f32],
-    ) -> (Vec<f32>, Vec<(f64, f64)>) {
-        let sums = grad_sums(x, y, dy, s, &self.mean, self.relu);
-        let m = s.count() as f64;
-        // dx = k_g * (g - mean_g) + k_x * (x - mean), per channel.
-        let coefs: Vec<(f32, f32, f32)> = (0..s.channels)
-            .map(|c| {
-                let invstd = self.invstd[c] as f64;
-                let k_g = weight[c] as f64 * invstd;
-                let k_x = -k_g * invstd * invstd * sums[c].1 / m;
-                (k_g as f32, (sums[c].0 / m) as f32, k_x as f32)
-            })
-            .collect();
-        let mut dx = vec![0f32; x.len()];
-        s.map(&mut dx, |c, offset, out| {
-            let (k_g, mean_g, k_x) = coefs[c];
-            let mean = self.mean[c];
-            let n = out.len();
-            let src = x[offset..][..n]
-                .iter()
-                .zip(&y[offset..][..n])
-                .zip(&dy[offset..][..n]);
-            for (o, ((&x, &y), &dy)) in out.iter_mut().zip(src) {
-                *o = k_g * (masked(dy, y, self.relu) - mean_g) + k_x * (x - mean);
-            }
-        });
-        (dx, sums)
+        let [dx, dweight, dbias] = backward_op(&self.norm(&weight), x, y, dy)?;
+        Ok((Some(dx), Some(dweight), Some(dbias)))
     }
 }
 
@@ -259,15 +297,10 @@ pub(crate) fn batch_norm_train(
 ) -> candle_core::Result<(Tensor, BatchStats)> {
     let x = x.contiguous()?;
     let s = Planes::of(x.dims())?;
-    let stats = with_values(&x, |v| batch_stats(v, s))?;
-    let invstd = stats
-        .var
-        .iter()
-        .map(|&v| (1.0 / (v as f64 + eps).sqrt()) as f32)
-        .collect();
+    let stats = with_values(&x, |v| batch_stats(View::image_major(v), s))?;
     let op = TrainOp {
+        invstd: Arc::new(inverse_std(&stats.var, eps)),
         mean: Arc::new(stats.mean.clone()),
-        invstd: Arc::new(invstd),
         relu,
     };
     let y = x.apply_op3(&weight.contiguous()?, &bias.contiguous()?, op)?;
@@ -307,33 +340,18 @@ impl CustomOp3 for AffineOp {
         y: &Tensor,
         dy: &Tensor,
     ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        let s = Planes::of(x.dims())?;
+        // `x * alpha + beta` is a norm with mean 0, invstd 1 and weight alpha, constants.
         let alpha = alpha.to_vec1::<f32>()?;
-        let relu = self.relu;
-        let (dx, sums) = with_values(x, |x| {
-            with_values(y, |y| {
-                with_values(dy, |dy| {
-                    let zeros = vec![0f32; s.channels];
-                    let sums = grad_sums(x, y, dy, s, &zeros, relu);
-                    let mut dx = vec![0f32; x.len()];
-                    s.map(&mut dx, |c, offset, out| {
-                        let n = out.len();
-                        let src = y[offset..][..n].iter().zip(&dy[offset..][..n]);
-                        for (o, (&y, &dy)) in out.iter_mut().zip(src) {
-                            *o = masked(dy, y, relu) * alpha[c];
-                        }
-                    });
-                    (dx, sums)
-                })
-            })
-        })???;
-        let dalpha = sums.iter().map(|&(_, gx)| gx as f32).collect();
-        let dbeta = sums.iter().map(|&(g, _)| g as f32).collect();
-        Ok((
-            Some(tensor(dx, x.shape())?),
-            Some(tensor(dalpha, s.channels)?),
-            Some(tensor(dbeta, s.channels)?),
-        ))
+        let (zeros, ones) = (vec![0f32; alpha.len()], vec![1f32; alpha.len()]);
+        let norm = Norm {
+            mean: &zeros,
+            invstd: &ones,
+            weight: &alpha,
+            relu: self.relu,
+            batch: false,
+        };
+        let [dx, dalpha, dbeta] = backward_op(&norm, x, y, dy)?;
+        Ok((Some(dx), Some(dalpha), Some(dbeta)))
     }
 }
 

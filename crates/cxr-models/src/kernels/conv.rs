@@ -18,7 +18,7 @@ use super::{tensor, values, with_values};
 
 /// Shapes of one convolution (square kernel, no bias, no dilation or groups).
 #[derive(Clone, Copy, Debug)]
-struct Geometry {
+pub(super) struct Geometry {
     images: usize,
     c_in: usize,
     h: usize,
@@ -32,7 +32,7 @@ struct Geometry {
 }
 
 impl Geometry {
-    fn new(
+    pub(super) fn new(
         x: &[usize],
         weight: &[usize],
         stride: usize,
@@ -237,7 +237,7 @@ fn for_each_image(
     }
 }
 
-fn forward(g: &Geometry, x: &[f32], weight: &[f32]) -> Vec<f32> {
+pub(super) fn forward(g: &Geometry, x: &[f32], weight: &[f32]) -> Vec<f32> {
     let mut y = vec![0f32; g.images * g.output_len()];
     #[cfg(target_arch = "x86_64")]
     let direct = g.direct().map(|d| (d, d.pack_weights(weight)));
@@ -256,7 +256,7 @@ fn forward(g: &Geometry, x: &[f32], weight: &[f32]) -> Vec<f32> {
 /// `dx`: for stride 1, the convolution of `dy` with the weights flipped in space and
 /// transposed in channels (padding `k - 1 - p`), which reads `dy` through a small patch matrix
 /// instead of scattering a large one (`c_in k² x positions`) back with col2im.
-fn input_grad(g: &Geometry, dy: &[f32], weight: &[f32]) -> Vec<f32> {
+pub(super) fn input_grad(g: &Geometry, dy: &[f32], weight: &[f32]) -> Vec<f32> {
     if g.stride == 1 && !g.is_pointwise() && g.padding < g.kernel {
         let flipped = Geometry {
             c_in: g.c_out,
@@ -307,7 +307,7 @@ fn input_grad_col2im(g: &Geometry, dy: &[f32], weight: &[f32]) -> Vec<f32> {
     dx
 }
 
-fn weight_grad(g: &Geometry, x: &[f32], dy: &[f32]) -> Vec<f32> {
+pub(super) fn weight_grad(g: &Geometry, x: &[f32], dy: &[f32]) -> Vec<f32> {
     let len = g.c_out * g.patch_len();
     // dW += dy_i cols_iᵀ over images `range`, into `dw`.
     #[cfg(target_arch = "x86_64")]

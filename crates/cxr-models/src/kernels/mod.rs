@@ -14,7 +14,8 @@
 //! * [`batch_norm_train`] / [`batch_norm_eval`]: BatchNorm with an optional fused ReLU, forward
 //!   and backward in two passes each, parallel over channels or (image, channel) planes.
 //! * [`add_relu`]: ResNet's residual sum and ReLU in one pass.
-//! * [`concat_channels`]: DenseNet's concatenations, copied in parallel both ways.
+//! * [`dense_block`]: a whole DenseNet dense block, in one buffer of all its channels, with no
+//!   concatenations and its input gradient accumulated in place.
 //! * [`max_pool2d`]: the stem's padded max pool, forward and backward in one pass each.
 //!
 //! The entry points take f32 CPU tensors; callers check [`on_cpu_f32`] and otherwise use
@@ -22,17 +23,18 @@
 //! plain slice functions and are not themselves differentiable (no second derivatives).
 
 mod batchnorm;
-mod concat;
 mod conv;
+mod dense_block;
 #[cfg(target_arch = "x86_64")]
 mod direct;
 mod elementwise;
 mod gemm;
+mod planes;
 mod pool;
 
-pub(crate) use batchnorm::{batch_norm_eval, batch_norm_train};
-pub(crate) use concat::concat_channels;
+pub(crate) use batchnorm::{batch_norm_eval, batch_norm_train, BatchStats};
 pub(crate) use conv::conv2d;
+pub(crate) use dense_block::{dense_block, DenseBlockSpec};
 pub(crate) use elementwise::add_relu;
 pub(crate) use pool::max_pool2d;
 

@@ -1,0 +1,599 @@
+//! A whole DenseNet dense block as one op, forward and backward.
+//!
+//! Built from candle ops, a dense block concatenates its growing feature map after every layer
+//! (layer `j` copies all `c0 + 32 j` channels again), and candle's backward then adds each
+//! tensor's gradient into a fresh zero tensor, splits the concatenations' gradients back into
+//! copies and sums them: most of DenseNet's time outside the convolutions went there. Here the
+//! block owns one buffer of all its channels, each layer writes its 32 new channels into it, and
+//! the backward accumulates the block's input gradient in place, layer by layer, in reverse
+//! (the layout of memory-efficient DenseNet implementations, without their recomputation).
+//!
+//! The buffers are channel-major (`[C, N, H*W]`, see [`super::planes`]): a layer's input is the
+//! buffer's first `c` channels, the batch statistics of a channel are computed once when it is
+//! written (every later layer's first BatchNorm reads the same values), and the 1x1 bottleneck
+//! convolution is one GEMM over all images, its weight gradient one GEMM with all images' positions
+//! as its depth (per image, DenseNet's late 7x7 and 14x14 maps make small, slow GEMMs).
+//!
+//! The parameters arrive packed into one tensor (a custom op has at most three inputs), per layer
+//! in the order of [`LayerParams`]; their gradients leave packed the same way.
+
+use std::sync::{Arc, Mutex};
+
+use candle_core::{CpuStorage, CustomOp2, Layout, Shape, Tensor};
+use gemm::Parallelism;
+
+use super::batchnorm::{affine_into, batch_stats, inverse_std, BatchStats, Norm};
+use super::conv::{self, Geometry};
+use super::gemm::{matmul, Matrix};
+use super::planes::{reorder, Order, Planes, View};
+use super::{tensor, values, with_values};
+
+/// A dense block: `layers` times BN-ReLU-conv1x1 (to `width` channels) then BN-ReLU-conv3x3
+/// (to `growth` channels, appended to the block's features).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct DenseBlockSpec {
+    pub(crate) layers: usize,
+    pub(crate) growth: usize,
+    pub(crate) width: usize,
+    pub(crate) eps: f64,
+}
+
+impl DenseBlockSpec {
+    /// Parameter lengths of a layer with `c_in` input channels, in packing order.
+    fn param_lens(&self, c_in: usize) -> [usize; 6] {
+        let (w, g) = (self.width, self.growth);
+        [c_in, c_in, w * c_in, w, w, g * w * 9]
+    }
+
+    /// Where each layer's parameters start in the packed tensor, and its total length.
+    fn param_offsets(&self, c0: usize) -> (Vec<usize>, usize) {
+        let mut offsets = Vec::with_capacity(self.layers);
+        let mut end = 0;
+        for j in 0..self.layers {
+            offsets.push(end);
+            end += self.param_lens(c0 + j * self.growth).iter().sum::<usize>();
+        }
+        (offsets, end)
+    }
+}
+
+/// One layer's parameters (or their gradients), cut from the packed tensor.
+struct LayerParams<T> {
+    norm1_weight: T,
+    norm1_bias: T,
+    conv1: T,
+    norm2_weight: T,
+    norm2_bias: T,
+    conv2: T,
+}
+
+fn layer_params(packed: &[f32], lens: [usize; 6]) -> LayerParams<&[f32]> {
+    let mut rest = packed;
+    let [a, b, c, d, e, f] = lens.map(|len| {
+        let (head, tail) = rest.split_at(len);
+        rest = tail;
+        head
+    });
+    LayerParams {
+        norm1_weight: a,
+        norm1_bias: b,
+        conv1: c,
+        norm2_weight: d,
+        norm2_bias: e,
+        conv2: f,
+    }
+}
+
+fn layer_params_mut(packed: &mut [f32], lens: [usize; 6]) -> LayerParams<&mut [f32]> {
+    let mut rest = packed;
+    let [a, b, c, d, e, f] = lens.map(|len| {
+        let (head, tail) = std::mem::take(&mut rest).split_at_mut(len);
+        rest = tail;
+        head
+    });
+    LayerParams {
+        norm1_weight: a,
+        norm1_bias: b,
+        conv1: c,
+        norm2_weight: d,
+        norm2_bias: e,
+        conv2: f,
+    }
+}
+
+/// Mean and `1 / sqrt(var + eps)` of one BatchNorm.
+struct Normaliser {
+    mean: Vec<f32>,
+    invstd: Vec<f32>,
+}
+
+impl Normaliser {
+    fn new(stats: &BatchStats, eps: f64) -> Self {
+        Self {
+            mean: stats.mean.clone(),
+            invstd: inverse_std(&stats.var, eps),
+        }
+    }
+
+    fn norm<'a>(&'a self, weight: &'a [f32], batch: bool) -> Norm<'a> {
+        Norm {
+            mean: &self.mean,
+            invstd: &self.invstd,
+            weight,
+            relu: true,
+            batch,
+        }
+    }
+}
+
+/// What a layer's backward needs from its forward.
+struct SavedLayer {
+    norm1: Normaliser,
+    /// `relu(norm1(x))`, channel-major `[c_in, N, P]`.
+    y1: Vec<f32>,
+    /// The bottleneck (conv1's output), channel-major `[width, N, P]`.
+    bottleneck: Vec<f32>,
+    norm2: Normaliser,
+    /// `relu(norm2(bottleneck))`, image-major `[N, width, H, W]` (conv2's input).
+    y2: Vec<f32>,
+}
+
+/// The forward's buffers, kept for the backward.
+struct Saved {
+    /// All the block's channels, channel-major.
+    features: Vec<f32>,
+    layers: Vec<SavedLayer>,
+}
+
+/// The block's sizes for one input.
+#[derive(Clone, Copy)]
+struct Dims {
+    images: usize,
+    c0: usize,
+    h: usize,
+    w: usize,
+}
+
+impl Dims {
+    fn of(x: &[usize]) -> candle_core::Result<Self> {
+        match *x {
+            [images, c0, h, w] => Ok(Self { images, c0, h, w }),
+            _ => candle_core::bail!("dense block expects [N, C, H, W], got {x:?}"),
+        }
+    }
+
+    fn planes(&self, channels: usize) -> Planes {
+        Planes {
+            images: self.images,
+            channels,
+            positions: self.h * self.w,
+        }
+    }
+
+    /// Columns of a channel-major matrix: every image's positions.
+    fn columns(&self) -> usize {
+        self.images * self.h * self.w
+    }
+}
+
+struct DenseBlockOp {
+    spec: DenseBlockSpec,
+    /// Eval mode: every BatchNorm's running statistics (norm1, norm2 of each layer in turn).
+    running: Option<Vec<BatchStats>>,
+    /// Train mode: every BatchNorm's batch statistics, in the same order, for the caller.
+    batch: Arc<Mutex<Vec<BatchStats>>>,
+    saved: Mutex<Option<Saved>>,
+}
+
+fn gemm_parallelism() -> Parallelism {
+    match rayon::current_num_threads() {
+        1 => Parallelism::None,
+        threads => Parallelism::Rayon(threads),
+    }
+}
+
+impl DenseBlockOp {
+    fn train(&self) -> bool {
+        self.running.is_none()
+    }
+
+    /// Runs layer `j`, appending its channels to `features` (and their batch statistics to
+    /// `stats`, in train mode).
+    fn layer_forward(
+        &self,
+        d: Dims,
+        j: usize,
+        p: &LayerParams<&[f32]>,
+        features: &mut [f32],
+        stats: &mut BatchStats,
+    ) -> candle_core::Result<SavedLayer> {
+        let spec = &self.spec;
+        let c_in = d.c0 + j * spec.growth;
+        let (s1, s2) = (d.planes(c_in), d.planes(spec.width));
+        let [norm1, norm2] = [0, 1].map(|k| self.running.as_ref().map(|r| &r[2 * j + k]));
+        let norm1 = match norm1 {
+            Some(running) => Normaliser::new(running, spec.eps),
+            None => Normaliser::new(&prefix(stats, c_in), spec.eps),
+        };
+        let (scale, shift) = norm1.norm(p.norm1_weight, true).affine(p.norm1_bias);
+        let mut y1 = vec![0f32; s1.len()];
+        let x = View::channel_major(&features[..s1.len()]);
+        affine_into(x, s1, &scale, &shift, true, &mut y1, Order::ChannelMajor);
+
+        let mut bottleneck = vec![0f32; s2.len()];
+        let conv1 = Matrix::new(p.conv1, spec.width, c_in);
+        let y1_matrix = Matrix::new(&y1, c_in, d.columns());
+        matmul(&mut bottleneck, conv1, y1_matrix, false, gemm_parallelism());
+
+        let bottleneck_view = View::channel_major(&bottleneck);
+        let norm2 = match norm2 {
+            Some(running) => Normaliser::new(running, spec.eps),
+            None => {
+                let batch = batch_stats(bottleneck_view, s2);
+                let mut recorded = lock(&self.batch);
+                recorded.push(prefix(stats, c_in));
+                recorded.push(batch.clone());
+                Normaliser::new(&batch, spec.eps)
+            }
+        };
+        let (scale, shift) = norm2.norm(p.norm2_weight, true).affine(p.norm2_bias);
+        let mut y2 = vec![0f32; s2.len()];
+        affine_into(
+            bottleneck_view,
+            s2,
+            &scale,
+            &shift,
+            true,
+            &mut y2,
+            Order::ImageMajor,
+        );
+
+        let new = conv::forward(&self.conv2(d)?, &y2, p.conv2);
+        let s_new = d.planes(spec.growth);
+        let slot = &mut features[s1.len()..][..s_new.len()];
+        reorder(View::image_major(&new), s_new, slot, Order::ChannelMajor);
+        if self.train() {
+            let added = batch_stats(View::channel_major(slot), s_new);
+            stats.mean.extend(added.mean);
+            stats.var.extend(added.var);
+        }
+        Ok(SavedLayer {
+            norm1,
+            y1,
+            bottleneck,
+            norm2,
+            y2,
+        })
+    }
+
+    fn conv2(&self, d: Dims) -> candle_core::Result<Geometry> {
+        let (s, k) = (self.spec, 3);
+        Geometry::new(
+            &[d.images, s.width, d.h, d.w],
+            &[s.growth, s.width, k, k],
+            1,
+            1,
+        )
+    }
+
+    /// Layer `j`'s backward: its parameters' gradients into `dp`, its input's gradient added to
+    /// the first `c_in` channels of `grads` (channel-major, like `features`).
+    #[allow(clippy::too_many_arguments)]
+    fn layer_backward(
+        &self,
+        d: Dims,
+        j: usize,
+        p: &LayerParams<&[f32]>,
+        dp: LayerParams<&mut [f32]>,
+        saved: &SavedLayer,
+        features: &[f32],
+        grads: &mut [f32],
+    ) -> candle_core::Result<()> {
+        let spec = &self.spec;
+        let c_in = d.c0 + j * spec.growth;
+        let (s1, s2, s_new) = (d.planes(c_in), d.planes(spec.width), d.planes(spec.growth));
+        let train = self.train();
+
+        let mut d_new = vec![0f32; s_new.len()];
+        let slot = View::channel_major(&grads[s1.len()..][..s_new.len()]);
+        reorder(slot, s_new, &mut d_new, Order::ImageMajor);
+        let conv2 = self.conv2(d)?;
+        let d_y2 = conv::input_grad(&conv2, &d_new, p.conv2);
+        dp.conv2
+            .copy_from_slice(&conv::weight_grad(&conv2, &saved.y2, &d_new));
+
+        let mut d_bottleneck = vec![0f32; s2.len()];
+        let (dw, db) = saved.norm2.norm(p.norm2_weight, train).backward(
+            View::channel_major(&saved.bottleneck),
+            View::image_major(&saved.y2),
+            View::image_major(&d_y2),
+            s2,
+            &mut d_bottleneck,
+            Order::ChannelMajor,
+            false,
+        );
+        dp.norm2_weight.copy_from_slice(&dw);
+        dp.norm2_bias.copy_from_slice(&db);
+
+        let mut d_y1 = vec![0f32; s1.len()];
+        let conv1 = Matrix::new(p.conv1, spec.width, c_in);
+        let d_bottleneck = Matrix::new(&d_bottleneck, spec.width, d.columns());
+        let par = gemm_parallelism();
+        matmul(&mut d_y1, conv1.t(), d_bottleneck, false, par);
+        let y1 = Matrix::new(&saved.y1, c_in, d.columns());
+        matmul(dp.conv1, d_bottleneck, y1.t(), false, par);
+
+        let (dw, db) = saved.norm1.norm(p.norm1_weight, train).backward(
+            View::channel_major(&features[..s1.len()]),
+            View::channel_major(&saved.y1),
+            View::channel_major(&d_y1),
+            s1,
+            &mut grads[..s1.len()],
+            Order::ChannelMajor,
+            true,
+        );
+        dp.norm1_weight.copy_from_slice(&dw);
+        dp.norm1_bias.copy_from_slice(&db);
+        Ok(())
+    }
+}
+
+/// The statistics of the first `channels` channels.
+fn prefix(stats: &BatchStats, channels: usize) -> BatchStats {
+    BatchStats {
+        mean: stats.mean[..channels].to_vec(),
+        var: stats.var[..channels].to_vec(),
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+impl CustomOp2 for DenseBlockOp {
+    fn name(&self) -> &'static str {
+        "cxr-dense-block"
+    }
+
+    fn cpu_fwd(
+        &self,
+        x: &CpuStorage,
+        x_layout: &Layout,
+        params: &CpuStorage,
+        p_layout: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let d = Dims::of(x_layout.dims())?;
+        let (x, params) = (values(x, x_layout)?, values(params, p_layout)?);
+        let (offsets, len) = self.spec.param_offsets(d.c0);
+        if params.len() != len {
+            candle_core::bail!(
+                "dense block: {} packed parameters, expected {len}",
+                params.len()
+            );
+        }
+        let total = d.c0 + self.spec.layers * self.spec.growth;
+        let (s0, all) = (d.planes(d.c0), d.planes(total));
+        let mut features = vec![0f32; all.len()];
+        reorder(View::image_major(x), s0, &mut features, Order::ChannelMajor);
+        let mut stats = match self.train() {
+            true => batch_stats(View::channel_major(&features[..s0.len()]), s0),
+            false => BatchStats {
+                mean: vec![],
+                var: vec![],
+            },
+        };
+        let mut layers = Vec::with_capacity(self.spec.layers);
+        for (j, &offset) in offsets.iter().enumerate() {
+            let lens = self.spec.param_lens(d.c0 + j * self.spec.growth);
+            let p = layer_params(&params[offset..], lens);
+            layers.push(self.layer_forward(d, j, &p, &mut features, &mut stats)?);
+        }
+        let mut y = vec![0f32; all.len()];
+        reorder(
+            View::channel_major(&features),
+            all,
+            &mut y,
+            Order::ImageMajor,
+        );
+        *lock(&self.saved) = Some(Saved { features, layers });
+        Ok((CpuStorage::F32(y), Shape::from((d.images, total, d.h, d.w))))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        params: &Tensor,
+        y: &Tensor,
+        dy: &Tensor,
+    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
+        let d = Dims::of(x.dims())?;
+        let all = Planes::of(y.dims())?;
+        let saved = lock(&self.saved);
+        let Some(saved) = saved.as_ref() else {
+            candle_core::bail!("dense block: backward before forward")
+        };
+        let mut grads = vec![0f32; all.len()];
+        with_values(dy, |dy| {
+            reorder(View::image_major(dy), all, &mut grads, Order::ChannelMajor)
+        })?;
+        let (offsets, len) = self.spec.param_offsets(d.c0);
+        let mut dparams = vec![0f32; len];
+        with_values(params, |params| {
+            for (j, &offset) in offsets.iter().enumerate().rev() {
+                let lens = self.spec.param_lens(d.c0 + j * self.spec.growth);
+                let p = layer_params(&params[offset..], lens);
+                let dp = layer_params_mut(&mut dparams[offset..], lens);
+                let layer = &saved.layers[j];
+                self.layer_backward(d, j, &p, dp, layer, &saved.features, &mut grads)?;
+            }
+            Ok::<_, candle_core::Error>(())
+        })??;
+        let dx = if x.track_op() {
+            let s0 = d.planes(d.c0);
+            let mut dx = vec![0f32; s0.len()];
+            reorder(View::channel_major(&grads), s0, &mut dx, Order::ImageMajor);
+            Some(tensor(dx, x.shape())?)
+        } else {
+            None
+        };
+        Ok((dx, Some(tensor(dparams, len)?)))
+    }
+}
+
+/// Runs a dense block on `x` (`[N, c0, H, W]`, f32 on the CPU) with `params` packed as
+/// described in the module docs. `running` holds every BatchNorm's running statistics in eval
+/// mode (norm1, norm2 of each layer in turn) and is `None` in train mode, where the batch
+/// statistics come back in the same order.
+pub(crate) fn dense_block(
+    x: &Tensor,
+    params: &Tensor,
+    spec: DenseBlockSpec,
+    running: Option<Vec<BatchStats>>,
+) -> candle_core::Result<(Tensor, Vec<BatchStats>)> {
+    let batch = Arc::new(Mutex::new(Vec::new()));
+    let op = DenseBlockOp {
+        spec,
+        running,
+        batch: Arc::clone(&batch),
+        saved: Mutex::new(None),
+    };
+    let y = x.contiguous()?.apply_op2(&params.contiguous()?, op)?;
+    let stats = std::mem::take(&mut *lock(&batch));
+    Ok((y, stats))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kernels::tests::assert_close;
+    use crate::kernels::{batch_norm_eval, batch_norm_train, conv2d};
+    use candle_core::{Device, Var};
+
+    const SPEC: DenseBlockSpec = DenseBlockSpec {
+        layers: 3,
+        growth: 4,
+        width: 8,
+        eps: 1e-5,
+    };
+
+    /// One layer's parameters as variables, in packing order.
+    fn layer_vars(c_in: usize) -> Vec<Var> {
+        let dev = Device::Cpu;
+        let (w, g) = (SPEC.width, SPEC.growth);
+        let shapes: [&[usize]; 6] = [
+            &[c_in],
+            &[c_in],
+            &[w, c_in, 1, 1],
+            &[w],
+            &[w],
+            &[g, w, 3, 3],
+        ];
+        let means = [1f32, 0., 0., 1., 0., 0.];
+        shapes
+            .iter()
+            .zip(means)
+            .map(|(shape, mean)| Var::randn(mean, 0.5f32, *shape, &dev).unwrap())
+            .collect()
+    }
+
+    /// Running statistics for eval mode: positive variances, non-zero means.
+    fn running(channels: usize) -> BatchStats {
+        BatchStats {
+            mean: (0..channels).map(|c| 0.1 * c as f32 - 0.2).collect(),
+            var: (0..channels).map(|c| 0.5 + 0.25 * c as f32).collect(),
+        }
+    }
+
+    /// The block from the single-layer kernels and candle's concatenation.
+    fn composed(
+        x: &Tensor,
+        vars: &[Vec<Var>],
+        eval: Option<&[BatchStats]>,
+    ) -> (Tensor, Vec<BatchStats>) {
+        let mut x = x.clone();
+        let mut stats = Vec::new();
+        for (j, v) in vars.iter().enumerate() {
+            let v: Vec<&Tensor> = v.iter().map(|v| v.as_tensor()).collect();
+            let norm =
+                |x: &Tensor, w: &Tensor, b: &Tensor, k: usize, stats: &mut Vec<BatchStats>| {
+                    match eval {
+                        None => {
+                            let (y, s) = batch_norm_train(x, w, b, SPEC.eps, true).unwrap();
+                            stats.push(s);
+                            y
+                        }
+                        Some(running) => {
+                            let r = &running[2 * j + k];
+                            let n = r.mean.len();
+                            let invstd =
+                                Tensor::new(inverse_std(&r.var, SPEC.eps), &Device::Cpu).unwrap();
+                            let alpha = w.mul(&invstd).unwrap();
+                            let mean = Tensor::new(r.mean.as_slice(), &Device::Cpu).unwrap();
+                            let beta = b.sub(&mean.mul(&alpha).unwrap()).unwrap();
+                            assert_eq!(alpha.dims(), [n]);
+                            batch_norm_eval(x, &alpha, &beta, true).unwrap()
+                        }
+                    }
+                };
+            let y1 = norm(&x, v[0], v[1], 0, &mut stats);
+            let bottleneck = conv2d(&y1, v[2], 1, 0).unwrap();
+            let y2 = norm(&bottleneck, v[3], v[4], 1, &mut stats);
+            let new = conv2d(&y2, v[5], 1, 1).unwrap();
+            x = Tensor::cat(&[&x, &new], 1).unwrap();
+        }
+        (x, stats)
+    }
+
+    /// Output, input gradient, every parameter gradient and the batch statistics of the fused
+    /// block agree with the composed one, in train and eval mode.
+    #[test]
+    fn matches_the_composed_block() {
+        let dev = Device::Cpu;
+        let (n, c0, h, w) = (3, 5, 6, 7);
+        let x = Var::randn(0.3f32, 1.5f32, (n, c0, h, w), &dev).unwrap();
+        let vars: Vec<Vec<Var>> = (0..SPEC.layers)
+            .map(|j| layer_vars(c0 + j * SPEC.growth))
+            .collect();
+        let total = c0 + SPEC.layers * SPEC.growth;
+        let mix = Tensor::randn(0f32, 1f32, (n, total, h, w), &dev).unwrap();
+        let running: Vec<BatchStats> = (0..SPEC.layers)
+            .flat_map(|j| [running(c0 + j * SPEC.growth), running(SPEC.width)])
+            .collect();
+        for eval in [false, true] {
+            let eval_stats = eval.then_some(running.as_slice());
+            let packed = Tensor::cat(
+                &vars
+                    .iter()
+                    .flatten()
+                    .map(|v| v.as_tensor().flatten_all().unwrap())
+                    .collect::<Vec<_>>(),
+                0,
+            )
+            .unwrap();
+            let (got, got_stats) =
+                dense_block(x.as_tensor(), &packed, SPEC, eval_stats.map(|r| r.to_vec())).unwrap();
+            let (want, want_stats) = composed(x.as_tensor(), &vars, eval_stats);
+            assert_close(&got, &want, 1e-5, &format!("eval {eval}: y"));
+            assert_eq!(got_stats.len(), want_stats.len());
+            for (g, w) in got_stats.iter().zip(&want_stats) {
+                assert_eq!((&g.mean, &g.var), (&w.mean, &w.var), "batch statistics");
+            }
+            let grads = |y: &Tensor| (y * &mix).unwrap().sum_all().unwrap().backward().unwrap();
+            let (gg, gw) = (grads(&got), grads(&want));
+            let what = |t: &Tensor, name: String| {
+                assert_close(
+                    gg.get(t).unwrap(),
+                    gw.get(t).unwrap(),
+                    1e-4,
+                    &format!("eval {eval}: {name}"),
+                )
+            };
+            what(x.as_tensor(), "dx".into());
+            for (j, v) in vars.iter().enumerate() {
+                for (k, v) in v.iter().enumerate() {
+                    what(v.as_tensor(), format!("layer {j} parameter {k}"));
+                }
+            }
+        }
+    }
+}
