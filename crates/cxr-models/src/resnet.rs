@@ -11,7 +11,7 @@ use crate::config::{ResNetConfig, ResidualBlock};
 use crate::error::Result;
 use crate::init::{Fan, Init};
 use crate::kernels;
-use crate::layers::{global_avg_pool, max_pool2d, BatchNorm, Conv2d, ConvSpec, Mode};
+use crate::layers::{global_avg_pool, max_pool2d, BatchNorm, Conv2d, ConvSpec, Mode, BN_EPS};
 use crate::state::Builder;
 
 const CONV_INIT: Init = Init::KaimingNormal(Fan::Out);
@@ -54,6 +54,7 @@ fn spec(c_in: usize, c_out: usize, kernel: usize, stride: usize) -> ConvSpec {
 struct Block {
     path: Vec<ConvBn>,
     downsample: Option<ConvBn>,
+    spec: kernels::ResidualSpec,
 }
 
 impl Block {
@@ -78,24 +79,40 @@ impl Block {
             }
         };
         let path = specs
-            .into_iter()
+            .iter()
+            .copied()
             .enumerate()
             .map(|(i, s)| {
                 let conv = format!("{name}.conv{}", i + 1);
                 ConvBn::new(b, &conv, &format!("{name}.bn{}", i + 1), s)
             })
             .collect::<Result<Vec<_>>>()?;
-        let downsample = if stride != 1 || c_in != c_out {
-            let conv = format!("{name}.downsample.0");
-            let bn = format!("{name}.downsample.1");
-            Some(ConvBn::new(b, &conv, &bn, spec(c_in, c_out, 1, stride))?)
-        } else {
-            None
+        let projection = (stride != 1 || c_in != c_out).then(|| spec(c_in, c_out, 1, stride));
+        let downsample = match projection {
+            Some(s) => {
+                let conv = format!("{name}.downsample.0");
+                let bn = format!("{name}.downsample.1");
+                Some(ConvBn::new(b, &conv, &bn, s)?)
+            }
+            None => None,
         };
-        Ok(Self { path, downsample })
+        let spec = kernels::ResidualSpec {
+            path: specs,
+            downsample: projection,
+            eps: BN_EPS,
+        };
+        Ok(Self {
+            path,
+            downsample,
+            spec,
+        })
     }
 
+    /// On the CPU one fused op ([`kernels::residual_block`]), elsewhere candle's ops.
     fn forward(&self, x: &Tensor, mode: Mode) -> Result<Tensor> {
+        if kernels::on_cpu_f32(x) {
+            return self.fused(x, mode);
+        }
         let (last, inner) = self.path.split_last().expect("a block has convolutions");
         let mut out = x.clone();
         for conv_bn in inner {
@@ -106,10 +123,30 @@ impl Block {
             Some(down) => down.forward(x, mode)?,
             None => x.clone(),
         };
-        if kernels::on_cpu_f32(&out) {
-            return Ok(kernels::add_relu(&out, &identity)?);
-        }
         Ok((out + identity)?.relu()?)
+    }
+
+    fn fused(&self, x: &Tensor, mode: Mode) -> Result<Tensor> {
+        BatchNorm::count(x, mode)?;
+        let conv_bns = || self.path.iter().chain(&self.downsample);
+        let params: Vec<Tensor> = conv_bns()
+            .flat_map(|cb| [cb.conv.weight(), cb.bn.weight(), cb.bn.bias()])
+            .map(|t| t.flatten_all())
+            .collect::<candle_core::Result<_>>()?;
+        let packed = Tensor::cat(&params, 0)?;
+        let running = match mode {
+            Mode::Train => None,
+            Mode::Eval => Some(
+                conv_bns()
+                    .map(|cb| cb.bn.running_stats())
+                    .collect::<Result<_>>()?,
+            ),
+        };
+        let (y, stats) = kernels::residual_block(x, &packed, self.spec.clone(), running)?;
+        for (conv_bn, (stats, count)) in conv_bns().zip(stats) {
+            conv_bn.bn.record(stats, count)?;
+        }
+        Ok(y)
     }
 }
 

@@ -137,6 +137,32 @@ impl Norm<'_> {
     }
 }
 
+/// Mean and `1 / sqrt(var + eps)` of one BatchNorm.
+pub(super) struct Normaliser {
+    pub(super) mean: Vec<f32>,
+    pub(super) invstd: Vec<f32>,
+}
+
+impl Normaliser {
+    pub(super) fn new(stats: &BatchStats, eps: f64) -> Self {
+        Self {
+            mean: stats.mean.clone(),
+            invstd: inverse_std(&stats.var, eps),
+        }
+    }
+
+    /// The norm with these statistics and `weight`: `batch` if they are the batch's own.
+    pub(super) fn norm<'a>(&'a self, weight: &'a [f32], relu: bool, batch: bool) -> Norm<'a> {
+        Norm {
+            mean: &self.mean,
+            invstd: &self.invstd,
+            weight,
+            relu,
+            batch,
+        }
+    }
+}
+
 /// `y = relu?(x * scale[c] + shift[c])` into `out`, laid out in `order`.
 #[allow(clippy::too_many_arguments)]
 pub(super) fn affine_into(

@@ -27,8 +27,8 @@ pub(super) struct Geometry {
     kernel: usize,
     stride: usize,
     padding: usize,
-    h_out: usize,
-    w_out: usize,
+    pub(super) h_out: usize,
+    pub(super) w_out: usize,
 }
 
 impl Geometry {
@@ -63,7 +63,7 @@ impl Geometry {
         self.c_in * self.h * self.w
     }
 
-    fn positions(&self) -> usize {
+    pub(super) fn positions(&self) -> usize {
         self.h_out * self.w_out
     }
 

@@ -22,11 +22,11 @@ use std::sync::{Arc, Mutex};
 use candle_core::{CpuStorage, CustomOp2, Layout, Shape, Tensor};
 use gemm::Parallelism;
 
-use super::batchnorm::{affine_into, batch_stats, inverse_std, BatchStats, Norm};
+use super::batchnorm::{affine_into, batch_stats, BatchStats, Normaliser};
 use super::conv::{self, Geometry};
 use super::gemm::{matmul, Matrix};
 use super::planes::{reorder, Order, Planes, View};
-use super::{tensor, values, with_values};
+use super::{lock, tensor, values, with_values};
 
 /// A dense block: `layers` times BN-ReLU-conv1x1 (to `width` channels) then BN-ReLU-conv3x3
 /// (to `growth` channels, appended to the block's features).
@@ -98,31 +98,6 @@ fn layer_params_mut(packed: &mut [f32], lens: [usize; 6]) -> LayerParams<&mut [f
         norm2_weight: d,
         norm2_bias: e,
         conv2: f,
-    }
-}
-
-/// Mean and `1 / sqrt(var + eps)` of one BatchNorm.
-struct Normaliser {
-    mean: Vec<f32>,
-    invstd: Vec<f32>,
-}
-
-impl Normaliser {
-    fn new(stats: &BatchStats, eps: f64) -> Self {
-        Self {
-            mean: stats.mean.clone(),
-            invstd: inverse_std(&stats.var, eps),
-        }
-    }
-
-    fn norm<'a>(&'a self, weight: &'a [f32], batch: bool) -> Norm<'a> {
-        Norm {
-            mean: &self.mean,
-            invstd: &self.invstd,
-            weight,
-            relu: true,
-            batch,
-        }
     }
 }
 
@@ -215,7 +190,7 @@ impl DenseBlockOp {
             Some(running) => Normaliser::new(running, spec.eps),
             None => Normaliser::new(&prefix(stats, c_in), spec.eps),
         };
-        let (scale, shift) = norm1.norm(p.norm1_weight, true).affine(p.norm1_bias);
+        let (scale, shift) = norm1.norm(p.norm1_weight, true, true).affine(p.norm1_bias);
         let mut y1 = vec![0f32; s1.len()];
         let x = View::channel_major(&features[..s1.len()]);
         affine_into(x, s1, &scale, &shift, true, &mut y1, Order::ChannelMajor);
@@ -236,7 +211,7 @@ impl DenseBlockOp {
                 Normaliser::new(&batch, spec.eps)
             }
         };
-        let (scale, shift) = norm2.norm(p.norm2_weight, true).affine(p.norm2_bias);
+        let (scale, shift) = norm2.norm(p.norm2_weight, true, true).affine(p.norm2_bias);
         let mut y2 = vec![0f32; s2.len()];
         affine_into(
             bottleneck_view,
@@ -303,7 +278,7 @@ impl DenseBlockOp {
             .copy_from_slice(&conv::weight_grad(&conv2, &saved.y2, &d_new));
 
         let mut d_bottleneck = vec![0f32; s2.len()];
-        let (dw, db) = saved.norm2.norm(p.norm2_weight, train).backward(
+        let (dw, db) = saved.norm2.norm(p.norm2_weight, true, train).backward(
             View::channel_major(&saved.bottleneck),
             View::image_major(&saved.y2),
             View::image_major(&d_y2),
@@ -323,7 +298,7 @@ impl DenseBlockOp {
         let y1 = Matrix::new(&saved.y1, c_in, d.columns());
         matmul(dp.conv1, d_bottleneck, y1.t(), false, par);
 
-        let (dw, db) = saved.norm1.norm(p.norm1_weight, train).backward(
+        let (dw, db) = saved.norm1.norm(p.norm1_weight, true, train).backward(
             View::channel_major(&features[..s1.len()]),
             View::channel_major(&saved.y1),
             View::channel_major(&d_y1),
@@ -344,10 +319,6 @@ fn prefix(stats: &BatchStats, channels: usize) -> BatchStats {
         mean: stats.mean[..channels].to_vec(),
         var: stats.var[..channels].to_vec(),
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 impl CustomOp2 for DenseBlockOp {
@@ -465,6 +436,7 @@ pub(crate) fn dense_block(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::kernels::batchnorm::inverse_std;
     use crate::kernels::tests::assert_close;
     use crate::kernels::{batch_norm_eval, batch_norm_train, conv2d};
     use candle_core::{Device, Var};

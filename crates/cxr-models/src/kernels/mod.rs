@@ -13,7 +13,7 @@
 //!   pays (`direct`): no patch matrix, no packing, forward, input and weight gradients.
 //! * [`batch_norm_train`] / [`batch_norm_eval`]: BatchNorm with an optional fused ReLU, forward
 //!   and backward in two passes each, parallel over channels or (image, channel) planes.
-//! * [`add_relu`]: ResNet's residual sum and ReLU in one pass.
+//! * [`residual_block`]: a whole ResNet block, its last BatchNorms, sum and ReLU in one pass.
 //! * [`dense_block`]: a whole DenseNet dense block, in one buffer of all its channels, with no
 //!   concatenations and its input gradient accumulated in place.
 //! * [`max_pool2d`]: the stem's padded max pool, forward and backward in one pass each.
@@ -27,16 +27,16 @@ mod conv;
 mod dense_block;
 #[cfg(target_arch = "x86_64")]
 mod direct;
-mod elementwise;
 mod gemm;
 mod planes;
 mod pool;
+mod residual;
 
 pub(crate) use batchnorm::{batch_norm_eval, batch_norm_train, BatchStats};
 pub(crate) use conv::conv2d;
 pub(crate) use dense_block::{dense_block, DenseBlockSpec};
-pub(crate) use elementwise::add_relu;
 pub(crate) use pool::max_pool2d;
+pub(crate) use residual::{residual_block, ResidualSpec};
 
 use candle_core::{DType, Device, Layout, Shape, Storage, Tensor};
 
@@ -71,37 +71,17 @@ fn tensor(values: Vec<f32>, shape: impl Into<Shape>) -> candle_core::Result<Tens
     Tensor::from_vec(values, shape, &Device::Cpu)
 }
 
+/// Locks `m`, also after a panic elsewhere (the data are buffers, valid either way).
+fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 /// Below this many elements a parallel loop costs more than it saves.
 const MIN_PARALLEL_LEN: usize = 1 << 14;
 
 #[cfg(test)]
 pub(crate) mod tests {
-    use candle_core::{Device, Tensor, Var};
-
-    /// Checks a two-input op against candle's composition of the same function: the output and
-    /// both input gradients of `sum(op(a, b) * mix)` must agree exactly (`tol` 0 for pure copies
-    /// and sums).
-    pub(crate) fn assert_binary_op_matches(
-        shapes: [&[usize]; 3],
-        op: impl Fn(&Tensor, &Tensor) -> Tensor,
-        reference: impl Fn(&Tensor, &Tensor) -> Tensor,
-    ) {
-        let dev = Device::Cpu;
-        let a = Var::randn(0f32, 1f32, shapes[0], &dev).unwrap();
-        let b = Var::randn(0f32, 1f32, shapes[1], &dev).unwrap();
-        let mix = Tensor::randn(0f32, 1f32, shapes[2], &dev).unwrap();
-        let run = |y: Tensor| {
-            let grads = (&y * &mix).unwrap().sum_all().unwrap().backward().unwrap();
-            let da = grads.get(a.as_tensor()).unwrap().clone();
-            let db = grads.get(b.as_tensor()).unwrap().clone();
-            [y, da, db]
-        };
-        let got = run(op(a.as_tensor(), b.as_tensor()));
-        let want = run(reference(a.as_tensor(), b.as_tensor()));
-        for (g, (w, what)) in got.iter().zip(want.iter().zip(["y", "da", "db"])) {
-            assert_close(g, w, 0.0, what);
-        }
-    }
+    use candle_core::Tensor;
 
     /// Largest absolute difference, relative to the largest reference magnitude, within `tol`.
     pub(crate) fn assert_close(got: &Tensor, want: &Tensor, tol: f32, what: &str) {

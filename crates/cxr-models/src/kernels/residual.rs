@@ -1,0 +1,533 @@
+//! A whole ResNet block (basic or bottleneck) as one op, forward and backward.
+//!
+//! Built from candle ops, a bottleneck is eleven tensors, and candle's backward adds the
+//! gradient of every one of them into a fresh zero tensor before using it; the residual join
+//! then hands the same gradient to both branches as two more such sums. Here the block runs the
+//! same kernels (convolutions, BatchNorm with its ReLU) on plain buffers: every gradient is
+//! written once where it is used, the last BatchNorm, the projection's BatchNorm, the sum and
+//! the ReLU are one pass forward, and the block's output gradient is masked once for both
+//! branches.
+//!
+//! The parameters arrive packed into one tensor (a custom op has at most three inputs): for each
+//! convolution of the path, then the projection if any, its weight and its BatchNorm's weight and
+//! bias; their gradients leave packed the same way.
+
+use std::sync::{Arc, Mutex};
+
+use candle_core::{CpuStorage, CustomOp2, Layout, Shape, Tensor};
+use rayon::prelude::*;
+
+use super::batchnorm::{affine_into, batch_stats, BatchStats, Normaliser};
+use super::conv::{self, Geometry};
+use super::planes::{Order, Planes, View};
+use super::{lock, tensor, values, with_values, MIN_PARALLEL_LEN};
+use crate::layers::ConvSpec;
+
+/// A residual block: `path` convolutions, each followed by BatchNorm and (except the last) a
+/// ReLU, added to the input or to its projection (`downsample`), then a ReLU.
+#[derive(Clone, Debug)]
+pub(crate) struct ResidualSpec {
+    pub(crate) path: Vec<ConvSpec>,
+    pub(crate) downsample: Option<ConvSpec>,
+    pub(crate) eps: f64,
+}
+
+impl ResidualSpec {
+    /// Every convolution: the path's, then the projection.
+    fn convs(&self) -> impl Iterator<Item = &ConvSpec> {
+        self.path.iter().chain(&self.downsample)
+    }
+
+    /// The packed parameters of each convolution: where they start, and (weight, BatchNorm)
+    /// lengths.
+    fn param_offsets(&self) -> (Vec<usize>, usize) {
+        let mut offsets = Vec::new();
+        let mut end = 0;
+        for c in self.convs() {
+            offsets.push(end);
+            end += c.c_out * c.c_in * c.kernel * c.kernel + 2 * c.c_out;
+        }
+        (offsets, end)
+    }
+}
+
+/// One convolution's parameters (or their gradients): weight, BatchNorm weight and bias.
+struct ConvParams<T> {
+    conv: T,
+    bn_weight: T,
+    bn_bias: T,
+}
+
+fn conv_params<'a>(packed: &'a [f32], spec: &ConvSpec) -> ConvParams<&'a [f32]> {
+    let (conv, rest) = packed.split_at(spec.c_out * spec.c_in * spec.kernel * spec.kernel);
+    let (bn_weight, rest) = rest.split_at(spec.c_out);
+    ConvParams {
+        conv,
+        bn_weight,
+        bn_bias: &rest[..spec.c_out],
+    }
+}
+
+fn conv_params_mut<'a>(packed: &'a mut [f32], spec: &ConvSpec) -> ConvParams<&'a mut [f32]> {
+    let (conv, rest) = packed.split_at_mut(spec.c_out * spec.c_in * spec.kernel * spec.kernel);
+    let (bn_weight, rest) = rest.split_at_mut(spec.c_out);
+    ConvParams {
+        conv,
+        bn_weight,
+        bn_bias: &mut rest[..spec.c_out],
+    }
+}
+
+/// One convolution's geometry, output planes, and what its backward needs.
+struct SavedConv {
+    geometry: Geometry,
+    planes: Planes,
+    /// The convolution's output (its BatchNorm's input).
+    conv: Vec<f32>,
+    norm: Normaliser,
+    /// `relu(norm(conv))`, the next convolution's input (not kept for the last of the path and
+    /// the projection: they are summed into the block's output).
+    activated: Option<Vec<f32>>,
+}
+
+struct ResidualOp {
+    spec: ResidualSpec,
+    /// Eval mode: every BatchNorm's running statistics, in the order of the convolutions.
+    running: Option<Vec<BatchStats>>,
+    /// Train mode: every BatchNorm's batch statistics and values per channel, in the same
+    /// order, for the caller.
+    batch: Arc<Mutex<Vec<(BatchStats, usize)>>>,
+    saved: Mutex<Vec<SavedConv>>,
+}
+
+impl ResidualOp {
+    fn train(&self) -> bool {
+        self.running.is_none()
+    }
+
+    /// Convolution `i` of the block and its BatchNorm statistics; with `relu`, also its
+    /// activated output.
+    fn conv_bn(
+        &self,
+        i: usize,
+        x: &[f32],
+        x_dims: [usize; 4],
+        p: &ConvParams<&[f32]>,
+        relu: bool,
+    ) -> candle_core::Result<SavedConv> {
+        let spec = self.spec.convs().nth(i).expect("convolution index");
+        let k = spec.kernel;
+        let weight_dims = [spec.c_out, spec.c_in, k, k];
+        let geometry = Geometry::new(&x_dims, &weight_dims, spec.stride, spec.padding)?;
+        let conv = conv::forward(&geometry, x, p.conv);
+        let planes = Planes {
+            images: x_dims[0],
+            channels: spec.c_out,
+            positions: geometry.positions(),
+        };
+        let norm = match &self.running {
+            Some(running) => Normaliser::new(&running[i], self.spec.eps),
+            None => {
+                let stats = batch_stats(View::image_major(&conv), planes);
+                let norm = Normaliser::new(&stats, self.spec.eps);
+                lock(&self.batch).push((stats, planes.count()));
+                norm
+            }
+        };
+        let activated = relu.then(|| {
+            let (scale, shift) = norm.norm(p.bn_weight, true, true).affine(p.bn_bias);
+            let mut y = vec![0f32; conv.len()];
+            let conv = View::image_major(&conv);
+            affine_into(
+                conv,
+                planes,
+                &scale,
+                &shift,
+                true,
+                &mut y,
+                Order::ImageMajor,
+            );
+            y
+        });
+        Ok(SavedConv {
+            geometry,
+            planes,
+            conv,
+            norm,
+            activated,
+        })
+    }
+}
+
+/// `out = relu(last * scale + shift + identity)`, with `identity` the input or, projected,
+/// `projection * p_scale + p_shift`.
+fn join(last: &SavedConv, bn: (&[f32], &[f32]), identity: Identity, out: &mut [f32]) {
+    let s = last.planes;
+    let last_view = View::image_major(&last.conv);
+    s.map(out, Order::ImageMajor, |image, c, out| {
+        let (a, b) = (bn.0[c], bn.1[c]);
+        let path = last_view.plane(s, image, c);
+        match identity {
+            Identity::Input(x) => {
+                let x = View::image_major(x).plane(s, image, c);
+                for ((o, &v), &x) in out.iter_mut().zip(path).zip(x) {
+                    *o = (v * a + b + x).max(0.0);
+                }
+            }
+            Identity::Projected(proj, scale, shift) => {
+                let (pa, pb) = (scale[c], shift[c]);
+                let proj = View::image_major(proj).plane(s, image, c);
+                for ((o, &v), &p) in out.iter_mut().zip(path).zip(proj) {
+                    *o = (v * a + b + p * pa + pb).max(0.0);
+                }
+            }
+        }
+    });
+}
+
+#[derive(Clone, Copy)]
+enum Identity<'a> {
+    Input(&'a [f32]),
+    /// The projection's convolution output and its BatchNorm's scale and shift.
+    Projected(&'a [f32], &'a [f32], &'a [f32]),
+}
+
+impl CustomOp2 for ResidualOp {
+    fn name(&self) -> &'static str {
+        "cxr-residual-block"
+    }
+
+    fn cpu_fwd(
+        &self,
+        x: &CpuStorage,
+        x_layout: &Layout,
+        params: &CpuStorage,
+        p_layout: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let x_dims: [usize; 4] = x_layout.dims().try_into().map_err(|_| {
+            candle_core::Error::Msg(format!("residual block: input {:?}", x_layout.dims()))
+        })?;
+        let (x, params) = (values(x, x_layout)?, values(params, p_layout)?);
+        let (offsets, len) = self.spec.param_offsets();
+        if params.len() != len {
+            candle_core::bail!(
+                "residual block: {} packed parameters, expected {len}",
+                params.len()
+            );
+        }
+        let specs: Vec<&ConvSpec> = self.spec.convs().collect();
+        let p = |i: usize| conv_params(&params[offsets[i]..], specs[i]);
+        let last = self.spec.path.len() - 1;
+        let mut saved: Vec<SavedConv> = Vec::with_capacity(specs.len());
+        let mut dims = x_dims;
+        for i in 0..=last {
+            let input = saved.last().map_or(x, |s| s.activated.as_deref().unwrap());
+            let conv = self.conv_bn(i, input, dims, &p(i), i < last)?;
+            let g = &conv.geometry;
+            dims = [x_dims[0], conv.planes.channels, g.h_out, g.w_out];
+            saved.push(conv);
+        }
+        if self.spec.downsample.is_some() {
+            saved.push(self.conv_bn(last + 1, x, x_dims, &p(last + 1), false)?);
+        }
+        let affine = |i: usize| {
+            saved[i]
+                .norm
+                .norm(p(i).bn_weight, false, true)
+                .affine(p(i).bn_bias)
+        };
+        let (scale, shift) = affine(last);
+        let projection = saved.get(last + 1).map(|s| (&s.conv, affine(last + 1)));
+        let identity = match &projection {
+            Some((conv, (scale, shift))) => Identity::Projected(conv, scale, shift),
+            None => Identity::Input(x),
+        };
+        let mut out = vec![0f32; saved[last].conv.len()];
+        join(&saved[last], (&scale, &shift), identity, &mut out);
+        *lock(&self.saved) = saved;
+        Ok((CpuStorage::F32(out), Shape::from(&dims)))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        params: &Tensor,
+        y: &Tensor,
+        dy: &Tensor,
+    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
+        let saved = lock(&self.saved);
+        if saved.is_empty() {
+            candle_core::bail!("residual block: backward before forward")
+        }
+        let (offsets, len) = self.spec.param_offsets();
+        let mut dparams = vec![0f32; len];
+        // The gradient reaching both branches: the output's, where the ReLU passed it.
+        let g = with_values(y, |y| {
+            with_values(dy, |dy| {
+                let g = y.par_iter().zip(dy).with_min_len(MIN_PARALLEL_LEN);
+                g.map(|(&y, &dy)| if y > 0.0 { dy } else { 0.0 })
+                    .collect::<Vec<f32>>()
+            })
+        })??;
+        let dx = with_values(x, |x| {
+            with_values(params, |params| {
+                self.backward(x, params, &saved, &offsets, &g, &mut dparams)
+            })
+        })??;
+        let dx = match x.track_op() {
+            true => Some(tensor(dx, x.shape())?),
+            false => None,
+        };
+        Ok((dx, Some(tensor(dparams, len)?)))
+    }
+}
+
+impl ResidualOp {
+    /// The parameters' gradients into `dparams`, and the input's.
+    #[allow(clippy::too_many_arguments)]
+    fn backward(
+        &self,
+        x: &[f32],
+        params: &[f32],
+        saved: &[SavedConv],
+        offsets: &[usize],
+        g: &[f32],
+        dparams: &mut [f32],
+    ) -> Vec<f32> {
+        let specs: Vec<&ConvSpec> = self.spec.convs().collect();
+        let train = self.train();
+        let last = self.spec.path.len() - 1;
+        // Split the packed gradients per convolution, from the back.
+        let mut grads: Vec<ConvParams<&mut [f32]>> = Vec::with_capacity(specs.len());
+        let mut rest = dparams;
+        for (i, spec) in specs.iter().enumerate() {
+            let len = offsets.get(i + 1).map_or(rest.len(), |&o| o - offsets[i]);
+            let (head, tail) = rest.split_at_mut(len);
+            grads.push(conv_params_mut(head, spec));
+            rest = tail;
+        }
+        // Convolution i's backward from the gradient at its BatchNorm's output: its weight's and
+        // its BatchNorm's gradients, and its input's.
+        let mut conv_backward = |i: usize, d_out: &[f32], input: &[f32]| {
+            let s = &saved[i];
+            let p = conv_params(&params[offsets[i]..], specs[i]);
+            let relu = s.activated.is_some();
+            let activated = View::image_major(s.activated.as_deref().unwrap_or(&s.conv));
+            let mut d_conv = vec![0f32; s.conv.len()];
+            let (dw, db) = s.norm.norm(p.bn_weight, relu, train).backward(
+                View::image_major(&s.conv),
+                activated,
+                View::image_major(d_out),
+                s.planes,
+                &mut d_conv,
+                Order::ImageMajor,
+                false,
+            );
+            grads[i].bn_weight.copy_from_slice(&dw);
+            grads[i].bn_bias.copy_from_slice(&db);
+            let dw = conv::weight_grad(&s.geometry, input, &d_conv);
+            grads[i].conv.copy_from_slice(&dw);
+            conv::input_grad(&s.geometry, &d_conv, p.conv)
+        };
+        let input = |i: usize| match i {
+            0 => x,
+            _ => saved[i - 1]
+                .activated
+                .as_deref()
+                .expect("inner convolutions are activated"),
+        };
+        let mut d = conv_backward(last, g, input(last));
+        for i in (0..last).rev() {
+            d = conv_backward(i, &d, input(i));
+        }
+        let projected = self
+            .spec
+            .downsample
+            .is_some()
+            .then(|| conv_backward(last + 1, g, x));
+        let identity = projected.as_deref().unwrap_or(g);
+        assert_eq!((d.len(), identity.len()), (x.len(), x.len()));
+        d.par_iter_mut()
+            .zip(identity)
+            .with_min_len(MIN_PARALLEL_LEN)
+            .for_each(|(d, i)| *d += i);
+        d
+    }
+}
+
+/// Runs a residual block on `x` (`[N, C, H, W]`, f32 on the CPU) with `params` packed as the
+/// module docs say. `running` holds every BatchNorm's running statistics in eval mode (in the
+/// order of the convolutions) and is `None` in train mode, where the batch statistics come
+/// back in the same order, each with its number of values per channel.
+pub(crate) fn residual_block(
+    x: &Tensor,
+    params: &Tensor,
+    spec: ResidualSpec,
+    running: Option<Vec<BatchStats>>,
+) -> candle_core::Result<(Tensor, Vec<(BatchStats, usize)>)> {
+    let batch = Arc::new(Mutex::new(Vec::new()));
+    let op = ResidualOp {
+        spec,
+        running,
+        batch: Arc::clone(&batch),
+        saved: Mutex::new(Vec::new()),
+    };
+    let y = x.contiguous()?.apply_op2(&params.contiguous()?, op)?;
+    let stats = std::mem::take(&mut *lock(&batch));
+    Ok((y, stats))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kernels::tests::assert_close;
+    use crate::kernels::{batch_norm_eval, batch_norm_train, conv2d, BatchStats};
+    use candle_core::{Device, Var};
+
+    fn conv(c_in: usize, c_out: usize, kernel: usize, stride: usize) -> ConvSpec {
+        ConvSpec {
+            c_in,
+            c_out,
+            kernel,
+            stride,
+            padding: kernel / 2,
+        }
+    }
+
+    /// Weight, BatchNorm weight and bias of each convolution, as variables.
+    fn vars(spec: &ResidualSpec) -> Vec<[Var; 3]> {
+        let dev = Device::Cpu;
+        spec.convs()
+            .map(|c| {
+                let shape = (c.c_out, c.c_in, c.kernel, c.kernel);
+                [
+                    Var::randn(0f32, 0.4f32, shape, &dev).unwrap(),
+                    Var::randn(1f32, 0.3f32, c.c_out, &dev).unwrap(),
+                    Var::randn(0f32, 0.3f32, c.c_out, &dev).unwrap(),
+                ]
+            })
+            .collect()
+    }
+
+    /// The block from the single-layer kernels and candle's sum and ReLU.
+    fn composed(
+        x: &Tensor,
+        spec: &ResidualSpec,
+        vars: &[[Var; 3]],
+        eval: Option<&[BatchStats]>,
+    ) -> (Tensor, Vec<(BatchStats, usize)>) {
+        let stats = std::cell::RefCell::new(Vec::new());
+        let conv_bn = |i: usize, x: &Tensor, relu: bool| {
+            let c = spec.convs().nth(i).unwrap();
+            let [w, bn_w, bn_b] = vars[i].each_ref().map(|v| v.as_tensor());
+            let y = conv2d(x, w, c.stride, c.padding).unwrap();
+            match eval {
+                None => {
+                    let (y_bn, batch) = batch_norm_train(&y, bn_w, bn_b, spec.eps, relu).unwrap();
+                    let (n, _, h, w) = y.dims4().unwrap();
+                    stats.borrow_mut().push((i, batch, n * h * w));
+                    y_bn
+                }
+                Some(running) => {
+                    let r = &running[i];
+                    let dev = Device::Cpu;
+                    let var = Tensor::new(r.var.as_slice(), &dev).unwrap();
+                    let alpha = bn_w
+                        .div(&(var + spec.eps).unwrap().sqrt().unwrap())
+                        .unwrap();
+                    let mean = Tensor::new(r.mean.as_slice(), &dev).unwrap();
+                    let beta = bn_b.sub(&mean.mul(&alpha).unwrap()).unwrap();
+                    batch_norm_eval(&y, &alpha, &beta, relu).unwrap()
+                }
+            }
+        };
+        let last = spec.path.len() - 1;
+        let mut out = x.clone();
+        for i in 0..last {
+            out = conv_bn(i, &out, true);
+        }
+        let out = conv_bn(last, &out, false);
+        let identity = match spec.downsample {
+            Some(_) => conv_bn(last + 1, x, false),
+            None => x.clone(),
+        };
+        let mut stats = stats.into_inner();
+        stats.sort_by_key(|(i, ..)| *i);
+        let stats = stats.into_iter().map(|(_, s, n)| (s, n)).collect();
+        ((out + identity).unwrap().relu().unwrap(), stats)
+    }
+
+    fn check(spec: ResidualSpec, x_dims: (usize, usize, usize, usize)) {
+        let dev = Device::Cpu;
+        let x = Var::randn(0.2f32, 1f32, x_dims, &dev).unwrap();
+        let vars = vars(&spec);
+        let running: Vec<BatchStats> = spec
+            .convs()
+            .map(|c| BatchStats {
+                mean: (0..c.c_out).map(|i| 0.05 * i as f32 - 0.1).collect(),
+                var: (0..c.c_out).map(|i| 0.6 + 0.1 * i as f32).collect(),
+            })
+            .collect();
+        for eval in [false, true] {
+            let eval_stats = eval.then_some(running.as_slice());
+            let packed: Vec<Tensor> = vars
+                .iter()
+                .flatten()
+                .map(|v| v.as_tensor().flatten_all().unwrap())
+                .collect();
+            let packed = Tensor::cat(&packed, 0).unwrap();
+            let (got, stats) = residual_block(
+                x.as_tensor(),
+                &packed,
+                spec.clone(),
+                eval_stats.map(|r| r.to_vec()),
+            )
+            .unwrap();
+            let (want, want_stats) = composed(x.as_tensor(), &spec, &vars, eval_stats);
+            let case = format!("{spec:?} eval {eval}");
+            assert_close(&got, &want, 1e-5, &format!("{case}: y"));
+            assert_eq!(stats.len(), if eval { 0 } else { spec.convs().count() });
+            assert_eq!(stats.len(), want_stats.len());
+            for ((g, g_count), (w, w_count)) in stats.iter().zip(&want_stats) {
+                let got = (&g.mean, &g.var, g_count);
+                assert_eq!(got, (&w.mean, &w.var, w_count), "{case}: batch statistics");
+            }
+            let mix = Tensor::randn(0f32, 1f32, got.dims(), &dev).unwrap();
+            let grads = |y: &Tensor| (y * &mix).unwrap().sum_all().unwrap().backward().unwrap();
+            let (gg, gw) = (grads(&got), grads(&want));
+            let t = x.as_tensor();
+            assert_close(
+                gg.get(t).unwrap(),
+                gw.get(t).unwrap(),
+                1e-4,
+                &format!("{case}: dx"),
+            );
+            for (i, v) in vars.iter().flatten().enumerate() {
+                let t = v.as_tensor();
+                let what = format!("{case}: parameter {i}");
+                assert_close(gg.get(t).unwrap(), gw.get(t).unwrap(), 1e-4, &what);
+            }
+        }
+    }
+
+    #[test]
+    fn bottleneck_with_projection_matches_the_composed_block() {
+        let path = vec![conv(6, 4, 1, 1), conv(4, 4, 3, 2), conv(4, 8, 1, 1)];
+        let spec = ResidualSpec {
+            path,
+            downsample: Some(conv(6, 8, 1, 2)),
+            eps: 1e-5,
+        };
+        check(spec, (3, 6, 9, 8));
+    }
+
+    #[test]
+    fn basic_block_matches_the_composed_block() {
+        let spec = ResidualSpec {
+            path: vec![conv(5, 5, 3, 1), conv(5, 5, 3, 1)],
+            downsample: None,
+            eps: 1e-5,
+        };
+        check(spec, (2, 5, 7, 6));
+    }
+}
