@@ -20,11 +20,10 @@
 use std::sync::{Arc, Mutex};
 
 use candle_core::{CpuStorage, CustomOp2, Layout, Shape, Tensor};
-use gemm::Parallelism;
 
 use super::batchnorm::{affine_into, batch_stats, BatchStats, Normaliser};
 use super::conv::{self, Geometry};
-use super::gemm::{matmul, Matrix};
+use super::gemm::{matmul, matmul_deep, parallelism, Matrix};
 use super::planes::{reorder, Order, Planes, View};
 use super::{lock, tensor, values, with_values};
 
@@ -160,13 +159,6 @@ struct DenseBlockOp {
     saved: Mutex<Option<Saved>>,
 }
 
-fn gemm_parallelism() -> Parallelism {
-    match rayon::current_num_threads() {
-        1 => Parallelism::None,
-        threads => Parallelism::Rayon(threads),
-    }
-}
-
 impl DenseBlockOp {
     fn train(&self) -> bool {
         self.running.is_none()
@@ -198,7 +190,7 @@ impl DenseBlockOp {
         let mut bottleneck = vec![0f32; s2.len()];
         let conv1 = Matrix::new(p.conv1, spec.width, c_in);
         let y1_matrix = Matrix::new(&y1, c_in, d.columns());
-        matmul(&mut bottleneck, conv1, y1_matrix, false, gemm_parallelism());
+        matmul(&mut bottleneck, conv1, y1_matrix, false, parallelism());
 
         let bottleneck_view = View::channel_major(&bottleneck);
         let norm2 = match norm2 {
@@ -293,10 +285,9 @@ impl DenseBlockOp {
         let mut d_y1 = vec![0f32; s1.len()];
         let conv1 = Matrix::new(p.conv1, spec.width, c_in);
         let d_bottleneck = Matrix::new(&d_bottleneck, spec.width, d.columns());
-        let par = gemm_parallelism();
-        matmul(&mut d_y1, conv1.t(), d_bottleneck, false, par);
+        matmul(&mut d_y1, conv1.t(), d_bottleneck, false, parallelism());
         let y1 = Matrix::new(&saved.y1, c_in, d.columns());
-        matmul(dp.conv1, d_bottleneck, y1.t(), false, par);
+        matmul_deep(dp.conv1, d_bottleneck, y1.t(), false);
 
         let (dw, db) = saved.norm1.norm(p.norm1_weight, true, train).backward(
             View::channel_major(&features[..s1.len()]),
