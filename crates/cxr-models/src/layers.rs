@@ -122,11 +122,7 @@ impl BatchNorm {
     pub(crate) fn count(x: &Tensor, mode: Mode) -> Result<usize> {
         let (n, _, h, w) = x.dims4()?;
         if mode == Mode::Train && n * h * w < 2 {
-            return Err(ModelError::InvalidInput(format!(
-                "BatchNorm in train mode needs more than one value per channel, got input {:?}; \
-                 use a larger batch or Mode::Eval",
-                x.dims()
-            )));
+            return Err(too_few_values(format!("input {:?}", x.dims())));
         }
         Ok(n * h * w)
     }
@@ -141,7 +137,12 @@ impl BatchNorm {
     }
 
     /// Folds a batch's statistics (`count` values per channel) into the running statistics.
+    /// Fused kernels normalise inner layers whose sizes the caller does not see, so the check of
+    /// [`BatchNorm::count`] is repeated here.
     pub(crate) fn record(&self, stats: kernels::BatchStats, count: usize) -> Result<()> {
+        if count < 2 {
+            return Err(too_few_values(format!("{count} in an inner layer")));
+        }
         let channels = stats.mean.len();
         let device = self.weight.device();
         let mean = Tensor::from_vec(stats.mean, channels, device)?;
@@ -210,6 +211,13 @@ impl BatchNorm {
         stats.num_batches_tracked += 1;
         Ok(())
     }
+}
+
+fn too_few_values(got: String) -> ModelError {
+    ModelError::InvalidInput(format!(
+        "BatchNorm in train mode needs more than one value per channel, got {got}; use a \
+         larger batch or larger images, or Mode::Eval"
+    ))
 }
 
 /// Max pool over `kernel x kernel` windows with stride and -inf padding (PyTorch's

@@ -407,3 +407,18 @@ fn model_can_move_between_threads() {
     fn send_sync<T: Send + Sync>() {}
     send_sync::<Model>();
 }
+
+/// Batch statistics of one value per channel are undefined: an inner layer that small (here
+/// ResNet's last stage at 1x1, batch 1) is an error in train mode, as it is in PyTorch, not a
+/// NaN in the running variance; eval mode runs.
+#[test]
+fn train_mode_refuses_one_value_per_channel_in_an_inner_layer() {
+    let model = Model::new(golden_config("tiny_resnet_basic"), &Device::Cpu, 0).unwrap();
+    let x = Tensor::randn(0f32, 1f32, (1, 1, 32, 32), &Device::Cpu).unwrap();
+    let err = model.forward(&x, Mode::Train).unwrap_err();
+    assert!(
+        matches!(&err, ModelError::InvalidInput(m) if m.contains("more than one value per channel")),
+        "{err}"
+    );
+    assert!(model.forward(&x, Mode::Eval).is_ok());
+}

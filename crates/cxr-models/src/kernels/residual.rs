@@ -261,25 +261,29 @@ impl CustomOp2 for ResidualOp {
         }
         let (offsets, len) = self.spec.param_offsets();
         let mut dparams = vec![0f32; len];
-        // The gradient reaching both branches: the output's, where the ReLU passed it.
-        let g = with_values(y, |y| {
-            with_values(dy, |dy| {
-                let g = y.par_iter().zip(dy).with_min_len(MIN_PARALLEL_LEN);
-                g.map(|(&y, &dy)| if y > 0.0 { dy } else { 0.0 })
-                    .collect::<Vec<f32>>()
-            })
-        })??;
         let dx = with_values(x, |x| {
             with_values(params, |params| {
-                self.backward(x, params, &saved, &offsets, &g, &mut dparams)
+                with_values(y, |out| {
+                    with_values(dy, |dy| {
+                        let output = Output { out, dy };
+                        self.backward(x, params, &saved, &offsets, output, &mut dparams)
+                    })
+                })
             })
-        })??;
+        })????;
         let dx = match x.track_op() {
             true => Some(tensor(dx, x.shape())?),
             false => None,
         };
         Ok((dx, Some(tensor(dparams, len)?)))
     }
+}
+
+/// The block's output and its gradient.
+#[derive(Clone, Copy)]
+struct Output<'a> {
+    out: &'a [f32],
+    dy: &'a [f32],
 }
 
 impl ResidualOp {
@@ -291,7 +295,7 @@ impl ResidualOp {
         params: &[f32],
         saved: &[SavedConv],
         offsets: &[usize],
-        g: &[f32],
+        output: Output,
         dparams: &mut [f32],
     ) -> Vec<f32> {
         let specs: Vec<&ConvSpec> = self.spec.convs().collect();
@@ -306,17 +310,16 @@ impl ResidualOp {
             grads.push(conv_params_mut(head, spec));
             rest = tail;
         }
-        // Convolution i's backward from the gradient at its BatchNorm's output: its weight's and
-        // its BatchNorm's gradients, and its input's.
-        let mut conv_backward = |i: usize, d_out: &[f32], input: &[f32]| {
+        // Convolution i's backward from the gradient `d_out` of the ReLU that follows its
+        // BatchNorm (its own, or the block's for the last and the projection: `relu_out` is that
+        // ReLU's output): its weight's and its BatchNorm's gradients, and its input's.
+        let mut conv_backward = |i: usize, d_out: &[f32], relu_out: &[f32], input: &[f32]| {
             let s = &saved[i];
             let p = conv_params(&params[offsets[i]..], specs[i]);
-            let relu = s.activated.is_some();
-            let activated = View::image_major(s.activated.as_deref().unwrap_or(&s.conv));
             let mut d_conv = vec![0f32; s.conv.len()];
-            let (dw, db) = s.norm.norm(p.bn_weight, relu, train).backward(
+            let (dw, db) = s.norm.norm(p.bn_weight, true, train).backward(
                 View::image_major(&s.conv),
-                activated,
+                View::image_major(relu_out),
                 View::image_major(d_out),
                 s.planes,
                 &mut d_conv,
@@ -329,28 +332,28 @@ impl ResidualOp {
             grads[i].conv.copy_from_slice(&dw);
             conv::input_grad(&s.geometry, &d_conv, p.conv)
         };
-        let input = |i: usize| match i {
-            0 => x,
-            _ => saved[i - 1]
-                .activated
-                .as_deref()
-                .expect("inner convolutions are activated"),
-        };
-        let mut d = conv_backward(last, g, input(last));
+        let activated = |i: usize| saved[i].activated.as_deref().expect("inner: activated");
+        let input = |i: usize| if i == 0 { x } else { activated(i - 1) };
+        let Output { out, dy } = output;
+        let mut d = conv_backward(last, dy, out, input(last));
         for i in (0..last).rev() {
-            d = conv_backward(i, &d, input(i));
+            d = conv_backward(i, &d, activated(i), input(i));
         }
-        let projected = self
-            .spec
-            .downsample
-            .is_some()
-            .then(|| conv_backward(last + 1, g, x));
-        let identity = projected.as_deref().unwrap_or(g);
-        assert_eq!((d.len(), identity.len()), (x.len(), x.len()));
-        d.par_iter_mut()
-            .zip(identity)
-            .with_min_len(MIN_PARALLEL_LEN)
-            .for_each(|(d, i)| *d += i);
+        assert_eq!(d.len(), x.len());
+        match self.spec.downsample {
+            Some(_) => {
+                let projected = conv_backward(last + 1, dy, out, x);
+                let sum = d.par_iter_mut().zip(&projected);
+                sum.with_min_len(MIN_PARALLEL_LEN)
+                    .for_each(|(d, p)| *d += p);
+            }
+            None => {
+                // The identity's gradient: the output's, where the block's ReLU passed it.
+                let sum = d.par_iter_mut().zip(out.par_iter().zip(dy));
+                sum.with_min_len(MIN_PARALLEL_LEN)
+                    .for_each(|(d, (&o, &g))| *d += if o > 0.0 { g } else { 0.0 });
+            }
+        }
         d
     }
 }
