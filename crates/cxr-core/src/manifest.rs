@@ -149,11 +149,18 @@ impl<S: AsRef<str>> ManifestRow<S> {
 
     /// The same row with borrowed text.
     pub fn borrowed(&self) -> ManifestRow<&str> {
+        self.map_text(|text| text.as_ref())
+    }
+}
+
+impl<S> ManifestRow<S> {
+    /// The same row with every text field mapped by `f`.
+    pub fn map_text<'a, T>(&'a self, f: impl Fn(&'a S) -> T) -> ManifestRow<T> {
         ManifestRow {
-            image_id: self.image_id.as_ref(),
-            path: self.path.as_ref(),
-            patient_id: self.patient_id.as_ref(),
-            study_id: self.study_id.as_ref(),
+            image_id: f(&self.image_id),
+            path: f(&self.path),
+            patient_id: f(&self.patient_id),
+            study_id: f(&self.study_id),
             dataset: self.dataset,
             view: self.view,
             projection: self.projection,
@@ -169,20 +176,7 @@ impl<S: AsRef<str>> ManifestRow<S> {
 impl ManifestRow<&str> {
     /// The same row with owned text.
     pub fn owned(&self) -> ManifestRow {
-        ManifestRow {
-            image_id: self.image_id.to_string(),
-            path: self.path.to_string(),
-            patient_id: self.patient_id.to_string(),
-            study_id: self.study_id.to_string(),
-            dataset: self.dataset,
-            view: self.view,
-            projection: self.projection,
-            sex: self.sex,
-            age: self.age,
-            source_split: self.source_split,
-            split: self.split,
-            labels: self.labels,
-        }
+        self.map_text(|text| text.to_string())
     }
 }
 

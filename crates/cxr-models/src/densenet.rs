@@ -11,7 +11,9 @@ use crate::config::DenseNetConfig;
 use crate::error::Result;
 use crate::init::{Fan, Init};
 use crate::kernels;
-use crate::layers::{avg_pool2d, max_pool2d, BatchNorm, Conv2d, ConvSpec, Mode, BN_EPS};
+use crate::layers::{
+    avg_pool2d, fused_inputs, max_pool2d, BatchNorm, Conv2d, ConvSpec, Mode, BN_EPS,
+};
 use crate::state::Builder;
 
 const CONV_INIT: Init = Init::KaimingNormal(Fan::In);
@@ -97,32 +99,13 @@ impl Stage {
     fn fused_block(&self, x: &Tensor, mode: Mode) -> Result<Tensor> {
         let count = BatchNorm::count(x, mode)?;
         let norms = || self.layers.iter().flat_map(|l| [&l.norm1, &l.norm2]);
-        let params: Vec<Tensor> = self
-            .layers
-            .iter()
-            .flat_map(|l| {
-                let (n1, n2) = (&l.norm1, &l.norm2);
-                [
-                    n1.weight(),
-                    n1.bias(),
-                    l.conv1.weight(),
-                    n2.weight(),
-                    n2.bias(),
-                ]
+        let params = self.layers.iter().flat_map(|l| {
+            let (n1, n2) = (&l.norm1, &l.norm2);
+            [n1.weight(), n1.bias(), l.conv1.weight()]
                 .into_iter()
-                .chain([l.conv2.weight()])
-            })
-            .map(|t| t.flatten_all())
-            .collect::<candle_core::Result<_>>()?;
-        let packed = Tensor::cat(&params, 0)?;
-        let running = match mode {
-            Mode::Train => None,
-            Mode::Eval => Some(
-                norms()
-                    .map(BatchNorm::running_stats)
-                    .collect::<Result<_>>()?,
-            ),
-        };
+                .chain([n2.weight(), n2.bias(), l.conv2.weight()])
+        });
+        let (packed, running) = fused_inputs(params, norms(), mode)?;
         let (y, stats) = kernels::dense_block(x, &packed, self.spec, running)?;
         for (norm, stats) in norms().zip(stats) {
             norm.record(stats, count)?;

@@ -38,6 +38,42 @@ pub(crate) struct ConvSpec {
     pub(crate) padding: usize,
 }
 
+impl ConvSpec {
+    /// A convolution padded by half its kernel (torchvision's ResNet convolutions).
+    pub(crate) fn same(c_in: usize, c_out: usize, kernel: usize, stride: usize) -> Self {
+        Self {
+            c_in,
+            c_out,
+            kernel,
+            stride,
+            padding: kernel / 2,
+        }
+    }
+}
+
+/// The packed parameters and, in eval mode, the running statistics a fused kernel
+/// ([`kernels::dense_block`], [`kernels::residual_block`]) takes: `params` flattened and
+/// concatenated in order (so their gradients flow back through candle's concatenation), and
+/// the statistics of `norms` in order.
+pub(crate) fn fused_inputs<'a>(
+    params: impl IntoIterator<Item = &'a Tensor>,
+    norms: impl IntoIterator<Item = &'a BatchNorm>,
+    mode: Mode,
+) -> Result<(Tensor, Option<Vec<kernels::BatchStats>>)> {
+    let flat = params.into_iter().map(|t| t.flatten_all());
+    let packed = Tensor::cat(&flat.collect::<candle_core::Result<Vec<_>>>()?, 0)?;
+    let running = match mode {
+        Mode::Train => None,
+        Mode::Eval => Some(
+            norms
+                .into_iter()
+                .map(BatchNorm::running_stats)
+                .collect::<Result<_>>()?,
+        ),
+    };
+    Ok((packed, running))
+}
+
 /// 2-D convolution without bias, weight `[c_out, c_in, k, k]` named `<name>.weight`.
 #[derive(Clone, Debug)]
 pub(crate) struct Conv2d {

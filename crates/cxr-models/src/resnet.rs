@@ -11,7 +11,9 @@ use crate::config::{ResNetConfig, ResidualBlock};
 use crate::error::Result;
 use crate::init::{Fan, Init};
 use crate::kernels;
-use crate::layers::{global_avg_pool, max_pool2d, BatchNorm, Conv2d, ConvSpec, Mode, BN_EPS};
+use crate::layers::{
+    fused_inputs, global_avg_pool, max_pool2d, BatchNorm, Conv2d, ConvSpec, Mode, BN_EPS,
+};
 use crate::state::Builder;
 
 const CONV_INIT: Init = Init::KaimingNormal(Fan::Out);
@@ -39,16 +41,6 @@ impl ConvBn {
     }
 }
 
-fn spec(c_in: usize, c_out: usize, kernel: usize, stride: usize) -> ConvSpec {
-    ConvSpec {
-        c_in,
-        c_out,
-        kernel,
-        stride,
-        padding: kernel / 2,
-    }
-}
-
 /// A basic block (`conv1..conv2`) or a bottleneck (`conv1..conv3`): conv-BN pairs with ReLUs
 /// between them, plus the (possibly projected) input, then a ReLU.
 struct Block {
@@ -68,13 +60,16 @@ impl Block {
     ) -> Result<Self> {
         let c_out = planes * cfg.block.expansion();
         let specs = match cfg.block {
-            ResidualBlock::Basic => vec![spec(c_in, planes, 3, stride), spec(planes, planes, 3, 1)],
+            ResidualBlock::Basic => vec![
+                ConvSpec::same(c_in, planes, 3, stride),
+                ConvSpec::same(planes, planes, 3, 1),
+            ],
             ResidualBlock::Bottleneck => {
                 let width = planes * cfg.width_per_group / 64;
                 vec![
-                    spec(c_in, width, 1, 1),
-                    spec(width, width, 3, stride),
-                    spec(width, c_out, 1, 1),
+                    ConvSpec::same(c_in, width, 1, 1),
+                    ConvSpec::same(width, width, 3, stride),
+                    ConvSpec::same(width, c_out, 1, 1),
                 ]
             }
         };
@@ -87,7 +82,8 @@ impl Block {
                 ConvBn::new(b, &conv, &format!("{name}.bn{}", i + 1), s)
             })
             .collect::<Result<Vec<_>>>()?;
-        let projection = (stride != 1 || c_in != c_out).then(|| spec(c_in, c_out, 1, stride));
+        let projection =
+            (stride != 1 || c_in != c_out).then(|| ConvSpec::same(c_in, c_out, 1, stride));
         let downsample = match projection {
             Some(s) => {
                 let conv = format!("{name}.downsample.0");
@@ -129,19 +125,8 @@ impl Block {
     fn fused(&self, x: &Tensor, mode: Mode) -> Result<Tensor> {
         BatchNorm::count(x, mode)?;
         let conv_bns = || self.path.iter().chain(&self.downsample);
-        let params: Vec<Tensor> = conv_bns()
-            .flat_map(|cb| [cb.conv.weight(), cb.bn.weight(), cb.bn.bias()])
-            .map(|t| t.flatten_all())
-            .collect::<candle_core::Result<_>>()?;
-        let packed = Tensor::cat(&params, 0)?;
-        let running = match mode {
-            Mode::Train => None,
-            Mode::Eval => Some(
-                conv_bns()
-                    .map(|cb| cb.bn.running_stats())
-                    .collect::<Result<_>>()?,
-            ),
-        };
+        let params = conv_bns().flat_map(|cb| [cb.conv.weight(), cb.bn.weight(), cb.bn.bias()]);
+        let (packed, running) = fused_inputs(params, conv_bns().map(|cb| &cb.bn), mode)?;
         let (y, stats) = kernels::residual_block(x, &packed, self.spec.clone(), running)?;
         for (conv_bn, (stats, count)) in conv_bns().zip(stats) {
             conv_bn.bn.record(stats, count)?;
@@ -158,7 +143,7 @@ pub(crate) struct ResNet {
 
 impl ResNet {
     pub(crate) fn new(b: &mut Builder, cfg: &ResNetConfig, in_channels: usize) -> Result<Self> {
-        let stem = ConvBn::new(b, "conv1", "bn1", spec(in_channels, 64, 7, 2))?;
+        let stem = ConvBn::new(b, "conv1", "bn1", ConvSpec::same(in_channels, 64, 7, 2))?;
         let mut channels = 64;
         let mut stages = Vec::with_capacity(4);
         for (i, &blocks) in cfg.layers.iter().enumerate() {

@@ -387,16 +387,6 @@ mod tests {
     use crate::kernels::{batch_norm_eval, batch_norm_train, conv2d, BatchStats};
     use candle_core::{Device, Var};
 
-    fn conv(c_in: usize, c_out: usize, kernel: usize, stride: usize) -> ConvSpec {
-        ConvSpec {
-            c_in,
-            c_out,
-            kernel,
-            stride,
-            padding: kernel / 2,
-        }
-    }
-
     /// Weight, BatchNorm weight and bias of each convolution, as variables.
     fn vars(spec: &ResidualSpec) -> Vec<[Var; 3]> {
         let dev = Device::Cpu;
@@ -515,10 +505,14 @@ mod tests {
 
     #[test]
     fn bottleneck_with_projection_matches_the_composed_block() {
-        let path = vec![conv(6, 4, 1, 1), conv(4, 4, 3, 2), conv(4, 8, 1, 1)];
+        let path = vec![
+            ConvSpec::same(6, 4, 1, 1),
+            ConvSpec::same(4, 4, 3, 2),
+            ConvSpec::same(4, 8, 1, 1),
+        ];
         let spec = ResidualSpec {
             path,
-            downsample: Some(conv(6, 8, 1, 2)),
+            downsample: Some(ConvSpec::same(6, 8, 1, 2)),
             eps: 1e-5,
         };
         check(spec, (3, 6, 9, 8));
@@ -527,7 +521,7 @@ mod tests {
     #[test]
     fn basic_block_matches_the_composed_block() {
         let spec = ResidualSpec {
-            path: vec![conv(5, 5, 3, 1), conv(5, 5, 3, 1)],
+            path: vec![ConvSpec::same(5, 5, 3, 1), ConvSpec::same(5, 5, 3, 1)],
             downsample: None,
             eps: 1e-5,
         };
