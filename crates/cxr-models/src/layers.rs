@@ -1,10 +1,11 @@
 //! The building blocks: convolution, BatchNorm, pools.
 //!
 //! [`Conv2d::new`] is the only place a convolution is created and [`BatchNorm::new`] the only
-//! place a normalisation is, and the backbones call nothing but their `forward`s, so faster
-//! kernels slot in here without touching the architectures: on the CPU both run on the custom
-//! ops of [`crate::kernels`] (BatchNorm with the following ReLU fused, [`BatchNorm::forward_relu`]);
-//! elsewhere (CUDA) on candle's own ops.
+//! place a normalisation is, so their parameters and running statistics (torchvision's names)
+//! live here whatever runs them: on the CPU, the custom ops of [`crate::kernels`], either layer
+//! by layer through the `forward`s (BatchNorm with the following ReLU fused,
+//! [`BatchNorm::forward_relu`]) or a whole dense or residual block at once, fed by
+//! [`fused_inputs`] and [`BatchNorm::record`]; elsewhere (CUDA), candle's own ops.
 //!
 //! candle's pools cannot do what torchvision's stem needs: `max_pool2d` has no padding argument
 //! and no backward when kernel != stride. On the CPU [`max_pool2d`] is a custom op; elsewhere it

@@ -177,11 +177,11 @@ impl DenseBlockOp {
         let spec = &self.spec;
         let c_in = d.c0 + j * spec.growth;
         let (s1, s2) = (d.planes(c_in), d.planes(spec.width));
-        let [norm1, norm2] = [0, 1].map(|k| self.running.as_ref().map(|r| &r[2 * j + k]));
-        let norm1 = match norm1 {
-            Some(running) => Normaliser::new(running, spec.eps),
-            None => Normaliser::new(&prefix(stats, c_in), spec.eps),
-        };
+        // Eval mode: the running statistics; train mode: the batch's, of norm1's input (cached
+        // per channel in `stats`) and of the bottleneck.
+        let running = |k: usize| self.running.as_ref().map(|r| r[2 * j + k].clone());
+        let stats1 = running(0).unwrap_or_else(|| prefix(stats, c_in));
+        let norm1 = Normaliser::new(&stats1, spec.eps);
         let (scale, shift) = norm1.norm(p.norm1_weight, true, true).affine(p.norm1_bias);
         let mut y1 = vec![0f32; s1.len()];
         let x = View::channel_major(&features[..s1.len()]);
@@ -193,16 +193,11 @@ impl DenseBlockOp {
         matmul(&mut bottleneck, conv1, y1_matrix, false, parallelism());
 
         let bottleneck_view = View::channel_major(&bottleneck);
-        let norm2 = match norm2 {
-            Some(running) => Normaliser::new(running, spec.eps),
-            None => {
-                let batch = batch_stats(bottleneck_view, s2);
-                let mut recorded = lock(&self.batch);
-                recorded.push(prefix(stats, c_in));
-                recorded.push(batch.clone());
-                Normaliser::new(&batch, spec.eps)
-            }
-        };
+        let stats2 = running(1).unwrap_or_else(|| batch_stats(bottleneck_view, s2));
+        let norm2 = Normaliser::new(&stats2, spec.eps);
+        if self.train() {
+            lock(&self.batch).extend([stats1, stats2]);
+        }
         let (scale, shift) = norm2.norm(p.norm2_weight, true, true).affine(p.norm2_bias);
         let mut y2 = vec![0f32; s2.len()];
         affine_into(
