@@ -12,7 +12,7 @@ use crate::error::Result;
 use crate::init::{Fan, Init};
 use crate::kernels;
 use crate::layers::{
-    avg_pool2d, fused_inputs, max_pool2d, BatchNorm, Conv2d, ConvSpec, Mode, BN_EPS,
+    avg_pool2d, fused_inputs, max_pool2d, record_fused, BatchNorm, Conv2d, ConvSpec, Mode, BN_EPS,
 };
 use crate::state::Builder;
 
@@ -97,7 +97,7 @@ impl Stage {
     }
 
     fn fused_block(&self, x: &Tensor, mode: Mode) -> Result<Tensor> {
-        let count = BatchNorm::count(x, mode)?;
+        BatchNorm::count(x, mode)?;
         let norms = || self.layers.iter().flat_map(|l| [&l.norm1, &l.norm2]);
         let params = self.layers.iter().flat_map(|l| {
             let (n1, n2) = (&l.norm1, &l.norm2);
@@ -107,9 +107,7 @@ impl Stage {
         });
         let (packed, running) = fused_inputs(params, norms(), mode)?;
         let (y, stats) = kernels::dense_block(x, &packed, self.spec, running)?;
-        for (norm, stats) in norms().zip(stats) {
-            norm.record(stats, count)?;
-        }
+        record_fused(norms(), stats)?;
         Ok(y)
     }
 }

@@ -75,6 +75,18 @@ pub(crate) fn fused_inputs<'a>(
     Ok((packed, running))
 }
 
+/// Folds the batch statistics a fused kernel returns (train mode; none in eval mode) into the
+/// running statistics of `norms`, in order.
+pub(crate) fn record_fused<'a>(
+    norms: impl IntoIterator<Item = &'a BatchNorm>,
+    stats: Vec<(kernels::BatchStats, usize)>,
+) -> Result<()> {
+    for (norm, (stats, count)) in norms.into_iter().zip(stats) {
+        norm.record(stats, count)?;
+    }
+    Ok(())
+}
+
 /// 2-D convolution without bias, weight `[c_out, c_in, k, k]` named `<name>.weight`.
 #[derive(Clone, Debug)]
 pub(crate) struct Conv2d {

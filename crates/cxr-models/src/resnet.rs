@@ -12,7 +12,8 @@ use crate::error::Result;
 use crate::init::{Fan, Init};
 use crate::kernels;
 use crate::layers::{
-    fused_inputs, global_avg_pool, max_pool2d, BatchNorm, Conv2d, ConvSpec, Mode, BN_EPS,
+    fused_inputs, global_avg_pool, max_pool2d, record_fused, BatchNorm, Conv2d, ConvSpec, Mode,
+    BN_EPS,
 };
 use crate::state::Builder;
 
@@ -128,9 +129,7 @@ impl Block {
         let params = conv_bns().flat_map(|cb| [cb.conv.weight(), cb.bn.weight(), cb.bn.bias()]);
         let (packed, running) = fused_inputs(params, conv_bns().map(|cb| &cb.bn), mode)?;
         let (y, stats) = kernels::residual_block(x, &packed, self.spec.clone(), running)?;
-        for (conv_bn, (stats, count)) in conv_bns().zip(stats) {
-            conv_bn.bn.record(stats, count)?;
-        }
+        record_fused(conv_bns().map(|cb| &cb.bn), stats)?;
         Ok(y)
     }
 }

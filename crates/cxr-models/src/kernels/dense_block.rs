@@ -25,7 +25,7 @@ use super::batchnorm::{affine_into, batch_stats, BatchStats, Normaliser};
 use super::conv::{self, Geometry};
 use super::gemm::{matmul, matmul_deep, parallelism, Matrix};
 use super::planes::{reorder, Order, Planes, View};
-use super::{lock, tensor, values, with_values};
+use super::{lock, split_packed, split_packed_mut, tensor, values, with_values, Statistics};
 
 /// A dense block: `layers` times BN-ReLU-conv1x1 (to `width` channels) then BN-ReLU-conv3x3
 /// (to `growth` channels, appended to the block's features).
@@ -66,37 +66,16 @@ struct LayerParams<T> {
     conv2: T,
 }
 
-fn layer_params(packed: &[f32], lens: [usize; 6]) -> LayerParams<&[f32]> {
-    let mut rest = packed;
-    let [a, b, c, d, e, f] = lens.map(|len| {
-        let (head, tail) = rest.split_at(len);
-        rest = tail;
-        head
-    });
-    LayerParams {
-        norm1_weight: a,
-        norm1_bias: b,
-        conv1: c,
-        norm2_weight: d,
-        norm2_bias: e,
-        conv2: f,
-    }
-}
-
-fn layer_params_mut(packed: &mut [f32], lens: [usize; 6]) -> LayerParams<&mut [f32]> {
-    let mut rest = packed;
-    let [a, b, c, d, e, f] = lens.map(|len| {
-        let (head, tail) = std::mem::take(&mut rest).split_at_mut(len);
-        rest = tail;
-        head
-    });
-    LayerParams {
-        norm1_weight: a,
-        norm1_bias: b,
-        conv1: c,
-        norm2_weight: d,
-        norm2_bias: e,
-        conv2: f,
+impl<T> From<[T; 6]> for LayerParams<T> {
+    fn from([norm1_weight, norm1_bias, conv1, norm2_weight, norm2_bias, conv2]: [T; 6]) -> Self {
+        Self {
+            norm1_weight,
+            norm1_bias,
+            conv1,
+            norm2_weight,
+            norm2_bias,
+            conv2,
+        }
     }
 }
 
@@ -152,16 +131,14 @@ impl Dims {
 
 struct DenseBlockOp {
     spec: DenseBlockSpec,
-    /// Eval mode: every BatchNorm's running statistics (norm1, norm2 of each layer in turn).
-    running: Option<Vec<BatchStats>>,
-    /// Train mode: every BatchNorm's batch statistics, in the same order, for the caller.
-    batch: Arc<Mutex<Vec<BatchStats>>>,
+    /// Of norm1, norm2 of each layer in turn.
+    stats: Arc<Statistics>,
     saved: Mutex<Option<Saved>>,
 }
 
 impl DenseBlockOp {
     fn train(&self) -> bool {
-        self.running.is_none()
+        self.stats.train()
     }
 
     /// Runs layer `j`, appending its channels to `features` (and their batch statistics to
@@ -179,7 +156,7 @@ impl DenseBlockOp {
         let (s1, s2) = (d.planes(c_in), d.planes(spec.width));
         // Eval mode: the running statistics; train mode: the batch's, of norm1's input (cached
         // per channel in `stats`) and of the bottleneck.
-        let running = |k: usize| self.running.as_ref().map(|r| r[2 * j + k].clone());
+        let running = |k: usize| self.stats.running(2 * j + k).cloned();
         let stats1 = running(0).unwrap_or_else(|| prefix(stats, c_in));
         let norm1 = Normaliser::new(&stats1, spec.eps);
         let (scale, shift) = norm1.norm(p.norm1_weight, true, true).affine(p.norm1_bias);
@@ -196,7 +173,8 @@ impl DenseBlockOp {
         let stats2 = running(1).unwrap_or_else(|| batch_stats(bottleneck_view, s2));
         let norm2 = Normaliser::new(&stats2, spec.eps);
         if self.train() {
-            lock(&self.batch).extend([stats1, stats2]);
+            self.stats.record(stats1, s1.count());
+            self.stats.record(stats2, s2.count());
         }
         let (scale, shift) = norm2.norm(p.norm2_weight, true, true).affine(p.norm2_bias);
         let mut y2 = vec![0f32; s2.len()];
@@ -342,7 +320,7 @@ impl CustomOp2 for DenseBlockOp {
         let mut layers = Vec::with_capacity(self.spec.layers);
         for (j, &offset) in offsets.iter().enumerate() {
             let lens = self.spec.param_lens(d.c0 + j * self.spec.growth);
-            let p = layer_params(&params[offset..], lens);
+            let p = LayerParams::from(split_packed(&params[offset..], lens));
             layers.push(self.layer_forward(d, j, &p, &mut features, &mut stats)?);
         }
         let mut y = vec![0f32; all.len()];
@@ -378,8 +356,8 @@ impl CustomOp2 for DenseBlockOp {
         with_values(params, |params| {
             for (j, &offset) in offsets.iter().enumerate().rev() {
                 let lens = self.spec.param_lens(d.c0 + j * self.spec.growth);
-                let p = layer_params(&params[offset..], lens);
-                let dp = layer_params_mut(&mut dparams[offset..], lens);
+                let p = LayerParams::from(split_packed(&params[offset..], lens));
+                let dp = LayerParams::from(split_packed_mut(&mut dparams[offset..], lens));
                 let layer = &saved.layers[j];
                 self.layer_backward(d, j, &p, dp, layer, &saved.features, &mut grads)?;
             }
@@ -400,23 +378,21 @@ impl CustomOp2 for DenseBlockOp {
 /// Runs a dense block on `x` (`[N, c0, H, W]`, f32 on the CPU) with `params` packed as
 /// described in the module docs. `running` holds every BatchNorm's running statistics in eval
 /// mode (norm1, norm2 of each layer in turn) and is `None` in train mode, where the batch
-/// statistics come back in the same order.
+/// statistics come back in the same order, each with its values per channel.
 pub(crate) fn dense_block(
     x: &Tensor,
     params: &Tensor,
     spec: DenseBlockSpec,
     running: Option<Vec<BatchStats>>,
-) -> candle_core::Result<(Tensor, Vec<BatchStats>)> {
-    let batch = Arc::new(Mutex::new(Vec::new()));
+) -> candle_core::Result<(Tensor, Vec<(BatchStats, usize)>)> {
+    let stats = Statistics::new(running);
     let op = DenseBlockOp {
         spec,
-        running,
-        batch: Arc::clone(&batch),
+        stats: Arc::clone(&stats),
         saved: Mutex::new(None),
     };
     let y = x.contiguous()?.apply_op2(&params.contiguous()?, op)?;
-    let stats = std::mem::take(&mut *lock(&batch));
-    Ok((y, stats))
+    Ok((y, stats.take()))
 }
 
 #[cfg(test)]
@@ -533,8 +509,13 @@ mod tests {
             let (want, want_stats) = composed(x.as_tensor(), &vars, eval_stats);
             assert_close(&got, &want, 1e-5, &format!("eval {eval}: y"));
             assert_eq!(got_stats.len(), want_stats.len());
-            for (g, w) in got_stats.iter().zip(&want_stats) {
-                assert_eq!((&g.mean, &g.var), (&w.mean, &w.var), "batch statistics");
+            for ((got, count), want) in got_stats.iter().zip(&want_stats) {
+                assert_eq!(
+                    (&got.mean, &got.var),
+                    (&want.mean, &want.var),
+                    "batch statistics"
+                );
+                assert_eq!(*count, n * h * w, "values per channel");
             }
             let grads = |y: &Tensor| (y * &mix).unwrap().sum_all().unwrap().backward().unwrap();
             let (gg, gw) = (grads(&got), grads(&want));

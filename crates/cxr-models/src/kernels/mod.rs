@@ -71,6 +71,58 @@ fn tensor(values: Vec<f32>, shape: impl Into<Shape>) -> candle_core::Result<Tens
     Tensor::from_vec(values, shape, &Device::Cpu)
 }
 
+/// The leading parts of a fused op's packed parameters (or their gradients), `lens` long.
+fn split_packed<const N: usize>(mut rest: &[f32], lens: [usize; N]) -> [&[f32]; N] {
+    lens.map(|len| {
+        let (head, tail) = rest.split_at(len);
+        rest = tail;
+        head
+    })
+}
+
+/// [`split_packed`] for writing.
+fn split_packed_mut<const N: usize>(mut rest: &mut [f32], lens: [usize; N]) -> [&mut [f32]; N] {
+    lens.map(|len| {
+        let (head, tail) = std::mem::take(&mut rest).split_at_mut(len);
+        rest = tail;
+        head
+    })
+}
+
+/// What a fused op and the BatchNorms it runs exchange: their running statistics go in (eval
+/// mode); their batch statistics, each with its values per channel, come out (train mode), in
+/// the same order.
+struct Statistics {
+    running: Option<Vec<BatchStats>>,
+    batch: std::sync::Mutex<Vec<(BatchStats, usize)>>,
+}
+
+impl Statistics {
+    fn new(running: Option<Vec<BatchStats>>) -> std::sync::Arc<Self> {
+        std::sync::Arc::new(Self {
+            running,
+            batch: Default::default(),
+        })
+    }
+
+    fn train(&self) -> bool {
+        self.running.is_none()
+    }
+
+    /// BatchNorm `i`'s running statistics, in eval mode.
+    fn running(&self, i: usize) -> Option<&BatchStats> {
+        self.running.as_ref().map(|r| &r[i])
+    }
+
+    fn record(&self, stats: BatchStats, count: usize) {
+        lock(&self.batch).push((stats, count));
+    }
+
+    fn take(&self) -> Vec<(BatchStats, usize)> {
+        std::mem::take(&mut *lock(&self.batch))
+    }
+}
+
 /// Locks `m`, also after a panic elsewhere (the data are buffers, valid either way).
 fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())

@@ -20,7 +20,9 @@ use rayon::prelude::*;
 use super::batchnorm::{affine_into, batch_stats, BatchStats, Normaliser};
 use super::conv::{self, Geometry};
 use super::planes::{Order, Planes, View};
-use super::{lock, tensor, values, with_values, MIN_PARALLEL_LEN};
+use super::{
+    lock, split_packed, split_packed_mut, tensor, values, with_values, Statistics, MIN_PARALLEL_LEN,
+};
 use crate::layers::ConvSpec;
 
 /// A residual block: `path` convolutions, each followed by BatchNorm and (except the last) a
@@ -45,7 +47,7 @@ impl ResidualSpec {
         let mut end = 0;
         for c in self.convs() {
             offsets.push(end);
-            end += c.c_out * c.c_in * c.kernel * c.kernel + 2 * c.c_out;
+            end += param_lens(c).iter().sum::<usize>();
         }
         (offsets, end)
     }
@@ -58,24 +60,19 @@ struct ConvParams<T> {
     bn_bias: T,
 }
 
-fn conv_params<'a>(packed: &'a [f32], spec: &ConvSpec) -> ConvParams<&'a [f32]> {
-    let (conv, rest) = packed.split_at(spec.c_out * spec.c_in * spec.kernel * spec.kernel);
-    let (bn_weight, rest) = rest.split_at(spec.c_out);
-    ConvParams {
-        conv,
-        bn_weight,
-        bn_bias: &rest[..spec.c_out],
+impl<T> From<[T; 3]> for ConvParams<T> {
+    fn from([conv, bn_weight, bn_bias]: [T; 3]) -> Self {
+        Self {
+            conv,
+            bn_weight,
+            bn_bias,
+        }
     }
 }
 
-fn conv_params_mut<'a>(packed: &'a mut [f32], spec: &ConvSpec) -> ConvParams<&'a mut [f32]> {
-    let (conv, rest) = packed.split_at_mut(spec.c_out * spec.c_in * spec.kernel * spec.kernel);
-    let (bn_weight, rest) = rest.split_at_mut(spec.c_out);
-    ConvParams {
-        conv,
-        bn_weight,
-        bn_bias: &mut rest[..spec.c_out],
-    }
+/// The packed lengths of a convolution's weight and its BatchNorm's weight and bias.
+fn param_lens(c: &ConvSpec) -> [usize; 3] {
+    [c.c_out * c.c_in * c.kernel * c.kernel, c.c_out, c.c_out]
 }
 
 /// One convolution's geometry, output planes, and what its backward needs.
@@ -92,17 +89,14 @@ struct SavedConv {
 
 struct ResidualOp {
     spec: ResidualSpec,
-    /// Eval mode: every BatchNorm's running statistics, in the order of the convolutions.
-    running: Option<Vec<BatchStats>>,
-    /// Train mode: every BatchNorm's batch statistics and values per channel, in the same
-    /// order, for the caller.
-    batch: Arc<Mutex<Vec<(BatchStats, usize)>>>,
+    /// In the order of the convolutions.
+    stats: Arc<Statistics>,
     saved: Mutex<Vec<SavedConv>>,
 }
 
 impl ResidualOp {
     fn train(&self) -> bool {
-        self.running.is_none()
+        self.stats.train()
     }
 
     /// Convolution `i` of the block and its BatchNorm statistics; with `relu`, also its
@@ -125,12 +119,12 @@ impl ResidualOp {
             channels: spec.c_out,
             positions: geometry.positions(),
         };
-        let norm = match &self.running {
-            Some(running) => Normaliser::new(&running[i], self.spec.eps),
+        let norm = match self.stats.running(i) {
+            Some(running) => Normaliser::new(running, self.spec.eps),
             None => {
                 let stats = batch_stats(View::image_major(&conv), planes);
                 let norm = Normaliser::new(&stats, self.spec.eps);
-                lock(&self.batch).push((stats, planes.count()));
+                self.stats.record(stats, planes.count());
                 norm
             }
         };
@@ -216,7 +210,8 @@ impl CustomOp2 for ResidualOp {
             );
         }
         let specs: Vec<&ConvSpec> = self.spec.convs().collect();
-        let p = |i: usize| conv_params(&params[offsets[i]..], specs[i]);
+        let p =
+            |i: usize| ConvParams::from(split_packed(&params[offsets[i]..], param_lens(specs[i])));
         let last = self.spec.path.len() - 1;
         let mut saved: Vec<SavedConv> = Vec::with_capacity(specs.len());
         let mut dims = x_dims;
@@ -307,7 +302,7 @@ impl ResidualOp {
         for (i, spec) in specs.iter().enumerate() {
             let len = offsets.get(i + 1).map_or(rest.len(), |&o| o - offsets[i]);
             let (head, tail) = rest.split_at_mut(len);
-            grads.push(conv_params_mut(head, spec));
+            grads.push(ConvParams::from(split_packed_mut(head, param_lens(spec))));
             rest = tail;
         }
         // Convolution i's backward from the gradient `d_out` of the ReLU that follows its
@@ -315,7 +310,7 @@ impl ResidualOp {
         // ReLU's output): its weight's and its BatchNorm's gradients, and its input's.
         let mut conv_backward = |i: usize, d_out: &[f32], relu_out: &[f32], input: &[f32]| {
             let s = &saved[i];
-            let p = conv_params(&params[offsets[i]..], specs[i]);
+            let p = ConvParams::from(split_packed(&params[offsets[i]..], param_lens(specs[i])));
             let mut d_conv = vec![0f32; s.conv.len()];
             let (dw, db) = s.norm.norm(p.bn_weight, true, train).backward(
                 View::image_major(&s.conv),
@@ -368,16 +363,14 @@ pub(crate) fn residual_block(
     spec: ResidualSpec,
     running: Option<Vec<BatchStats>>,
 ) -> candle_core::Result<(Tensor, Vec<(BatchStats, usize)>)> {
-    let batch = Arc::new(Mutex::new(Vec::new()));
+    let stats = Statistics::new(running);
     let op = ResidualOp {
         spec,
-        running,
-        batch: Arc::clone(&batch),
+        stats: Arc::clone(&stats),
         saved: Mutex::new(Vec::new()),
     };
     let y = x.contiguous()?.apply_op2(&params.contiguous()?, op)?;
-    let stats = std::mem::take(&mut *lock(&batch));
-    Ok((y, stats))
+    Ok((y, stats.take()))
 }
 
 #[cfg(test)]
