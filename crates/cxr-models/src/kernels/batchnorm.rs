@@ -19,7 +19,7 @@ use std::sync::Arc;
 use candle_core::{CpuStorage, CustomOp3, Layout, Shape, Tensor};
 
 use super::planes::{Order, Planes, View};
-use super::{tensor, values, with_values};
+use super::{tensor, values, with_values, zeroed};
 
 /// Batch mean and biased variance per channel (what train mode normalises with).
 #[derive(Clone, Debug)]
@@ -198,7 +198,7 @@ pub(super) fn affine_into(
 
 /// [`affine_into`] a new image-major tensor.
 fn affine(x: &[f32], s: Planes, scale: &[f32], shift: &[f32], relu: bool) -> Vec<f32> {
-    let mut y = vec![0f32; x.len()];
+    let mut y = zeroed(x.len());
     let x = View::image_major(x);
     affine_into(x, s, scale, shift, relu, &mut y, Order::ImageMajor);
     y
@@ -260,7 +260,7 @@ fn backward_op(
     let (dx, dweight, dbias) = with_values(x, |x| {
         with_values(y, |y| {
             with_values(dy, |dy| {
-                let mut dx = vec![0f32; x.len()];
+                let mut dx = zeroed(x.len());
                 let views = [x, y, dy].map(View::image_major);
                 let (dw, db) = norm.backward(
                     views[0],

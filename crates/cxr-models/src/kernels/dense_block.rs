@@ -25,7 +25,9 @@ use super::batchnorm::{affine_into, batch_stats, BatchStats, Normaliser};
 use super::conv::{self, Geometry};
 use super::gemm::{matmul, matmul_deep, parallelism, Matrix};
 use super::planes::{reorder, Order, Planes, View};
-use super::{lock, split_packed, split_packed_mut, tensor, values, with_values, Statistics};
+use super::{
+    lock, split_packed, split_packed_mut, tensor, values, with_values, zeroed, Statistics,
+};
 
 /// A dense block: `layers` times BN-ReLU-conv1x1 (to `width` channels) then BN-ReLU-conv3x3
 /// (to `growth` channels, appended to the block's features).
@@ -160,11 +162,11 @@ impl DenseBlockOp {
         let stats1 = running(0).unwrap_or_else(|| prefix(stats, c_in));
         let norm1 = Normaliser::new(&stats1, spec.eps);
         let (scale, shift) = norm1.norm(p.norm1_weight, true, true).affine(p.norm1_bias);
-        let mut y1 = vec![0f32; s1.len()];
+        let mut y1 = zeroed(s1.len());
         let x = View::channel_major(&features[..s1.len()]);
         affine_into(x, s1, &scale, &shift, true, &mut y1, Order::ChannelMajor);
 
-        let mut bottleneck = vec![0f32; s2.len()];
+        let mut bottleneck = zeroed(s2.len());
         let conv1 = Matrix::new(p.conv1, spec.width, c_in);
         let y1_matrix = Matrix::new(&y1, c_in, d.columns());
         matmul(&mut bottleneck, conv1, y1_matrix, false, parallelism());
@@ -177,7 +179,7 @@ impl DenseBlockOp {
             self.stats.record(stats2, s2.count());
         }
         let (scale, shift) = norm2.norm(p.norm2_weight, true, true).affine(p.norm2_bias);
-        let mut y2 = vec![0f32; s2.len()];
+        let mut y2 = zeroed(s2.len());
         affine_into(
             bottleneck_view,
             s2,
@@ -234,7 +236,7 @@ impl DenseBlockOp {
         let (s1, s2, s_new) = (d.planes(c_in), d.planes(spec.width), d.planes(spec.growth));
         let train = self.train();
 
-        let mut d_new = vec![0f32; s_new.len()];
+        let mut d_new = zeroed(s_new.len());
         let slot = View::channel_major(&grads[s1.len()..][..s_new.len()]);
         reorder(slot, s_new, &mut d_new, Order::ImageMajor);
         let conv2 = self.conv2(d)?;
@@ -242,7 +244,7 @@ impl DenseBlockOp {
         dp.conv2
             .copy_from_slice(&conv::weight_grad(&conv2, &saved.y2, &d_new));
 
-        let mut d_bottleneck = vec![0f32; s2.len()];
+        let mut d_bottleneck = zeroed(s2.len());
         let (dw, db) = saved.norm2.norm(p.norm2_weight, true, train).backward(
             View::channel_major(&saved.bottleneck),
             View::image_major(&saved.y2),
@@ -255,7 +257,7 @@ impl DenseBlockOp {
         dp.norm2_weight.copy_from_slice(&dw);
         dp.norm2_bias.copy_from_slice(&db);
 
-        let mut d_y1 = vec![0f32; s1.len()];
+        let mut d_y1 = zeroed(s1.len());
         let conv1 = Matrix::new(p.conv1, spec.width, c_in);
         let d_bottleneck = Matrix::new(&d_bottleneck, spec.width, d.columns());
         matmul(&mut d_y1, conv1.t(), d_bottleneck, false, parallelism());
@@ -308,7 +310,7 @@ impl CustomOp2 for DenseBlockOp {
         }
         let total = d.c0 + self.spec.layers * self.spec.growth;
         let (s0, all) = (d.planes(d.c0), d.planes(total));
-        let mut features = vec![0f32; all.len()];
+        let mut features = zeroed(all.len());
         reorder(View::image_major(x), s0, &mut features, Order::ChannelMajor);
         let mut stats = match self.train() {
             true => batch_stats(View::channel_major(&features[..s0.len()]), s0),
@@ -323,7 +325,7 @@ impl CustomOp2 for DenseBlockOp {
             let p = LayerParams::from(split_packed(&params[offset..], lens));
             layers.push(self.layer_forward(d, j, &p, &mut features, &mut stats)?);
         }
-        let mut y = vec![0f32; all.len()];
+        let mut y = zeroed(all.len());
         reorder(
             View::channel_major(&features),
             all,
@@ -347,12 +349,12 @@ impl CustomOp2 for DenseBlockOp {
         let Some(saved) = saved.as_ref() else {
             candle_core::bail!("dense block: backward before forward")
         };
-        let mut grads = vec![0f32; all.len()];
+        let mut grads = zeroed(all.len());
         with_values(dy, |dy| {
             reorder(View::image_major(dy), all, &mut grads, Order::ChannelMajor)
         })?;
         let (offsets, len) = self.spec.param_offsets(d.c0);
-        let mut dparams = vec![0f32; len];
+        let mut dparams = zeroed(len);
         with_values(params, |params| {
             for (j, &offset) in offsets.iter().enumerate().rev() {
                 let lens = self.spec.param_lens(d.c0 + j * self.spec.growth);
@@ -365,7 +367,7 @@ impl CustomOp2 for DenseBlockOp {
         })??;
         let dx = if x.track_op() {
             let s0 = d.planes(d.c0);
-            let mut dx = vec![0f32; s0.len()];
+            let mut dx = zeroed(s0.len());
             reorder(View::channel_major(&grads), s0, &mut dx, Order::ImageMajor);
             Some(tensor(dx, x.shape())?)
         } else {

@@ -21,7 +21,8 @@ use super::batchnorm::{affine_into, batch_stats, BatchStats, Normaliser};
 use super::conv::{self, Geometry};
 use super::planes::{Order, Planes, View};
 use super::{
-    lock, split_packed, split_packed_mut, tensor, values, with_values, Statistics, MIN_PARALLEL_LEN,
+    lock, split_packed, split_packed_mut, tensor, values, with_values, zeroed, Statistics,
+    MIN_PARALLEL_LEN,
 };
 use crate::layers::ConvSpec;
 
@@ -130,7 +131,7 @@ impl ResidualOp {
         };
         let activated = relu.then(|| {
             let (scale, shift) = norm.norm(p.bn_weight, true, true).affine(p.bn_bias);
-            let mut y = vec![0f32; conv.len()];
+            let mut y = zeroed(conv.len());
             let conv = View::image_major(&conv);
             affine_into(
                 conv,
@@ -237,7 +238,7 @@ impl CustomOp2 for ResidualOp {
             Some((conv, (scale, shift))) => Identity::Projected(conv, scale, shift),
             None => Identity::Input(x),
         };
-        let mut out = vec![0f32; saved[last].conv.len()];
+        let mut out = zeroed(saved[last].conv.len());
         join(&saved[last], (&scale, &shift), identity, &mut out);
         *lock(&self.saved) = saved;
         Ok((CpuStorage::F32(out), Shape::from(&dims)))
@@ -255,7 +256,7 @@ impl CustomOp2 for ResidualOp {
             candle_core::bail!("residual block: backward before forward")
         }
         let (offsets, len) = self.spec.param_offsets();
-        let mut dparams = vec![0f32; len];
+        let mut dparams = zeroed(len);
         let dx = with_values(x, |x| {
             with_values(params, |params| {
                 with_values(y, |out| {
@@ -311,7 +312,7 @@ impl ResidualOp {
         let mut conv_backward = |i: usize, d_out: &[f32], relu_out: &[f32], input: &[f32]| {
             let s = &saved[i];
             let p = ConvParams::from(split_packed(&params[offsets[i]..], param_lens(specs[i])));
-            let mut d_conv = vec![0f32; s.conv.len()];
+            let mut d_conv = zeroed(s.conv.len());
             let (dw, db) = s.norm.norm(p.bn_weight, true, train).backward(
                 View::image_major(&s.conv),
                 View::image_major(relu_out),
