@@ -6,7 +6,8 @@
 //! copies and sums them: most of DenseNet's time outside the convolutions went there. Here the
 //! block owns one buffer of all its channels, each layer writes its 32 new channels into it, and
 //! the backward accumulates the block's input gradient in place, layer by layer, in reverse
-//! (the layout of memory-efficient DenseNet implementations, without their recomputation).
+//! (the layout of memory-efficient DenseNet implementations, with their recomputation of the
+//! first BatchNorm's output: see [`SavedLayer`]).
 //!
 //! The buffers are channel-major (`[C, N, H*W]`, see [`super::planes`]): a layer's input is the
 //! buffer's first `c` channels, the batch statistics of a channel are computed once when it is
@@ -81,16 +82,16 @@ impl<T> From<[T; 6]> for LayerParams<T> {
     }
 }
 
-/// What a layer's backward needs from its forward.
+/// What a layer's backward needs from its forward. Not the outputs of its BatchNorm-ReLUs
+/// `relu(norm1(x))` and `relu(norm2(bottleneck))`: the first is the size of the layer's whole
+/// input, so kept for every layer it would hold more floats than all the rest together (290 of
+/// DenseNet121's 850 MB at batch 8, the second 140), and the backward recomputes both from
+/// what is kept in one pass each, about what writing and later reading them back costs.
 struct SavedLayer {
     norm1: Normaliser,
-    /// `relu(norm1(x))`, channel-major `[c_in, N, P]`.
-    y1: Vec<f32>,
     /// The bottleneck (conv1's output), channel-major `[width, N, P]`.
     bottleneck: Vec<f32>,
     norm2: Normaliser,
-    /// `relu(norm2(bottleneck))`, image-major `[N, width, H, W]` (conv2's input).
-    y2: Vec<f32>,
 }
 
 /// The forward's buffers, kept for the backward.
@@ -125,6 +126,12 @@ impl Dims {
         }
     }
 
+    /// The length of the last (widest) layer's input.
+    fn widest_input(&self, spec: &DenseBlockSpec) -> usize {
+        self.planes(self.c0 + spec.layers.saturating_sub(1) * spec.growth)
+            .len()
+    }
+
     /// Columns of a channel-major matrix: every image's positions.
     fn columns(&self) -> usize {
         self.images * self.h * self.w
@@ -145,6 +152,7 @@ impl DenseBlockOp {
 
     /// Runs layer `j`, appending its channels to `features` (and their batch statistics to
     /// `stats`, in train mode).
+    #[allow(clippy::too_many_arguments)]
     fn layer_forward(
         &self,
         d: Dims,
@@ -152,6 +160,7 @@ impl DenseBlockOp {
         p: &LayerParams<&[f32]>,
         features: &mut [f32],
         stats: &mut BatchStats,
+        scratch: &mut Scratch,
     ) -> candle_core::Result<SavedLayer> {
         let spec = &self.spec;
         let c_in = d.c0 + j * spec.growth;
@@ -161,14 +170,12 @@ impl DenseBlockOp {
         let running = |k: usize| self.stats.running(2 * j + k).cloned();
         let stats1 = running(0).unwrap_or_else(|| prefix(stats, c_in));
         let norm1 = Normaliser::new(&stats1, spec.eps);
-        let (scale, shift) = norm1.norm(p.norm1_weight, true, true).affine(p.norm1_bias);
-        let mut y1 = zeroed(s1.len());
-        let x = View::channel_major(&features[..s1.len()]);
-        affine_into(x, s1, &scale, &shift, true, &mut y1, Order::ChannelMajor);
+        let y1 = &mut scratch.y1[..s1.len()];
+        norm1_output(&norm1, p, &features[..s1.len()], s1, y1);
 
         let mut bottleneck = zeroed(s2.len());
         let conv1 = Matrix::new(p.conv1, spec.width, c_in);
-        let y1_matrix = Matrix::new(&y1, c_in, d.columns());
+        let y1_matrix = Matrix::new(y1, c_in, d.columns());
         matmul(&mut bottleneck, conv1, y1_matrix, false, parallelism());
 
         let bottleneck_view = View::channel_major(&bottleneck);
@@ -178,19 +185,9 @@ impl DenseBlockOp {
             self.stats.record(stats1, s1.count());
             self.stats.record(stats2, s2.count());
         }
-        let (scale, shift) = norm2.norm(p.norm2_weight, true, true).affine(p.norm2_bias);
-        let mut y2 = zeroed(s2.len());
-        affine_into(
-            bottleneck_view,
-            s2,
-            &scale,
-            &shift,
-            true,
-            &mut y2,
-            Order::ImageMajor,
-        );
-
-        let new = conv::forward(&self.conv2(d)?, &y2, p.conv2);
+        let y2 = &mut scratch.y2;
+        norm2_output(&norm2, p, &bottleneck, s2, y2);
+        let new = conv::forward(&self.conv2(d)?, y2, p.conv2);
         let s_new = d.planes(spec.growth);
         let slot = &mut features[s1.len()..][..s_new.len()];
         reorder(View::image_major(&new), s_new, slot, Order::ChannelMajor);
@@ -201,10 +198,8 @@ impl DenseBlockOp {
         }
         Ok(SavedLayer {
             norm1,
-            y1,
             bottleneck,
             norm2,
-            y2,
         })
     }
 
@@ -230,44 +225,53 @@ impl DenseBlockOp {
         saved: &SavedLayer,
         features: &[f32],
         grads: &mut [f32],
+        scratch: &mut Scratch,
     ) -> candle_core::Result<()> {
         let spec = &self.spec;
         let c_in = d.c0 + j * spec.growth;
         let (s1, s2, s_new) = (d.planes(c_in), d.planes(spec.width), d.planes(spec.growth));
         let train = self.train();
 
-        let mut d_new = zeroed(s_new.len());
+        let d_new = &mut scratch.d_new[..s_new.len()];
         let slot = View::channel_major(&grads[s1.len()..][..s_new.len()]);
-        reorder(slot, s_new, &mut d_new, Order::ImageMajor);
+        reorder(slot, s_new, d_new, Order::ImageMajor);
         let conv2 = self.conv2(d)?;
-        let d_y2 = conv::input_grad(&conv2, &d_new, p.conv2);
+        let d_y2 = conv::input_grad(&conv2, d_new, p.conv2);
+        let y2 = &mut scratch.y2;
+        norm2_output(&saved.norm2, p, &saved.bottleneck, s2, y2);
         dp.conv2
-            .copy_from_slice(&conv::weight_grad(&conv2, &saved.y2, &d_new));
+            .copy_from_slice(&conv::weight_grad(&conv2, y2, d_new));
 
-        let mut d_bottleneck = zeroed(s2.len());
+        let d_bottleneck = &mut scratch.d_bottleneck[..s2.len()];
         let (dw, db) = saved.norm2.norm(p.norm2_weight, true, train).backward(
             View::channel_major(&saved.bottleneck),
-            View::image_major(&saved.y2),
+            View::image_major(y2),
             View::image_major(&d_y2),
             s2,
-            &mut d_bottleneck,
+            d_bottleneck,
             Order::ChannelMajor,
             false,
         );
         dp.norm2_weight.copy_from_slice(&dw);
         dp.norm2_bias.copy_from_slice(&db);
 
-        let mut d_y1 = zeroed(s1.len());
+        let d_y1 = &mut scratch.d_y1[..s1.len()];
         let conv1 = Matrix::new(p.conv1, spec.width, c_in);
-        let d_bottleneck = Matrix::new(&d_bottleneck, spec.width, d.columns());
-        matmul(&mut d_y1, conv1.t(), d_bottleneck, false, parallelism());
-        let y1 = Matrix::new(&saved.y1, c_in, d.columns());
-        matmul_deep(dp.conv1, d_bottleneck, y1.t(), false);
+        let d_bottleneck = Matrix::new(d_bottleneck, spec.width, d.columns());
+        matmul(d_y1, conv1.t(), d_bottleneck, false, parallelism());
+        let y1 = &mut scratch.y1[..s1.len()];
+        norm1_output(&saved.norm1, p, &features[..s1.len()], s1, y1);
+        matmul_deep(
+            dp.conv1,
+            d_bottleneck,
+            Matrix::new(y1, c_in, d.columns()).t(),
+            false,
+        );
 
         let (dw, db) = saved.norm1.norm(p.norm1_weight, true, train).backward(
             View::channel_major(&features[..s1.len()]),
-            View::channel_major(&saved.y1),
-            View::channel_major(&d_y1),
+            View::channel_major(y1),
+            View::channel_major(d_y1),
             s1,
             &mut grads[..s1.len()],
             Order::ChannelMajor,
@@ -276,6 +280,55 @@ impl DenseBlockOp {
         dp.norm1_weight.copy_from_slice(&dw);
         dp.norm1_bias.copy_from_slice(&db);
         Ok(())
+    }
+}
+
+/// `relu(norm1(x))` of a layer's input `x` (channel-major) into `y1`.
+fn norm1_output(
+    norm1: &Normaliser,
+    p: &LayerParams<&[f32]>,
+    x: &[f32],
+    planes: Planes,
+    y1: &mut [f32],
+) {
+    let (scale, shift) = norm1.norm(p.norm1_weight, true, true).affine(p.norm1_bias);
+    let x = View::channel_major(x);
+    affine_into(x, planes, &scale, &shift, true, y1, Order::ChannelMajor);
+}
+
+/// `relu(norm2(bottleneck))` (channel-major) into `y2`, image-major: conv2's input.
+fn norm2_output(
+    norm2: &Normaliser,
+    p: &LayerParams<&[f32]>,
+    bottleneck: &[f32],
+    planes: Planes,
+    y2: &mut [f32],
+) {
+    let (scale, shift) = norm2.norm(p.norm2_weight, true, true).affine(p.norm2_bias);
+    let x = View::channel_major(bottleneck);
+    affine_into(x, planes, &scale, &shift, true, y2, Order::ImageMajor);
+}
+
+/// Buffers for one layer at a time, sized for the widest (the last): the BatchNorm-ReLU
+/// outputs, and in the backward the gradients that stay inside a layer.
+struct Scratch {
+    y1: Vec<f32>,
+    y2: Vec<f32>,
+    d_y1: Vec<f32>,
+    d_bottleneck: Vec<f32>,
+    d_new: Vec<f32>,
+}
+
+impl Scratch {
+    fn new(d: Dims, spec: &DenseBlockSpec, backward: bool) -> Self {
+        let zeroed_if = |len| if backward { zeroed(len) } else { Vec::new() };
+        Self {
+            y1: zeroed(d.widest_input(spec)),
+            y2: zeroed(d.planes(spec.width).len()),
+            d_y1: zeroed_if(d.widest_input(spec)),
+            d_bottleneck: zeroed_if(d.planes(spec.width).len()),
+            d_new: zeroed_if(d.planes(spec.growth).len()),
+        }
     }
 }
 
@@ -320,10 +373,11 @@ impl CustomOp2 for DenseBlockOp {
             },
         };
         let mut layers = Vec::with_capacity(self.spec.layers);
+        let mut scratch = Scratch::new(d, &self.spec, false);
         for (j, &offset) in offsets.iter().enumerate() {
             let lens = self.spec.param_lens(d.c0 + j * self.spec.growth);
             let p = LayerParams::from(split_packed(&params[offset..], lens));
-            layers.push(self.layer_forward(d, j, &p, &mut features, &mut stats)?);
+            layers.push(self.layer_forward(d, j, &p, &mut features, &mut stats, &mut scratch)?);
         }
         let mut y = zeroed(all.len());
         reorder(
@@ -355,13 +409,15 @@ impl CustomOp2 for DenseBlockOp {
         })?;
         let (offsets, len) = self.spec.param_offsets(d.c0);
         let mut dparams = zeroed(len);
+        let mut scratch = Scratch::new(d, &self.spec, true);
         with_values(params, |params| {
             for (j, &offset) in offsets.iter().enumerate().rev() {
                 let lens = self.spec.param_lens(d.c0 + j * self.spec.growth);
                 let p = LayerParams::from(split_packed(&params[offset..], lens));
                 let dp = LayerParams::from(split_packed_mut(&mut dparams[offset..], lens));
                 let layer = &saved.layers[j];
-                self.layer_backward(d, j, &p, dp, layer, &saved.features, &mut grads)?;
+                let features = &saved.features;
+                self.layer_backward(d, j, &p, dp, layer, features, &mut grads, &mut scratch)?;
             }
             Ok::<_, candle_core::Error>(())
         })??;
