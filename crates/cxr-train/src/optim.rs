@@ -147,28 +147,21 @@ impl Optimizer {
                     weight_decay,
                 } => {
                     let decoupled = matches!(self.config, OptimizerConfig::AdamW { .. });
-                    let mut p_new = p.clone();
-                    let mut g = grad.clone();
-                    if weight_decay != 0.0 {
-                        if decoupled {
-                            p_new = (p * (1.0 - lr * weight_decay))?;
-                        } else {
-                            g = (g + (p * weight_decay)?)?;
+                    let adam = Adam::new([beta1, beta2, eps, weight_decay], decoupled, lr, t);
+                    if in_place::applies(var.as_tensor(), grad) {
+                        for moment in [&mut self.first[i], &mut self.second[i]] {
+                            if moment.is_none() {
+                                *moment = Some(p.zeros_like()?);
+                            }
                         }
+                        let (Some(m), Some(v)) = (&self.first[i], &self.second[i]) else {
+                            unreachable!("both moments were just set")
+                        };
+                        adam.update(var.as_tensor(), m, v, grad)?;
+                        continue;
                     }
-                    let m = match &self.first[i] {
-                        Some(m) => ((m * beta1)? + (&g * (1.0 - beta1))?)?,
-                        None => (&g * (1.0 - beta1))?,
-                    };
-                    let v = match &self.second[i] {
-                        Some(v) => ((v * beta2)? + (g.sqr()? * (1.0 - beta2))?)?,
-                        None => (g.sqr()? * (1.0 - beta2))?,
-                    };
-                    let bc1 = 1.0 - beta1.powi(t);
-                    let bc2 = 1.0 - beta2.powi(t);
-                    let denom = ((v.sqrt()? / bc2.sqrt())? + eps)?;
-                    let update = ((&m / denom)? * (lr / bc1))?;
-                    var.set(&(p_new - update)?)?;
+                    let (p_new, m, v) = adam.composed(p, grad, &self.first[i], &self.second[i])?;
+                    var.set(&p_new)?;
                     self.first[i] = Some(m);
                     self.second[i] = Some(v);
                 }
@@ -254,7 +247,8 @@ impl Optimizer {
         ] {
             for (i, t) in list.iter().enumerate() {
                 if let Some(t) = t {
-                    map.insert(format!("{kind}.{i}"), t.clone());
+                    // A copy: Adam updates its moments in place.
+                    map.insert(format!("{kind}.{i}"), t.copy().expect("a copy"));
                 }
             }
         }
@@ -307,5 +301,201 @@ impl Optimizer {
         }
         self.steps = steps;
         Ok(())
+    }
+}
+
+/// One Adam step's constants, as f32 (PyTorch's formulas, `torch.optim.Adam` and `AdamW`).
+struct Adam {
+    beta1: f32,
+    beta2: f32,
+    one_minus_beta1: f32,
+    one_minus_beta2: f32,
+    /// `1 / sqrt(1 - beta2^t)`.
+    inv_sqrt_bc2: f32,
+    eps: f32,
+    /// `lr / (1 - beta1^t)`.
+    step: f32,
+    /// Weight decay added to the gradient (Adam's L2; 0 for AdamW).
+    l2: f32,
+    /// The factor AdamW shrinks the parameter by first (1 for Adam).
+    shrink: f32,
+}
+
+impl Adam {
+    fn new([beta1, beta2, eps, weight_decay]: [f64; 4], decoupled: bool, lr: f64, t: i32) -> Self {
+        Adam {
+            beta1: beta1 as f32,
+            beta2: beta2 as f32,
+            one_minus_beta1: (1.0 - beta1) as f32,
+            one_minus_beta2: (1.0 - beta2) as f32,
+            inv_sqrt_bc2: (1.0 / (1.0 - beta2.powi(t)).sqrt()) as f32,
+            eps: eps as f32,
+            step: (lr / (1.0 - beta1.powi(t))) as f32,
+            l2: if decoupled { 0.0 } else { weight_decay as f32 },
+            shrink: if decoupled {
+                (1.0 - lr * weight_decay) as f32
+            } else {
+                1.0
+            },
+        }
+    }
+
+    /// The new parameter and moments from candle ops, for any device and dtype.
+    fn composed(
+        &self,
+        p: &Tensor,
+        g: &Tensor,
+        m: &Option<Tensor>,
+        v: &Option<Tensor>,
+    ) -> Result<(Tensor, Tensor, Tensor)> {
+        let c = |x: f32| x as f64;
+        let mut g = g.clone();
+        if self.l2 != 0.0 {
+            g = (g + (p * c(self.l2))?)?;
+        }
+        let m = match m {
+            Some(m) => ((m * c(self.beta1))? + (&g * c(self.one_minus_beta1))?)?,
+            None => (&g * c(self.one_minus_beta1))?,
+        };
+        let v = match v {
+            Some(v) => ((v * c(self.beta2))? + (g.sqr()? * c(self.one_minus_beta2))?)?,
+            None => (g.sqr()? * c(self.one_minus_beta2))?,
+        };
+        let denom = ((v.sqrt()? * c(self.inv_sqrt_bc2))? + c(self.eps))?;
+        let update = ((&m / denom)? * c(self.step))?;
+        let p_new = ((p * c(self.shrink))? - update)?;
+        Ok((p_new, m, v))
+    }
+}
+
+/// Adam's update of one parameter in one pass over memory, in place, on the CPU.
+///
+/// Composed of candle ops, an Adam step is a dozen passes over every parameter, each writing a
+/// new tensor, and `Var::set` copies the result back: 0.13-0.16 s of a 2.8 s ResNet50 step
+/// (25M parameters, 2 threads). Here the parameter and both moments are read and written once,
+/// in parallel. The arithmetic is the composed version's, operation for operation in f32 (the
+/// same roundings), so results do not depend on which path ran.
+mod in_place {
+    use super::Adam;
+    use candle_core::{CpuStorage, InplaceOp1, Layout, Result, Storage, Tensor};
+    use rayon::prelude::*;
+    use std::cell::RefCell;
+
+    /// Whether the fused update applies: contiguous f32 tensors on the CPU.
+    pub(super) fn applies(p: &Tensor, g: &Tensor) -> bool {
+        [p, g].iter().all(|t| {
+            t.device().is_cpu() && t.dtype() == candle_core::DType::F32 && t.is_contiguous()
+        })
+    }
+
+    /// Pieces of this many values go to one thread.
+    const PIECE: usize = 1 << 14;
+
+    impl Adam {
+        /// Updates `p` and its moments `m` and `v` (same shape, contiguous) from gradient `g`.
+        pub(super) fn update(&self, p: &Tensor, m: &Tensor, v: &Tensor, g: &Tensor) -> Result<()> {
+            let (g_storage, g_layout) = g.storage_and_layout();
+            let Storage::Cpu(g_storage) = &*g_storage else {
+                candle_core::bail!("adam: gradient not on the CPU")
+            };
+            let g = values(g_storage, g_layout)?;
+            // One candle in-place op mutates one tensor: nest three, one per tensor.
+            with_mut(p, |p| {
+                with_mut(m, |m| {
+                    with_mut(v, |v| {
+                        if [m.len(), v.len(), g.len()] != [p.len(); 3] {
+                            candle_core::bail!(
+                                "adam: moments or gradient do not match the parameter"
+                            )
+                        }
+                        let pieces = p.par_chunks_mut(PIECE).zip(m.par_chunks_mut(PIECE));
+                        let pieces = pieces.zip(v.par_chunks_mut(PIECE)).zip(g.par_chunks(PIECE));
+                        pieces.for_each(|(((p, m), v), g)| self.piece(p, m, v, g));
+                        Ok(())
+                    })
+                })
+            })
+        }
+
+        fn piece(&self, p: &mut [f32], m: &mut [f32], v: &mut [f32], g: &[f32]) {
+            for (((p, m), v), &g) in p.iter_mut().zip(m).zip(v).zip(g) {
+                let g = if self.l2 != 0.0 { g + *p * self.l2 } else { g };
+                *m = *m * self.beta1 + g * self.one_minus_beta1;
+                *v = *v * self.beta2 + g * g * self.one_minus_beta2;
+                let denom = v.sqrt() * self.inv_sqrt_bc2 + self.eps;
+                *p = *p * self.shrink - *m / denom * self.step;
+            }
+        }
+    }
+
+    fn values<'a>(storage: &'a CpuStorage, layout: &Layout) -> Result<&'a [f32]> {
+        match (storage, layout.contiguous_offsets()) {
+            (CpuStorage::F32(values), Some((start, end))) => Ok(&values[start..end]),
+            _ => candle_core::bail!("adam: expects contiguous f32 values"),
+        }
+    }
+
+    /// Runs `f` on the values of `t` (contiguous f32 on the CPU), mutably, in place.
+    fn with_mut(t: &Tensor, f: impl FnOnce(&mut [f32]) -> Result<()>) -> Result<()> {
+        let op = WithMut(RefCell::new(Some(f)));
+        t.inplace_op1(&op)
+    }
+
+    struct WithMut<F>(RefCell<Option<F>>);
+
+    impl<F: FnOnce(&mut [f32]) -> Result<()>> InplaceOp1 for WithMut<F> {
+        fn name(&self) -> &'static str {
+            "cxr-adam"
+        }
+
+        fn cpu_fwd(&self, storage: &mut CpuStorage, layout: &Layout) -> Result<()> {
+            let (CpuStorage::F32(values), Some((start, end))) =
+                (storage, layout.contiguous_offsets())
+            else {
+                candle_core::bail!("adam: expects contiguous f32 values")
+            };
+            match self.0.borrow_mut().take() {
+                Some(f) => f(&mut values[start..end]),
+                None => candle_core::bail!("adam: in-place op run twice"),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::Device;
+
+    /// The in-place update equals the composed one bit for bit, over steps, for Adam's L2 and
+    /// AdamW's decoupled decay, and on pieces of more than one thread's length.
+    #[test]
+    fn in_place_adam_is_the_composed_one() {
+        let n = 3 * (1 << 14) + 5;
+        let wave = |k: f32| -> Vec<f32> { (0..n).map(|i| (i as f32 * k).sin()).collect() };
+        let tensor = |v: Vec<f32>| Tensor::from_vec(v, n, &Device::Cpu).unwrap();
+        for decoupled in [false, true] {
+            let p = tensor(wave(0.37));
+            let (mut want_p, mut want_m, mut want_v) = (p.copy().unwrap(), None, None);
+            let (m, v) = (p.zeros_like().unwrap(), p.zeros_like().unwrap());
+            for t in 1..=3 {
+                let g = tensor(wave(0.11 * t as f32));
+                let adam = Adam::new([0.9, 0.999, 1e-8, 1e-2], decoupled, 1e-3, t);
+                let (np, nm, nv) = adam.composed(&want_p, &g, &want_m, &want_v).unwrap();
+                (want_p, want_m, want_v) = (np, Some(nm), Some(nv));
+                adam.update(&p, &m, &v, &g).unwrap();
+            }
+            for (got, want) in [
+                (&p, &want_p),
+                (&m, &want_m.unwrap()),
+                (&v, &want_v.unwrap()),
+            ] {
+                let (got, want) = (
+                    got.to_vec1::<f32>().unwrap(),
+                    want.to_vec1::<f32>().unwrap(),
+                );
+                assert!(got == want, "decoupled {decoupled}: values differ");
+            }
+        }
     }
 }
