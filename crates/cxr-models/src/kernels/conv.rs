@@ -1,11 +1,12 @@
-//! Convolution as im2col + GEMM, one image at a time, and its backward as GEMMs + col2im.
+//! Convolution as im2col + GEMM, and its backward as GEMMs + col2im.
 //!
 //! Per image, with `cols` the `[c_in * k * k, h_out * w_out]` patch matrix:
 //! `y = W cols`, `dW += dy colsᵀ`, `dx = col2im(Wᵀ dy)` (for stride 1, `dx` is rather the
 //! convolution of `dy` with the flipped kernels: see [`input_grad`]). A 1x1 stride-1 convolution
 //! needs no patch matrix (the image is its own). With at least as many images as threads, the images
 //! are spread over the threads and each GEMM runs single-threaded (small late-stage matrices
-//! scale badly inside a GEMM); otherwise the GEMMs themselves are parallel.
+//! scale badly inside a GEMM); otherwise the GEMMs themselves are parallel. Small images go into
+//! the GEMMs a group at a time, side by side (see [`GROUP_BELOW`]).
 
 use std::cell::RefCell;
 use std::ops::Range;

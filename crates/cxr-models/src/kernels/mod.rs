@@ -7,8 +7,8 @@
 //! (`CustomOp2/3` with a `cpu_fwd` and a `bwd`), so autograd, `Var`s and the rest of the model
 //! stay candle's:
 //!
-//! * [`conv2d`]: im2col (nothing for 1x1 stride-1 convolutions) and one GEMM per image on the
-//!   `gemm` crate candle itself uses; the backward is two more GEMMs and a col2im. Stride-1
+//! * [`conv2d`]: im2col (nothing for 1x1 stride-1 convolutions) and one GEMM per image (below
+//!   28x28, per thread's images side by side) on the `gemm` crate candle itself uses; the backward is two more GEMMs and a col2im. Stride-1
 //!   convolutions with a window run instead as a direct convolution in AVX2 assembly where it
 //!   pays (`direct`): no patch matrix, no packing, forward, input and weight gradients.
 //! * [`batch_norm_train`] / [`batch_norm_eval`]: BatchNorm with an optional fused ReLU, forward
