@@ -138,13 +138,17 @@ impl Geometry {
     }
 
     /// Images per product: a thread's share of the batch (all of it when the products are split
-    /// over threads instead) for images below [`GROUP_BELOW`] positions, else one.
+    /// over threads instead) for images below [`GROUP_BELOW`] positions, else one; at most
+    /// [`GROUP_COLUMNS`] columns.
     fn group(&self) -> usize {
-        match rayon::current_num_threads() {
+        let share = match rayon::current_num_threads() {
             _ if self.positions() >= GROUP_BELOW => 1,
             threads if self.parallel_images() => self.images.div_ceil(threads),
             _ => self.images.max(1),
-        }
+        };
+        // A share too wide for one product splits into equal groups.
+        let most = (GROUP_COLUMNS / self.positions().max(1)).max(1);
+        share.div_ceil(share.div_ceil(most))
     }
 
     fn gemm_parallelism(&self) -> Parallelism {
@@ -213,6 +217,11 @@ fn col2im(g: &Geometry, cols: &[f32], row_stride: usize, image: &mut [f32]) {
 /// 16-wide tiles cover with 15% waste, and every image repacks the whole weight matrix (9 MB
 /// for ResNet50's last 3x3 convolution): ResNet50's 7x7 stage ran at 27-46 GFLOP/s per core.
 const GROUP_BELOW: usize = 28 * 28;
+
+/// The widest group: this bounds the threads' scratch buffers for large batches (a group's patch
+/// matrix at ResNet50's 14x14 3x3 convolutions is 9 KB per column) while keeping the products
+/// wide.
+const GROUP_COLUMNS: usize = 1024;
 
 /// The images `range` of `data` (each `rows x positions`, one after the other) as one
 /// `rows x (images * positions)` matrix, image `j` in columns `j * positions..`: the data itself
@@ -599,6 +608,8 @@ mod tests {
         check(5, 6, (6, 5), 7, 3, 1, 1); // uneven groups, flipped-kernel input gradient
         check(5, 4, (7, 5), 9, 3, 2, 1); // uneven groups, col2im input gradient
         check(5, 8, (5, 5), 12, 1, 1, 0); // uneven groups, pointwise
+        check(5, 3, (20, 20), 4, 1, 1, 0); // 400 positions: groups of at most 2, pointwise
+        check(5, 3, (39, 39), 4, 3, 2, 1); // 400 positions: groups of at most 2, col2im
         check(3, 2, (30, 30), 72, 3, 2, 1); // too large to group (900 positions), GEMM path
     }
 }
