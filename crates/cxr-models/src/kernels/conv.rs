@@ -575,7 +575,8 @@ mod tests {
     /// In a pool of 2 threads, whatever the machine: the batch-1 cases then split their GEMMs
     /// over threads and the others give each thread whole images, the only way the direct
     /// convolution runs (on CPUs with AVX2 and FMA). These images are small, so each thread's
-    /// images go side by side into one product (5 images: groups of 3 and 2).
+    /// images go side by side into products (5 images: groups of 3 and 2, or of at most 2 where
+    /// 3 would pass `GROUP_COLUMNS`).
     #[test]
     fn matches_candle_on_odd_shapes() {
         let pool = rayon::ThreadPoolBuilder::new()

@@ -6,8 +6,8 @@
 //! copies and sums them: most of DenseNet's time outside the convolutions went there. Here the
 //! block owns one buffer of all its channels, each layer writes its 32 new channels into it, and
 //! the backward accumulates the block's input gradient in place, layer by layer, in reverse
-//! (the layout of memory-efficient DenseNet implementations, with their recomputation of the
-//! first BatchNorm's output: see [`SavedLayer`]).
+//! (the layout of memory-efficient DenseNet implementations, and like them recomputing the
+//! BatchNorm-ReLU outputs in the backward instead of keeping them: see [`SavedLayer`]).
 //!
 //! The buffers are channel-major (`[C, N, H*W]`, see [`super::planes`]): a layer's input is the
 //! buffer's first `c` channels, the batch statistics of a channel are computed once when it is

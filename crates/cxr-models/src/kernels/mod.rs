@@ -8,9 +8,10 @@
 //! stay candle's:
 //!
 //! * [`conv2d`]: im2col (nothing for 1x1 stride-1 convolutions) and one GEMM per image (below
-//!   28x28, per thread's images side by side) on the `gemm` crate candle itself uses; the backward is two more GEMMs and a col2im. Stride-1
-//!   convolutions with a window run instead as a direct convolution in AVX2 assembly where it
-//!   pays (`direct`): no patch matrix, no packing, forward, input and weight gradients.
+//!   28x28, per thread's images side by side) on the `gemm` crate candle itself uses; the
+//!   backward is two more GEMMs and a col2im. Stride-1 convolutions with a window run instead
+//!   as a direct convolution in AVX2 assembly where it pays (`direct`): no patch matrix, no
+//!   packing, forward, input and weight gradients.
 //! * [`batch_norm_train`] / [`batch_norm_eval`]: BatchNorm with an optional fused ReLU, forward
 //!   and backward in two passes each, parallel over channels or (image, channel) planes.
 //! * [`residual_block`]: a whole ResNet block, its last BatchNorms, sum and ReLU in one pass.
@@ -81,12 +82,9 @@ fn zeroed(len: usize) -> Vec<f32> {
     if len < 2 * PIECE {
         return vec![0.0; len];
     }
+    // An indexed parallel iterator extends a vector in place, each thread writing its pieces.
     let mut values = Vec::with_capacity(len);
-    values.spare_capacity_mut()[..len]
-        .par_chunks_mut(PIECE)
-        .for_each(|piece| piece.fill(std::mem::MaybeUninit::new(0.0)));
-    // SAFETY: the loop above initialised all `len` values.
-    unsafe { values.set_len(len) };
+    values.par_extend(rayon::iter::repeat_n(0.0, len).with_min_len(PIECE));
     values
 }
 
