@@ -105,8 +105,8 @@ impl Stage {
                 .into_iter()
                 .chain([n2.weight(), n2.bias(), l.conv2.weight()])
         });
-        let (packed, running) = fused_inputs(params, norms(), mode)?;
-        let (y, stats) = kernels::dense_block(x, &packed, self.spec, running)?;
+        let (x, packed, running) = fused_inputs(x, params, norms(), mode)?;
+        let (y, stats) = kernels::dense_block(&x, &packed, self.spec, running)?;
         record_fused(norms(), stats)?;
         Ok(y)
     }

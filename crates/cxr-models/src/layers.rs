@@ -13,6 +13,8 @@
 //! which is differentiable with candle's own autograd and equals PyTorch's pool (padding never
 //! wins a window).
 
+use std::cell::Cell;
+
 use candle_core::{Tensor, Var};
 
 use crate::error::{ModelError, Result};
@@ -52,15 +54,17 @@ impl ConvSpec {
     }
 }
 
-/// The packed parameters and, in eval mode, the running statistics a fused kernel
-/// ([`kernels::dense_block`], [`kernels::residual_block`]) takes: `params` flattened and
-/// concatenated in order (so their gradients flow back through candle's concatenation), and
-/// the statistics of `norms` in order.
+/// What a fused kernel ([`kernels::dense_block`], [`kernels::residual_block`]) takes: the
+/// block's input; its parameters `params`, flattened and concatenated in order (so their
+/// gradients flow back through candle's concatenation); and in eval mode the running statistics
+/// of `norms` in order. Inside [`without_grad`] the input and the parameters are detached, so
+/// candle records nothing and the kernel's saved buffers are freed as soon as it returns.
 pub(crate) fn fused_inputs<'a>(
+    x: &Tensor,
     params: impl IntoIterator<Item = &'a Tensor>,
     norms: impl IntoIterator<Item = &'a BatchNorm>,
     mode: Mode,
-) -> Result<(Tensor, Option<Vec<kernels::BatchStats>>)> {
+) -> Result<(Tensor, Tensor, Option<Vec<kernels::BatchStats>>)> {
     let flat = params.into_iter().map(|t| t.flatten_all());
     let packed = Tensor::cat(&flat.collect::<candle_core::Result<Vec<_>>>()?, 0)?;
     let running = match mode {
@@ -72,7 +76,31 @@ pub(crate) fn fused_inputs<'a>(
                 .collect::<Result<_>>()?,
         ),
     };
-    Ok((packed, running))
+    Ok(match RECORDING.get() {
+        true => (x.clone(), packed, running),
+        false => (x.detach(), packed.detach(), running),
+    })
+}
+
+thread_local! {
+    /// Whether the fused blocks are recorded for a backward (see [`without_grad`]).
+    static RECORDING: Cell<bool> = const { Cell::new(true) };
+}
+
+/// Runs `f` with the fused blocks unrecorded, like PyTorch's `torch.no_grad()` (and, like it,
+/// for this thread only): candle records an op whenever an input is a variable, so without
+/// this every block of an inference forward would keep its intermediate buffers until the
+/// output is dropped. Gradients through what `f` returns are then missing or partial.
+pub(crate) fn without_grad<R>(f: impl FnOnce() -> R) -> R {
+    /// Restores the previous state also when `f` panics.
+    struct Restore(bool);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            RECORDING.set(self.0);
+        }
+    }
+    let _restore = Restore(RECORDING.replace(false));
+    f()
 }
 
 /// Folds the batch statistics a fused kernel returns (train mode; none in eval mode) into the

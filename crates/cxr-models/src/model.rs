@@ -101,6 +101,13 @@ impl Model {
         &self.device
     }
 
+    /// [`Model::forward`] in [`Mode::Eval`] for inference, recording nothing for a backward
+    /// (PyTorch's `model.eval()` under `torch.no_grad()`): each block's buffers are freed as
+    /// the next one runs, so it is faster and takes less memory.
+    pub fn infer(&self, x: &Tensor) -> Result<ModelOutput> {
+        crate::layers::without_grad(|| self.forward(x, Mode::Eval))
+    }
+
     /// Runs the model on `x` (`[N, in_channels, H, W]`, f32). In [`Mode::Train`] BatchNorm uses
     /// batch statistics and updates its running statistics (as PyTorch does, also when no
     /// backward follows).

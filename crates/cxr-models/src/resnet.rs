@@ -127,8 +127,8 @@ impl Block {
         BatchNorm::count(x, mode)?;
         let conv_bns = || self.path.iter().chain(&self.downsample);
         let params = conv_bns().flat_map(|cb| [cb.conv.weight(), cb.bn.weight(), cb.bn.bias()]);
-        let (packed, running) = fused_inputs(params, conv_bns().map(|cb| &cb.bn), mode)?;
-        let (y, stats) = kernels::residual_block(x, &packed, self.spec.clone(), running)?;
+        let (x, packed, running) = fused_inputs(x, params, conv_bns().map(|cb| &cb.bn), mode)?;
+        let (y, stats) = kernels::residual_block(&x, &packed, self.spec.clone(), running)?;
         record_fused(conv_bns().map(|cb| &cb.bn), stats)?;
         Ok(y)
     }

@@ -422,3 +422,29 @@ fn train_mode_refuses_one_value_per_channel_in_an_inner_layer() {
     );
     assert!(model.forward(&x, Mode::Eval).is_ok());
 }
+
+/// `Model::infer` is the eval-mode forward, value for value, but records no block for a
+/// backward (PyTorch's `torch.no_grad()`): the dense blocks' parameters get no gradient from
+/// its output, while those of the eval-mode forward do.
+#[test]
+fn infer_is_the_eval_forward_without_a_backward() {
+    let model = tiny_densenet_model(vec![HeadSpec::new("pathologies", 14)]);
+    let x = grey_input(1);
+    let eval = model.forward(&x, Mode::Eval).unwrap();
+    let inferred = model.infer(&x).unwrap();
+    let values = |out: &cxr_models::ModelOutput| out.primary().to_vec2::<f32>().unwrap();
+    assert_eq!(values(&inferred), values(&eval));
+    let (name, block_weight) = model
+        .named_parameters()
+        .into_iter()
+        .find(|(name, _)| name.contains("denseblock1"))
+        .unwrap();
+    let gradient = |out: &cxr_models::ModelOutput| {
+        let grads = out.primary().sum_all().unwrap().backward().unwrap();
+        grads.get(block_weight.as_tensor()).is_some()
+    };
+    assert!(gradient(&eval), "{name}: the eval forward is recorded");
+    assert!(!gradient(&inferred), "{name}: infer recorded a block");
+    // Recording is back on afterwards.
+    assert!(gradient(&model.forward(&x, Mode::Eval).unwrap()));
+}

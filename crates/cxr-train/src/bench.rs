@@ -3,7 +3,8 @@
 //! Issue #6 compares this crate's training speed with PyTorch's on the same machine, so the
 //! measurement mirrors `bench/train_torch.py` step for step: a training step is a train-mode
 //! forward, the masked-free BCE loss over 14 outputs, the backward and an Adam update; inference
-//! is an eval-mode forward. Both report the fastest of the timed steps (the machine is shared,
+//! is an eval-mode forward recording nothing for a backward ([`Model::infer`], PyTorch's
+//! `torch.no_grad()`). Both report the fastest of the timed steps (the machine is shared,
 //! and the best step is the least disturbed one) as well as the mean, and the peak resident
 //! memory of each phase (`VmHWM`, reset between phases through `/proc/self/clear_refs`).
 
@@ -127,7 +128,7 @@ pub fn run(opts: &BenchOptions) -> Result<BenchReport> {
     })?;
     reset_peak_rss();
     let infer = phase(opts, |parts| {
-        model.forward(&x, Mode::Eval)?.primary().to_vec2::<f32>()?;
+        model.infer(&x)?.primary().to_vec2::<f32>()?;
         parts.lap("forward")
     })?;
     Ok(BenchReport {

@@ -9,7 +9,7 @@ use anyhow::{Context, Result};
 use candle_core::{Device, Tensor};
 use cxr_core::predictions::Predictions;
 use cxr_core::{LabelPolicy, Manifest, Observation, Split};
-use cxr_models::{Mode, Model};
+use cxr_models::Model;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -28,7 +28,7 @@ pub fn infer(
     let positions: Vec<usize> = (0..samples.len()).collect();
     for chunk in positions.chunks(batch_size.max(1)) {
         let batch = samples.batch(chunk, None, norm).to_device(model.device())?;
-        let out = model.forward(&batch.images, Mode::Eval)?;
+        let out = model.infer(&batch.images)?;
         for (h, head) in samples.heads.iter().enumerate() {
             let t = out
                 .head(head.task.name())
