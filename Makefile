@@ -3,13 +3,16 @@
 #   make test   every test (reads ../shared for real data and golden files)
 #   make bench  whole-process speed, side by side with Python peers where installed
 #   make lint   rustfmt and clippy, as CI would want them
+#   make cuda   the workspace with CUDA into target-cuda/ (nvcc from PyPI; no GPU needed), for
+#               bench/gpu.sh on a GPU machine; CUDA_FEATURE=cudnn adds cuDNN
 
 CARGO ?= cargo
 RELEASE := target/release
 DEMO_OUT ?= demo-out
 SHARED ?= ../shared
+CUDA_FEATURE ?= cuda
 
-.PHONY: all build test demo bench lint clean-demo
+.PHONY: all build test demo bench lint cuda clean-demo
 
 all: build
 
@@ -31,6 +34,9 @@ bench: build
 	bench/preprocess.sh
 	bench/eval.sh
 	bench/train.sh
+
+cuda:
+	bench/cuda-build.sh $(CUDA_FEATURE)
 
 clean-demo:
 	rm -rf $(DEMO_OUT)
