@@ -40,34 +40,5 @@ for model in $MODELS; do
         fi
         runs+=("[$ours, $theirs]")
     done
-    python3 - "${runs[@]}" <<'PY'
-import json, statistics, sys
-runs = [json.loads(r) for r in sys.argv[1:]]
-def row(r):
-    return (f"{r['framework']:<22} train {r['train']['images_per_s']:6.2f} img/s "
-            f"{r['train']['peak_rss_mib']:7.0f} MiB | infer {r['infer']['images_per_s']:6.2f} img/s "
-            f"{r['infer']['peak_rss_mib']:7.0f} MiB")
-first = runs[0][0]
-print(f"{first['model']} {first['size']}x{first['size']} batch {first['batch']}, "
-      f"{first['threads']} threads, {len(runs)} rounds")
-for i, (ours, theirs) in enumerate(runs, 1):
-    print(f"  round {i}: " + row(ours))
-    if theirs:
-        print(f"  round {i}: " + row(theirs))
-if all(theirs for _, theirs in runs):
-    def ratio(phase, key):
-        r = sorted(o[phase][key] / t[phase][key] for o, t in runs)
-        spread = f" ({r[0]:.2f}-{r[-1]:.2f})" if len(r) > 1 else ""
-        return f"{statistics.median(r):5.2f}x{spread:<12}"
-    print(f"  {'candle / pytorch, median of rounds (range)':<44} train {ratio('train', 'images_per_s')}"
-          f" memory {ratio('train', 'peak_rss_mib')} | infer {ratio('infer', 'images_per_s')}"
-          f" memory {ratio('infer', 'peak_rss_mib')}")
-    # The machine's noise only ever slows a run down, so each side's fastest round is the
-    # closest to its undisturbed speed: a second estimate, blind to which rounds were paired.
-    def best(phase):
-        fastest = [max(r[side][phase]['images_per_s'] for r in runs) for side in (0, 1)]
-        return f"{fastest[0] / fastest[1]:5.2f}x"
-    print(f"  {'candle / pytorch, fastest round of each':<44} train {best('train')}"
-          f"{'':<13} | infer {best('infer')}")
-PY
+    python3 bench/train_report.py "${runs[@]}"
 done

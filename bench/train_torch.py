@@ -3,8 +3,9 @@
 A training step is a train-mode forward, BCE-with-logits over 14 outputs, the backward and an
 Adam update (gradients set to None, as PyTorch's zero_grad does by default); inference is an
 eval-mode forward under no_grad. Inputs have one channel (grey X-rays): the stem convolution is
-replaced by a one-channel one, as cxr's models have. Prints one JSON object shaped like
-`cxr-train bench --json`.
+replaced by a one-channel one, as cxr's models have. On a GPU (`--device cuda:0`, for
+bench/gpu.sh) each step waits for the device before its time is taken, as cxr-train's does.
+Prints one JSON object shaped like `cxr-train bench --json`.
 """
 import argparse
 import json
@@ -40,11 +41,13 @@ def build(name, in_channels):
     return model
 
 
-def phase(step, batch, steps, warmup):
+def phase(step, batch, steps, warmup, device):
     times = []
     for i in range(warmup + max(steps, 1)):
         t = time.perf_counter()
         step()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
         if i >= warmup:
             times.append(time.perf_counter() - t)
     return {
@@ -64,13 +67,15 @@ def main():
     p.add_argument("--steps", type=int, default=5)
     p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--threads", type=int, default=0, help="0: torch's default")
+    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     a = p.parse_args()
     if a.threads:
         torch.set_num_threads(a.threads)
+    device = torch.device(a.device)
     torch.manual_seed(0)
-    model = build(a.model, a.in_channels)
-    x = torch.randn(a.batch, a.in_channels, a.size, a.size)
-    targets = (torch.rand(a.batch, 14) >= 0.5).float()
+    model = build(a.model, a.in_channels).to(device)
+    x = torch.randn(a.batch, a.in_channels, a.size, a.size, device=device)
+    targets = (torch.rand(a.batch, 14, device=device) >= 0.5).float()
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
     loss_fn = torch.nn.BCEWithLogitsLoss()
 
@@ -86,13 +91,13 @@ def main():
             model(x).tolist()
 
     reset_peak_rss()
-    train = phase(train_step, a.batch, a.steps, a.warmup)
+    train = phase(train_step, a.batch, a.steps, a.warmup, device)
     reset_peak_rss()
-    infer = phase(infer_step, a.batch, a.steps, a.warmup)
+    infer = phase(infer_step, a.batch, a.steps, a.warmup, device)
     print(json.dumps({
         "framework": "pytorch " + torch.__version__,
         "model": a.model, "size": a.size, "batch": a.batch, "in_channels": a.in_channels,
-        "device": "cpu", "threads": torch.get_num_threads(), "steps": a.steps,
+        "device": device.type, "threads": torch.get_num_threads(), "steps": a.steps,
         "train": train, "infer": infer,
     }))
 

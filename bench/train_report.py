@@ -1,0 +1,49 @@
+"""Prints the rounds of one model that bench/train.sh or bench/gpu.sh ran, and their ratios.
+
+Each argument is one round: the JSON list `[cxr-train bench --json, bench/train_torch.py or
+null]`. Ratios are candle / PyTorch (above 1: candle is faster, or for memory uses more), the
+median over the rounds and the ratio of each side's fastest round. Memory is the process's peak
+resident memory on the host, also for a GPU run (not the GPU's memory).
+"""
+import json
+import statistics
+import sys
+
+
+def row(r):
+    return (f"{r['framework']:<22} train {r['train']['images_per_s']:6.2f} img/s "
+            f"{r['train']['peak_rss_mib']:7.0f} MiB | infer {r['infer']['images_per_s']:6.2f} img/s "
+            f"{r['infer']['peak_rss_mib']:7.0f} MiB")
+
+
+def main(runs):
+    first = runs[0][0]
+    where = f"{first['threads']} threads" if first["device"] == "cpu" else f"on {first['device']}"
+    print(f"{first['model']} {first['size']}x{first['size']} batch {first['batch']}, "
+          f"{where}, {len(runs)} rounds")
+    for i, (ours, theirs) in enumerate(runs, 1):
+        print(f"  round {i}: " + row(ours))
+        if theirs:
+            print(f"  round {i}: " + row(theirs))
+    if not all(theirs for _, theirs in runs):
+        return
+
+    def ratio(phase, key):
+        r = sorted(o[phase][key] / t[phase][key] for o, t in runs)
+        spread = f" ({r[0]:.2f}-{r[-1]:.2f})" if len(r) > 1 else ""
+        return f"{statistics.median(r):5.2f}x{spread:<12}"
+    print(f"  {'candle / pytorch, median of rounds (range)':<44} train {ratio('train', 'images_per_s')}"
+          f" memory {ratio('train', 'peak_rss_mib')} | infer {ratio('infer', 'images_per_s')}"
+          f" memory {ratio('infer', 'peak_rss_mib')}")
+
+    # The machine's noise only ever slows a run down, so each side's fastest round is the
+    # closest to its undisturbed speed: a second estimate, blind to which rounds were paired.
+    def best(phase):
+        fastest = [max(r[side][phase]['images_per_s'] for r in runs) for side in (0, 1)]
+        return f"{fastest[0] / fastest[1]:5.2f}x"
+    print(f"  {'candle / pytorch, fastest round of each':<44} train {best('train')}"
+          f"{'':<13} | infer {best('infer')}")
+
+
+if __name__ == "__main__":
+    main([json.loads(r) for r in sys.argv[1:]])
