@@ -10,9 +10,9 @@
 //! matrix nine times the input. The transforms only add and halve, so the result differs from the
 //! direct sum by rounding alone (relative 1e-6 here).
 //!
-//! It serves ResNet's 3x3 convolutions at 14x14 and 7x7, where the direct kernel does not pay
-//! (see `Geometry::winograd`), forward and, as the convolution with flipped kernels, the input
-//! gradient. The weight gradient stays an im2col GEMM.
+//! It serves ResNet's 3x3 stride-1 convolutions, 64 channels or more (56x56 to 14x14; 7x7 from 16
+//! images on: see `Geometry::winograd`), forward and, as the convolution with flipped kernels,
+//! the input gradient. The weight gradient stays a direct convolution or an im2col GEMM.
 
 use rayon::prelude::*;
 
