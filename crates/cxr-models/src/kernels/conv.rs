@@ -452,12 +452,27 @@ fn input_grad_col2im(g: &Geometry, dy: &[f32], weight: &[f32]) -> Vec<f32> {
     dx
 }
 
+/// `dW`: as Winograd F(2x2, 3x3) where the forward is (on one core, 4 images, 1.2-1.7 times as
+/// fast as im2col + GEMM from 56x56 to 14x14, and slightly faster than the direct kernel at
+/// 56x56), else by the direct kernel or im2col + GEMM.
 pub(super) fn weight_grad(g: &Geometry, x: &[f32], dy: &[f32]) -> Vec<f32> {
-    let len = g.c_out * g.patch_len();
+    if let Some(winograd) = g.winograd() {
+        // dU[e] += dM[e] V[e]ᵀ over images `range`, into `du`, one group at a time.
+        let du = sum_over_images(g, winograd.transformed_len(), |range, du, s, par| {
+            for start in range.clone().step_by(g.group()) {
+                let images = start..(start + g.group()).min(range.end);
+                let x = &x[images.start * g.image_len()..images.end * g.image_len()];
+                let dy = &dy[images.start * g.output_len()..images.end * g.output_len()];
+                let scratch = (&mut s.cols, &mut s.product);
+                winograd.accumulate_weight_grad(x, dy, du, scratch, par);
+            }
+        });
+        return winograd.weight_grad(&du);
+    }
     // dW += dy_i cols_iᵀ over images `range`, into `dw`, one group at a time.
     #[cfg(target_arch = "x86_64")]
     let direct = g.direct().filter(|d| d.weight_grad_pays());
-    let accumulate = |range: Range<usize>, dw: &mut Vec<f32>, s: &mut Scratch, par| {
+    sum_over_images(g, g.c_out * g.patch_len(), |range, dw, s, par| {
         #[cfg(target_arch = "x86_64")]
         if let Some(direct) = &direct {
             for i in range {
@@ -474,21 +489,29 @@ pub(super) fn weight_grad(g: &Geometry, x: &[f32], dy: &[f32]) -> Vec<f32> {
             let dy = side_by_side(dy, g.c_out, g.positions(), images, &mut s.rows);
             matmul(dw, dy, cols.t(), true, par);
         }
-    };
+    })
+}
+
+/// `accumulate(images, sum, scratch, parallelism)` over all images into one sum of `len`
+/// values: with the images spread over threads, one partial sum per thread, added at the end.
+fn sum_over_images(
+    g: &Geometry,
+    len: usize,
+    accumulate: impl Fn(Range<usize>, &mut Vec<f32>, &mut Scratch, Parallelism) + Sync,
+) -> Vec<f32> {
     if !g.parallel_images() {
-        let mut dw = zeroed(len);
-        with_scratch(|s| accumulate(0..g.images, &mut dw, s, g.gemm_parallelism()));
-        return dw;
+        let mut sum = zeroed(len);
+        with_scratch(|s| accumulate(0..g.images, &mut sum, s, g.gemm_parallelism()));
+        return sum;
     }
-    // One partial sum per thread, added at the end.
     let per_thread = g.images.div_ceil(rayon::current_num_threads());
     (0..g.images.div_ceil(per_thread))
         .into_par_iter()
         .map(|t| {
-            let mut dw = zeroed(len);
+            let mut sum = zeroed(len);
             let range = t * per_thread..((t + 1) * per_thread).min(g.images);
-            with_scratch(|s| accumulate(range, &mut dw, s, Parallelism::None));
-            dw
+            with_scratch(|s| accumulate(range, &mut sum, s, Parallelism::None));
+            sum
         })
         .reduce_with(|mut a, b| {
             a.iter_mut().zip(&b).for_each(|(a, b)| *a += b);

@@ -12,7 +12,7 @@
 //!   backward is two more GEMMs and a col2im. Stride-1 convolutions with a window run instead
 //!   as a direct convolution in AVX2 assembly where it pays (`direct`): no patch matrix, no
 //!   packing, forward, input and weight gradients. ResNet's 3x3 convolutions (64 channels or
-//!   more) run as Winograd F(2x2, 3x3) instead (`winograd`), forward and input gradient: 2.25
+//!   more) run as Winograd F(2x2, 3x3) instead (`winograd`), forward and both gradients: 2.25
 //!   times fewer multiply-adds.
 //! * [`batch_norm_train`] / [`batch_norm_eval`]: BatchNorm with an optional fused ReLU, forward
 //!   and backward in two passes each, parallel over channels or (image, channel) planes.

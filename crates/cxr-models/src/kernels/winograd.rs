@@ -12,7 +12,8 @@
 //!
 //! It serves ResNet's 3x3 stride-1 convolutions, 64 channels or more (56x56 to 14x14; 7x7 from 16
 //! images on: see `Geometry::winograd`), forward and, as the convolution with flipped kernels,
-//! the input gradient. The weight gradient stays a direct convolution or an im2col GEMM.
+//! the input gradient, and the weight gradient: the forward read backwards, `dU[e] = dM[e] V[e]ᵀ`
+//! summed over tiles with `dM = A dY Aᵀ`, then `dW = Gᵀ dU G`.
 
 use rayon::prelude::*;
 
@@ -112,6 +113,94 @@ impl Winograd {
         }
     }
 
+    /// Length of the transformed weights (and of their gradient, [`Winograd::weight_grad`]).
+    pub(super) fn transformed_len(&self) -> usize {
+        element(ELEMENTS, self.c_out * self.c_in)
+    }
+
+    /// Adds the gradient of the transformed weights, `dU[e] += dM[e] V[e]ᵀ` with
+    /// `dM = A dY Aᵀ` per output tile, over `images` and their output gradients `dy` into `du`
+    /// (the forward's `Y = Aᵀ (U ⊙ V) A` read backwards); `v` and `m` are scratch buffers.
+    pub(super) fn accumulate_weight_grad(
+        &self,
+        images: &[f32],
+        dy: &[f32],
+        du: &mut [f32],
+        (v, m): (&mut Vec<f32>, &mut Vec<f32>),
+        parallelism: Parallelism,
+    ) {
+        let n = images.len() / (self.c_in * self.h * self.w);
+        let columns = n * self.tiles();
+        v.resize(element(ELEMENTS, self.c_in * columns), 0.0);
+        m.resize(element(ELEMENTS, self.c_out * columns), 0.0);
+        for (i, image) in images.chunks_exact(self.c_in * self.h * self.w).enumerate() {
+            self.transform_input(image, i * self.tiles(), columns, v);
+        }
+        for (i, dy) in dy.chunks_exact(self.c_out * self.h * self.w).enumerate() {
+            self.transform_output_grad(dy, i * self.tiles(), columns, m);
+        }
+        let pairs = self.c_out * self.c_in;
+        for e in 0..ELEMENTS {
+            let (v_len, m_len) = (self.c_in * columns, self.c_out * columns);
+            let v_e = Matrix::new(&v[element(e, v_len)..][..v_len], self.c_in, columns);
+            let m_e = Matrix::new(&m[element(e, m_len)..][..m_len], self.c_out, columns);
+            let du_e = &mut du[element(e, pairs)..][..pairs];
+            matmul(du_e, m_e, v_e.t(), true, parallelism);
+        }
+    }
+
+    /// The weights' gradient `[c_out, c_in, 3, 3]`, `Gᵀ dU G` for every pair of channels, from
+    /// the transformed one.
+    pub(super) fn weight_grad(&self, du: &[f32]) -> Vec<f32> {
+        let pairs = self.c_out * self.c_in;
+        let mut dw = vec![0f32; pairs * 9];
+        dw.par_chunks_exact_mut(self.c_in * 9)
+            .enumerate()
+            .for_each(|(o, dw)| {
+                for (i, dw) in dw.chunks_exact_mut(9).enumerate() {
+                    let x = |e: usize| du[element(e, pairs) + o * self.c_in + i];
+                    let cols: [[f32; 3]; 4] =
+                        std::array::from_fn(|s| gt([x(s), x(4 + s), x(8 + s), x(12 + s)]));
+                    for a in 0..3 {
+                        let row = gt(std::array::from_fn(|s| cols[s][a]));
+                        dw[3 * a..][..3].copy_from_slice(&row);
+                    }
+                }
+            });
+        dw
+    }
+
+    /// `dM = A dY Aᵀ` of every 2x2 output tile of one image's output gradient (`[c_out, h, w]`,
+    /// zero past the image's edge) into columns `first..` of `m` (`[16][c_out][columns]`).
+    fn transform_output_grad(&self, dy: &[f32], first: usize, columns: usize, m: &mut [f32]) {
+        let (tile_rows, tiles) = self.tile_grid();
+        let (h, w) = (self.h, self.w);
+        let plane_stride = element(1, self.c_out * columns);
+        for (o, plane) in dy.chunks_exact(h * w).enumerate() {
+            for ti in 0..tile_rows {
+                for tj in 0..tiles {
+                    let y = |r: usize, s: usize| {
+                        let (row, col) = (2 * ti + r, 2 * tj + s);
+                        if row < h && col < w {
+                            plane[row * w + col]
+                        } else {
+                            0.0
+                        }
+                    };
+                    // A dY, column by column (cols[s][r]), then (A dY) Aᵀ row by row.
+                    let cols: [[f32; 4]; 2] = std::array::from_fn(|s| a([y(0, s), y(1, s)]));
+                    let tile = o * columns + first + ti * tiles + tj;
+                    for r in 0..4 {
+                        let row = a([cols[0][r], cols[1][r]]);
+                        for (s, value) in row.into_iter().enumerate() {
+                            m[(4 * r + s) * plane_stride + tile] = value;
+                        }
+                    }
+                }
+            }
+        }
+    }
+
     /// `V = Bᵀ d B` of every tile of one image, into columns `first..` of `v`
     /// (`[16][c_in][columns]`). (Passes vectorised over a row of tiles, from the rows split into
     /// even and odd columns, ran slower: at 14x14 a row has 7 tiles.)
@@ -191,6 +280,16 @@ fn bt([x0, x1, x2, x3]: [f32; 4]) -> [f32; 4] {
 /// `Aᵀ x`, with `Aᵀ = [[1, 1, 1, 0], [0, 1, -1, -1]]`.
 fn at([x0, x1, x2, x3]: [f32; 4]) -> [f32; 2] {
     [x0 + x1 + x2, x1 - x2 - x3]
+}
+
+/// `A x` for two values `x`, with `A = [[1, 0], [1, 1], [1, -1], [0, -1]]`.
+fn a([x0, x1]: [f32; 2]) -> [f32; 4] {
+    [x0, x0 + x1, x0 - x1, -x1]
+}
+
+/// `Gᵀ x` for four values `x`, with `Gᵀ = [[1, ½, ½, 0], [0, ½, -½, 0], [0, ½, ½, 1]]`.
+fn gt([x0, x1, x2, x3]: [f32; 4]) -> [f32; 3] {
+    [x0 + 0.5 * (x1 + x2), 0.5 * (x1 - x2), 0.5 * (x1 + x2) + x3]
 }
 
 /// `G g Gᵀ` of every kernel `g` (tap-major: tap `t` of kernel `i` at `taps[t * n + i]`) into
