@@ -92,13 +92,7 @@ impl Winograd {
         (v, m): (&mut Vec<f32>, &mut Vec<f32>),
         parallelism: Parallelism,
     ) {
-        let n = images.len() / (self.c_in * self.h * self.w);
-        let columns = n * self.tiles();
-        v.resize(element(ELEMENTS, self.c_in * columns), 0.0);
-        m.resize(element(ELEMENTS, self.c_out * columns), 0.0);
-        for (i, image) in images.chunks_exact(self.c_in * self.h * self.w).enumerate() {
-            self.transform_input(image, i * self.tiles(), columns, v);
-        }
+        let columns = self.prepare(images, v, m);
         let pairs = self.c_out * self.c_in;
         for e in 0..ELEMENTS {
             let u_e = Matrix::new(&u[element(e, pairs)..][..pairs], self.c_out, self.c_in);
@@ -111,6 +105,19 @@ impl Winograd {
         for (i, out) in out.chunks_exact_mut(out_len).enumerate() {
             self.transform_output(m, i * self.tiles(), columns, out);
         }
+    }
+
+    /// Sizes the scratch buffers for `images` (`n` of `[c_in, h, w]`) and fills `v` with their
+    /// transformed tiles (`[16][c_in][columns]`); returns `columns`, the tiles of all images.
+    fn prepare(&self, images: &[f32], v: &mut Vec<f32>, m: &mut Vec<f32>) -> usize {
+        let image_len = self.c_in * self.h * self.w;
+        let columns = images.len() / image_len * self.tiles();
+        v.resize(element(ELEMENTS, self.c_in * columns), 0.0);
+        m.resize(element(ELEMENTS, self.c_out * columns), 0.0);
+        for (i, image) in images.chunks_exact(image_len).enumerate() {
+            self.transform_input(image, i * self.tiles(), columns, v);
+        }
+        columns
     }
 
     /// Length of the transformed weights (and of their gradient, [`Winograd::weight_grad`]).
@@ -129,13 +136,7 @@ impl Winograd {
         (v, m): (&mut Vec<f32>, &mut Vec<f32>),
         parallelism: Parallelism,
     ) {
-        let n = images.len() / (self.c_in * self.h * self.w);
-        let columns = n * self.tiles();
-        v.resize(element(ELEMENTS, self.c_in * columns), 0.0);
-        m.resize(element(ELEMENTS, self.c_out * columns), 0.0);
-        for (i, image) in images.chunks_exact(self.c_in * self.h * self.w).enumerate() {
-            self.transform_input(image, i * self.tiles(), columns, v);
-        }
+        let columns = self.prepare(images, v, m);
         for (i, dy) in dy.chunks_exact(self.c_out * self.h * self.w).enumerate() {
             self.transform_output_grad(dy, i * self.tiles(), columns, m);
         }
