@@ -175,6 +175,14 @@ impl Geometry {
         share.div_ceil(share.div_ceil(most))
     }
 
+    /// `images` cut into groups of [`Geometry::group`] images.
+    fn groups(&self, images: Range<usize>) -> impl Iterator<Item = Range<usize>> {
+        let (group, end) = (self.group(), images.end);
+        images
+            .step_by(group)
+            .map(move |start| start..(start + group).min(end))
+    }
+
     fn gemm_parallelism(&self) -> Parallelism {
         match rayon::current_num_threads() {
             threads if threads > 1 && !self.parallel_images() => Parallelism::Rayon(threads),
@@ -459,8 +467,7 @@ pub(super) fn weight_grad(g: &Geometry, x: &[f32], dy: &[f32]) -> Vec<f32> {
     if let Some(winograd) = g.winograd() {
         // dU[e] += dM[e] V[e]ᵀ over images `range`, into `du`, one group at a time.
         let du = sum_over_images(g, winograd.transformed_len(), |range, du, s, par| {
-            for start in range.clone().step_by(g.group()) {
-                let images = start..(start + g.group()).min(range.end);
+            for images in g.groups(range) {
                 let x = &x[images.start * g.image_len()..images.end * g.image_len()];
                 let dy = &dy[images.start * g.output_len()..images.end * g.output_len()];
                 let scratch = (&mut s.cols, &mut s.product);
@@ -482,9 +489,7 @@ pub(super) fn weight_grad(g: &Geometry, x: &[f32], dy: &[f32]) -> Vec<f32> {
             }
             return;
         }
-        let group = g.group();
-        for start in range.clone().step_by(group) {
-            let images = start..(start + group).min(range.end);
+        for images in g.groups(range) {
             let cols = patches(g, x, images.clone(), &mut s.cols);
             let dy = side_by_side(dy, g.c_out, g.positions(), images, &mut s.rows);
             matmul(dw, dy, cols.t(), true, par);
