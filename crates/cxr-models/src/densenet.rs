@@ -105,8 +105,9 @@ impl Stage {
                 .into_iter()
                 .chain([n2.weight(), n2.bias(), l.conv2.weight()])
         });
-        let (x, packed, running) = fused_inputs(x, params, norms(), mode)?;
-        let (y, stats) = kernels::dense_block(&x, &packed, self.spec, running)?;
+        let inputs = fused_inputs(x, params, norms(), mode)?;
+        let (y, stats) =
+            kernels::dense_block(&inputs.x, &inputs.packed, self.spec, inputs.running)?;
         record_fused(norms(), stats)?;
         Ok(y)
     }

@@ -54,7 +54,7 @@ pub use config::{
 pub use error::{ModelError, Result, TensorMismatch, WeightMismatch};
 pub use layers::Mode;
 pub use loss::bce_with_logits;
-pub use model::{Model, ModelOutput};
+pub use model::{Inference, Model, ModelOutput};
 pub use weights::{
     read_metadata, read_weights, CheckpointMetadata, LoadOptions, LoadReport, ReinitialisedHead,
     SaveOptions,

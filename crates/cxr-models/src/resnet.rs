@@ -127,8 +127,14 @@ impl Block {
         BatchNorm::count(x, mode)?;
         let conv_bns = || self.path.iter().chain(&self.downsample);
         let params = conv_bns().flat_map(|cb| [cb.conv.weight(), cb.bn.weight(), cb.bn.bias()]);
-        let (x, packed, running) = fused_inputs(x, params, conv_bns().map(|cb| &cb.bn), mode)?;
-        let (y, stats) = kernels::residual_block(&x, &packed, self.spec.clone(), running)?;
+        let inputs = fused_inputs(x, params, conv_bns().map(|cb| &cb.bn), mode)?;
+        let (y, stats) = kernels::residual_block(
+            &inputs.x,
+            &inputs.packed,
+            self.spec.clone(),
+            inputs.running,
+            inputs.frozen,
+        )?;
         record_fused(conv_bns().map(|cb| &cb.bn), stats)?;
         Ok(y)
     }

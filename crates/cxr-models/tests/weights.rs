@@ -448,3 +448,36 @@ fn infer_is_the_eval_forward_without_a_backward() {
     // Recording is back on afterwards.
     assert!(gradient(&model.forward(&x, Mode::Eval).unwrap()));
 }
+
+/// `Model::inference` keeps what depends on the weights alone from its first call: its results
+/// are `infer`'s (to rounding: with the transform kept, the 512-channel 2x2 convolutions run
+/// as Winograd at batch 2 as well), the same at every call, and a weight changed afterwards goes
+/// unseen by it, while a new `inference` sees the change.
+#[test]
+fn inference_keeps_the_weights_of_its_first_call() {
+    let model = Model::new(golden_config("tiny_resnet_basic"), &Device::Cpu, 5).unwrap();
+    let x = grey_input(1);
+    let values = |out: cxr_models::ModelOutput| out.primary().to_vec2::<f32>().unwrap();
+    let close = |a: &[Vec<f32>], b: &[Vec<f32>]| {
+        let diff = a.iter().flatten().zip(b.iter().flatten());
+        diff.map(|(a, b)| (a - b).abs()).fold(0f32, f32::max) < 1e-4
+    };
+    let inference = model.inference();
+    let first = values(inference.infer(&x).unwrap());
+    assert!(close(&first, &values(model.infer(&x).unwrap())));
+    assert_eq!(values(inference.infer(&x).unwrap()), first);
+
+    let (name, weight) = model
+        .named_parameters()
+        .into_iter()
+        .find(|(name, _)| name == "layer1.0.conv1.weight")
+        .unwrap();
+    weight.set(&(weight.as_tensor() * 2.0).unwrap()).unwrap();
+    let changed = values(model.infer(&x).unwrap());
+    assert!(!close(&changed, &first), "{name} changes the output");
+    assert_eq!(values(inference.infer(&x).unwrap()), first);
+    assert!(close(
+        &values(model.inference().infer(&x).unwrap()),
+        &changed
+    ));
+}

@@ -26,9 +26,10 @@ pub fn infer(
 ) -> Result<Vec<Vec<f32>>> {
     let mut logits: Vec<Vec<f32>> = vec![Vec::new(); samples.heads.len()];
     let positions: Vec<usize> = (0..samples.len()).collect();
+    let inference = model.inference();
     for chunk in positions.chunks(batch_size.max(1)) {
         let batch = samples.batch(chunk, None, norm).to_device(model.device())?;
-        let out = model.infer(&batch.images)?;
+        let out = inference.infer(&batch.images)?;
         for (h, head) in samples.heads.iter().enumerate() {
             let t = out
                 .head(head.task.name())

@@ -10,8 +10,10 @@
 //! run instead as a direct convolution (few output channels) or as Winograd F(2x2, 3x3) (64
 //! channels or more), where those pay: see [`Geometry::direct`] and [`Geometry::winograd`].
 
+use std::borrow::Cow;
 use std::cell::RefCell;
 use std::ops::Range;
+use std::sync::OnceLock;
 
 use candle_core::{CpuStorage, CustomOp2, Layout, Shape, Tensor};
 use gemm::Parallelism;
@@ -146,19 +148,22 @@ impl Geometry {
     /// convolutions: 128 -> 32, and 32 -> 128 for the input gradient) its 16 thin products and
     /// its transforms cost more than they save. The weights' transform (16/9 of their size, one
     /// pass through memory per call) must also be paid back: at least one tile of the batch per
-    /// 1024 weight pairs, which leaves out 512-channel 7x7 convolutions below 16 images.
+    /// 1024 weight pairs, which leaves out 512-channel 7x7 convolutions below 16 images, unless
+    /// the transform is kept across calls ([`FrozenWeights`]).
     fn winograd(&self) -> Option<Winograd> {
-        let winograd = Winograd {
-            c_in: self.c_in,
-            c_out: self.c_out,
-            h: self.h,
-            w: self.w,
-        };
-        let amortised = self.images * winograd.tiles() * 1024 >= self.c_in * self.c_out;
-        ((self.kernel, self.stride, self.padding) == (3, 1, 1)
-            && self.c_in.min(self.c_out) >= 64
-            && amortised)
-            .then_some(winograd)
+        self.winograd_shape()
+            .filter(|w| self.images * w.tiles() * 1024 >= self.c_in * self.c_out)
+    }
+
+    /// [`Geometry::winograd`] when the weights' transform costs nothing.
+    fn winograd_shape(&self) -> Option<Winograd> {
+        ((self.kernel, self.stride, self.padding) == (3, 1, 1) && self.c_in.min(self.c_out) >= 64)
+            .then_some(Winograd {
+                c_in: self.c_in,
+                c_out: self.c_out,
+                h: self.h,
+                w: self.w,
+            })
     }
 
     /// Images per product: a thread's share of the batch (all of it when the products are split
@@ -365,9 +370,30 @@ fn for_each_group(
     }
 }
 
-pub(super) fn forward(g: &Geometry, x: &[f32], weight: &[f32]) -> Vec<f32> {
+/// A convolution's weights in the form its forward reads, made by the first forward and kept
+/// while the weights are frozen (`crate::model::Inference`). Only Winograd convolutions keep
+/// one: their transform is a pass over 16/9 of the weights per call otherwise, and kept it also
+/// pays at any batch size.
+#[derive(Debug, Default)]
+pub(crate) struct FrozenWeights(OnceLock<Vec<f32>>);
+
+/// `y`: the convolution of `x` with `weight`, or with its kept form in `frozen`.
+pub(super) fn forward(
+    g: &Geometry,
+    x: &[f32],
+    weight: &[f32],
+    frozen: Option<&FrozenWeights>,
+) -> Vec<f32> {
     let mut y = zeroed(g.images * g.output_len());
-    let winograd = g.winograd().map(|w| (w, w.transform_weights(weight)));
+    let winograd = match frozen {
+        Some(FrozenWeights(kept)) => g.winograd_shape().map(|w| {
+            let u = kept.get_or_init(|| w.transform_weights(weight));
+            (w, Cow::Borrowed(u.as_slice()))
+        }),
+        None => g
+            .winograd()
+            .map(|w| (w, Cow::Owned(w.transform_weights(weight)))),
+    };
     #[cfg(target_arch = "x86_64")]
     let direct = winograd
         .is_none()
@@ -413,7 +439,7 @@ pub(super) fn input_grad(g: &Geometry, dy: &[f32], weight: &[f32]) -> Vec<f32> {
             w_out: g.w,
             ..*g
         };
-        return forward(&flipped, dy, &flip(g, weight));
+        return forward(&flipped, dy, &flip(g, weight), None);
     }
     input_grad_col2im(g, dy, weight)
 }
@@ -544,7 +570,7 @@ impl CustomOp2 for Conv2dOp {
         w_layout: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
         let g = Geometry::new(x_layout.dims(), w_layout.dims(), self.stride, self.padding)?;
-        let y = forward(&g, values(x, x_layout)?, values(weight, w_layout)?);
+        let y = forward(&g, values(x, x_layout)?, values(weight, w_layout)?, None);
         let shape = Shape::from((g.images, g.c_out, g.h_out, g.w_out));
         Ok((CpuStorage::F32(y), shape))
     }

@@ -187,7 +187,7 @@ impl DenseBlockOp {
         }
         let y2 = &mut scratch.y2;
         norm2_output(&norm2, p, &bottleneck, s2, y2);
-        let new = conv::forward(&self.conv2(d)?, y2, p.conv2);
+        let new = conv::forward(&self.conv2(d)?, y2, p.conv2, None);
         let s_new = d.planes(spec.growth);
         let slot = &mut features[s1.len()..][..s_new.len()];
         reorder(View::image_major(&new), s_new, slot, Order::ChannelMajor);

@@ -37,7 +37,7 @@ mod residual;
 mod winograd;
 
 pub(crate) use batchnorm::{batch_norm_eval, batch_norm_train, BatchStats};
-pub(crate) use conv::conv2d;
+pub(crate) use conv::{conv2d, FrozenWeights};
 pub(crate) use dense_block::{dense_block, DenseBlockSpec};
 pub(crate) use pool::max_pool2d;
 pub(crate) use residual::{residual_block, ResidualSpec};

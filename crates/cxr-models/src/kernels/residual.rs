@@ -18,7 +18,7 @@ use candle_core::{CpuStorage, CustomOp2, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
 use super::batchnorm::{affine_into, batch_stats, BatchStats, Normaliser};
-use super::conv::{self, Geometry};
+use super::conv::{self, FrozenWeights, Geometry};
 use super::planes::{Order, Planes, View};
 use super::{
     lock, split_packed, split_packed_mut, tensor, values, with_values, zeroed, Statistics,
@@ -93,6 +93,8 @@ struct ResidualOp {
     /// In the order of the convolutions.
     stats: Arc<Statistics>,
     saved: Mutex<Vec<SavedConv>>,
+    /// Per convolution, its weights kept across calls while they are frozen.
+    frozen: Option<Arc<[FrozenWeights]>>,
 }
 
 impl ResidualOp {
@@ -114,7 +116,8 @@ impl ResidualOp {
         let k = spec.kernel;
         let weight_dims = [spec.c_out, spec.c_in, k, k];
         let geometry = Geometry::new(&x_dims, &weight_dims, spec.stride, spec.padding)?;
-        let conv = conv::forward(&geometry, x, p.conv);
+        let frozen = self.frozen.as_deref().map(|f| &f[i]);
+        let conv = conv::forward(&geometry, x, p.conv, frozen);
         let planes = Planes {
             images: x_dims[0],
             channels: spec.c_out,
@@ -357,18 +360,21 @@ impl ResidualOp {
 /// Runs a residual block on `x` (`[N, C, H, W]`, f32 on the CPU) with `params` packed as the
 /// module docs say. `running` holds every BatchNorm's running statistics in eval mode (in the
 /// order of the convolutions) and is `None` in train mode, where the batch statistics come
-/// back in the same order, each with its number of values per channel.
+/// back in the same order, each with its number of values per channel. `frozen`, one per
+/// convolution, keeps their weights' transforms across calls while the weights do not change.
 pub(crate) fn residual_block(
     x: &Tensor,
     params: &Tensor,
     spec: ResidualSpec,
     running: Option<Vec<BatchStats>>,
+    frozen: Option<Arc<[FrozenWeights]>>,
 ) -> candle_core::Result<(Tensor, Vec<(BatchStats, usize)>)> {
     let stats = Statistics::new(running);
     let op = ResidualOp {
         spec,
         stats: Arc::clone(&stats),
         saved: Mutex::new(Vec::new()),
+        frozen,
     };
     let y = x.contiguous()?.apply_op2(&params.contiguous()?, op)?;
     Ok((y, stats.take()))
@@ -468,6 +474,7 @@ mod tests {
                 &packed,
                 spec.clone(),
                 eval_stats.map(|r| r.to_vec()),
+                None,
             )
             .unwrap();
             let (want, want_stats) = composed(x.as_tensor(), &spec, &vars, eval_stats);
