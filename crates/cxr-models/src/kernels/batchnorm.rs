@@ -19,7 +19,7 @@ use std::sync::Arc;
 use candle_core::{CpuStorage, CustomOp3, Layout, Shape, Tensor};
 
 use super::planes::{Order, Planes, View};
-use super::{tensor, values, with_values, zeroed};
+use super::{for_overwrite, tensor, values, with_values, zeroed};
 
 /// Batch mean and biased variance per channel (what train mode normalises with).
 #[derive(Clone, Debug)]
@@ -198,7 +198,8 @@ pub(super) fn affine_into(
 
 /// [`affine_into`] a new image-major tensor.
 fn affine(x: &[f32], s: Planes, scale: &[f32], shift: &[f32], relu: bool) -> Vec<f32> {
-    let mut y = zeroed(x.len());
+    // SAFETY: `affine_into` writes every plane of `y`.
+    let mut y = unsafe { for_overwrite(x.len()) };
     let x = View::image_major(x);
     affine_into(x, s, scale, shift, relu, &mut y, Order::ImageMajor);
     y

@@ -21,7 +21,7 @@ use rayon::prelude::*;
 
 use super::gemm::{matmul, Matrix};
 use super::winograd::Winograd;
-use super::{tensor, values, with_values, zeroed};
+use super::{for_overwrite, tensor, values, with_values, zeroed};
 
 /// Shapes of one convolution (square kernel, no bias, no dilation or groups).
 #[derive(Clone, Copy, Debug)]
@@ -384,7 +384,10 @@ pub(super) fn forward(
     weight: &[f32],
     frozen: Option<&FrozenWeights>,
 ) -> Vec<f32> {
-    let mut y = zeroed(g.images * g.output_len());
+    // SAFETY: every path below writes each output value: a GEMM that does not read its
+    // destination, Winograd's output transform (cropped tiles included), the direct kernel's
+    // copy out of its flat rows, or a group's copy back into images.
+    let mut y = unsafe { for_overwrite(g.images * g.output_len()) };
     let winograd = match frozen {
         Some(FrozenWeights(kept)) => g.winograd_shape().map(|w| {
             let u = kept.get_or_init(|| w.transform_weights(weight));

@@ -21,8 +21,8 @@ use super::batchnorm::{affine_into, batch_stats, BatchStats, Normaliser};
 use super::conv::{self, FrozenWeights, Geometry};
 use super::planes::{Order, Planes, View};
 use super::{
-    lock, split_packed, split_packed_mut, tensor, values, with_values, zeroed, Statistics,
-    MIN_PARALLEL_LEN,
+    for_overwrite, lock, split_packed, split_packed_mut, tensor, values, with_values, zeroed,
+    Statistics, MIN_PARALLEL_LEN,
 };
 use crate::layers::ConvSpec;
 
@@ -134,7 +134,8 @@ impl ResidualOp {
         };
         let activated = relu.then(|| {
             let (scale, shift) = norm.norm(p.bn_weight, true, true).affine(p.bn_bias);
-            let mut y = zeroed(conv.len());
+            // SAFETY: `affine_into` writes every plane of `y`.
+            let mut y = unsafe { for_overwrite(conv.len()) };
             let conv = View::image_major(&conv);
             affine_into(
                 conv,
@@ -241,7 +242,8 @@ impl CustomOp2 for ResidualOp {
             Some((conv, (scale, shift))) => Identity::Projected(conv, scale, shift),
             None => Identity::Input(x),
         };
-        let mut out = zeroed(saved[last].conv.len());
+        // SAFETY: `join` writes every plane of `out`.
+        let mut out = unsafe { for_overwrite(saved[last].conv.len()) };
         join(&saved[last], (&scale, &shift), identity, &mut out);
         *lock(&self.saved) = saved;
         Ok((CpuStorage::F32(out), Shape::from(&dims)))

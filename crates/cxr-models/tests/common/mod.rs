@@ -74,6 +74,9 @@ pub fn max_diff(got: &Tensor, want: &Tensor) -> (f64, f64) {
             .unwrap()
     };
     let (got, want) = (flat(got), flat(want));
+    // `f64::max` below skips NaN, which would hide a value the kernels left unwritten.
+    let bad = got.iter().position(|v| !v.is_finite());
+    assert!(bad.is_none(), "value {bad:?} is not finite");
     let max_abs = got
         .iter()
         .zip(&want)
