@@ -19,7 +19,7 @@ use std::sync::Arc;
 use candle_core::{CpuStorage, CustomOp3, Layout, Shape, Tensor};
 
 use super::planes::{Order, Planes, View};
-use super::{for_overwrite, tensor, values, with_values, zeroed};
+use super::{for_overwrite, tensor, values, with_values};
 
 /// Batch mean and biased variance per channel (what train mode normalises with).
 #[derive(Clone, Debug)]
@@ -261,7 +261,8 @@ fn backward_op(
     let (dx, dweight, dbias) = with_values(x, |x| {
         with_values(y, |y| {
             with_values(dy, |dy| {
-                let mut dx = zeroed(x.len());
+                // SAFETY: the backward writes every plane of `dx` (it does not accumulate).
+                let mut dx = unsafe { for_overwrite(x.len()) };
                 let views = [x, y, dy].map(View::image_major);
                 let (dw, db) = norm.backward(
                     views[0],

@@ -464,7 +464,9 @@ fn flip(g: &Geometry, weight: &[f32]) -> Vec<f32> {
 
 /// `dx = col2im(Wᵀ dy)`, or for a pointwise convolution just `Wᵀ dy`.
 fn input_grad_col2im(g: &Geometry, dy: &[f32], weight: &[f32]) -> Vec<f32> {
-    let mut dx = zeroed(g.images * g.image_len());
+    // SAFETY: every image of `dx` is written whole: by a GEMM that does not read its
+    // destination, a group's copy back into images, or col2im, which zeroes it first.
+    let mut dx = unsafe { for_overwrite(g.images * g.image_len()) };
     for_each_group(g, &mut dx, g.image_len(), |range, dx, s, par| {
         let images = range.len();
         let dy = side_by_side(dy, g.c_out, g.positions(), range, &mut s.rows);

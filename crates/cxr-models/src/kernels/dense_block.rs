@@ -27,7 +27,8 @@ use super::conv::{self, Geometry};
 use super::gemm::{matmul, matmul_deep, parallelism, Matrix};
 use super::planes::{reorder, Order, Planes, View};
 use super::{
-    lock, split_packed, split_packed_mut, tensor, values, with_values, zeroed, Statistics,
+    for_overwrite, lock, split_packed, split_packed_mut, tensor, values, with_values, zeroed,
+    Statistics,
 };
 
 /// A dense block: `layers` times BN-ReLU-conv1x1 (to `width` channels) then BN-ReLU-conv3x3
@@ -173,7 +174,8 @@ impl DenseBlockOp {
         let y1 = &mut scratch.y1[..s1.len()];
         norm1_output(&norm1, p, &features[..s1.len()], s1, y1);
 
-        let mut bottleneck = zeroed(s2.len());
+        // SAFETY: the GEMM below writes every value (it does not read its destination).
+        let mut bottleneck = unsafe { for_overwrite(s2.len()) };
         let conv1 = Matrix::new(p.conv1, spec.width, c_in);
         let y1_matrix = Matrix::new(y1, c_in, d.columns());
         matmul(&mut bottleneck, conv1, y1_matrix, false, parallelism());
@@ -363,7 +365,9 @@ impl CustomOp2 for DenseBlockOp {
         }
         let total = d.c0 + self.spec.layers * self.spec.growth;
         let (s0, all) = (d.planes(d.c0), d.planes(total));
-        let mut features = zeroed(all.len());
+        // SAFETY: the input's channels are copied in below and every layer writes its new
+        // channels before any later one reads them: each reads only the channels before its own.
+        let mut features = unsafe { for_overwrite(all.len()) };
         reorder(View::image_major(x), s0, &mut features, Order::ChannelMajor);
         let mut stats = match self.train() {
             true => batch_stats(View::channel_major(&features[..s0.len()]), s0),
@@ -379,7 +383,8 @@ impl CustomOp2 for DenseBlockOp {
             let p = LayerParams::from(split_packed(&params[offset..], lens));
             layers.push(self.layer_forward(d, j, &p, &mut features, &mut stats, &mut scratch)?);
         }
-        let mut y = zeroed(all.len());
+        // SAFETY: `reorder` writes every plane.
+        let mut y = unsafe { for_overwrite(all.len()) };
         reorder(
             View::channel_major(&features),
             all,
@@ -403,7 +408,8 @@ impl CustomOp2 for DenseBlockOp {
         let Some(saved) = saved.as_ref() else {
             candle_core::bail!("dense block: backward before forward")
         };
-        let mut grads = zeroed(all.len());
+        // SAFETY: `reorder` writes every plane.
+        let mut grads = unsafe { for_overwrite(all.len()) };
         with_values(dy, |dy| {
             reorder(View::image_major(dy), all, &mut grads, Order::ChannelMajor)
         })?;
@@ -423,7 +429,8 @@ impl CustomOp2 for DenseBlockOp {
         })??;
         let dx = if x.track_op() {
             let s0 = d.planes(d.c0);
-            let mut dx = zeroed(s0.len());
+            // SAFETY: `reorder` writes every plane.
+            let mut dx = unsafe { for_overwrite(s0.len()) };
             reorder(View::channel_major(&grads), s0, &mut dx, Order::ImageMajor);
             Some(tensor(dx, x.shape())?)
         } else {

@@ -317,7 +317,8 @@ impl ResidualOp {
         let mut conv_backward = |i: usize, d_out: &[f32], relu_out: &[f32], input: &[f32]| {
             let s = &saved[i];
             let p = ConvParams::from(split_packed(&params[offsets[i]..], param_lens(specs[i])));
-            let mut d_conv = zeroed(s.conv.len());
+            // SAFETY: the BatchNorm backward writes every plane (it does not accumulate).
+            let mut d_conv = unsafe { for_overwrite(s.conv.len()) };
             let (dw, db) = s.norm.norm(p.bn_weight, true, train).backward(
                 View::image_major(&s.conv),
                 View::image_major(relu_out),
