@@ -13,9 +13,10 @@
 //! which is differentiable with candle's own autograd and equals PyTorch's pool (padding never
 //! wins a window).
 
-use std::cell::{Cell, RefCell};
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
+use std::thread::LocalKey;
 
 use candle_core::{Tensor, TensorId, Var};
 
@@ -81,7 +82,7 @@ pub(crate) fn fused_inputs<'a>(
 ) -> Result<FusedInputs> {
     let params: Vec<&Tensor> = params.into_iter().collect();
     let norms: Vec<&BatchNorm> = norms.into_iter().collect();
-    if !RECORDING.get() && mode == Mode::Eval {
+    if !recording() && mode == Mode::Eval {
         if let Some(frozen) = FROZEN.with_borrow(Option::clone) {
             return frozen.inputs(x.detach(), &params, &norms);
         }
@@ -91,7 +92,7 @@ pub(crate) fn fused_inputs<'a>(
         Mode::Train => None,
         Mode::Eval => Some(running_stats(&norms)?),
     };
-    let (x, packed) = match RECORDING.get() {
+    let (x, packed) = match recording() {
         true => (x.clone(), packed),
         false => (x.detach(), packed.detach()),
     };
@@ -138,15 +139,7 @@ impl Frozen {
     /// Runs `f` with the fused blocks' inference (eval mode inside [`without_grad`]) on this
     /// thread reading and filling `self`.
     pub(crate) fn scope<R>(self: &Arc<Self>, f: impl FnOnce() -> R) -> R {
-        /// Restores the previous state also when `f` panics.
-        struct Restore(Option<Arc<Frozen>>);
-        impl Drop for Restore {
-            fn drop(&mut self) {
-                FROZEN.set(self.0.take());
-            }
-        }
-        let _restore = Restore(FROZEN.replace(Some(Arc::clone(self))));
-        f()
+        scoped(&FROZEN, Some(Arc::clone(self)), f)
     }
 
     /// A block's inputs, keyed by its first parameter (candle never reuses a tensor's id).
@@ -176,7 +169,26 @@ impl Frozen {
 
 thread_local! {
     /// Whether the fused blocks are recorded for a backward (see [`without_grad`]).
-    static RECORDING: Cell<bool> = const { Cell::new(true) };
+    static RECORDING: RefCell<bool> = const { RefCell::new(true) };
+}
+
+fn recording() -> bool {
+    RECORDING.with_borrow(|r| *r)
+}
+
+/// Runs `f` with this thread's `key` set to `value`, and its previous value back afterwards,
+/// also when `f` panics.
+fn scoped<T: 'static, R>(key: &'static LocalKey<RefCell<T>>, value: T, f: impl FnOnce() -> R) -> R {
+    struct Restore<T: 'static>(&'static LocalKey<RefCell<T>>, Option<T>);
+    impl<T> Drop for Restore<T> {
+        fn drop(&mut self) {
+            if let Some(previous) = self.1.take() {
+                self.0.set(previous);
+            }
+        }
+    }
+    let _restore = Restore(key, Some(key.replace(value)));
+    f()
 }
 
 /// Runs `f` with the fused blocks unrecorded, like PyTorch's `torch.no_grad()` (and, like it,
@@ -184,15 +196,7 @@ thread_local! {
 /// this every block of an inference forward would keep its intermediate buffers until the
 /// output is dropped. Gradients through what `f` returns are then missing or partial.
 pub(crate) fn without_grad<R>(f: impl FnOnce() -> R) -> R {
-    /// Restores the previous state also when `f` panics.
-    struct Restore(bool);
-    impl Drop for Restore {
-        fn drop(&mut self) {
-            RECORDING.set(self.0);
-        }
-    }
-    let _restore = Restore(RECORDING.replace(false));
-    f()
+    scoped(&RECORDING, false, f)
 }
 
 /// Folds the batch statistics a fused kernel returns (train mode; none in eval mode) into the
