@@ -13,6 +13,7 @@ use candle_core::{Tensor, Var};
 use crate::config::{Architecture, HeadSpec};
 use crate::error::Result;
 use crate::init::{Init, InitRng};
+use crate::layers::param;
 use crate::state::{join, reinit_var, Builder};
 
 /// Name prefix of the auxiliary heads.
@@ -69,10 +70,8 @@ impl Head {
 
     /// `[N, in_features] -> [N, outputs]`.
     pub(crate) fn forward(&self, pooled: &Tensor) -> Result<Tensor> {
-        let w = self.weight.as_tensor();
-        Ok(pooled
-            .matmul(&w.t()?)?
-            .broadcast_add(self.bias.as_tensor())?)
+        let w = param(&self.weight);
+        Ok(pooled.matmul(&w.t()?)?.broadcast_add(&param(&self.bias))?)
     }
 
     /// Whether `name` is one of this head's tensors.

@@ -5,7 +5,8 @@
 //! live here whatever runs them: on the CPU, the custom ops of [`crate::kernels`], either layer
 //! by layer through the `forward`s (BatchNorm with the following ReLU fused,
 //! [`BatchNorm::forward_relu`]) or a whole dense or residual block at once, fed by
-//! [`fused_inputs`] and [`BatchNorm::record`]; elsewhere (CUDA), candle's own ops.
+//! [`fused_inputs`] and [`BatchNorm::record`]; elsewhere (CUDA), candle's own ops, except for
+//! the convolutions under the `cudnn` feature (`crate::cudnn`: forward and backward on cuDNN).
 //!
 //! candle's pools cannot do what torchvision's stem needs: `max_pool2d` has no padding argument
 //! and no backward when kernel != stride. On the CPU [`max_pool2d`] is a custom op; elsewhere it
@@ -199,6 +200,16 @@ pub(crate) fn without_grad<R>(f: impl FnOnce() -> R) -> R {
     scoped(&RECORDING, false, f)
 }
 
+/// A parameter as an op's input: the variable itself, or inside [`without_grad`] a detached
+/// handle on the same storage, so that the layers outside the fused blocks (and on CUDA, all
+/// of them) record nothing either.
+pub(crate) fn param(v: &Var) -> Tensor {
+    match recording() {
+        true => v.as_tensor().clone(),
+        false => v.as_tensor().detach(),
+    }
+}
+
 /// Folds the batch statistics a fused kernel returns (train mode; none in eval mode) into the
 /// running statistics of `norms`, in order.
 pub(crate) fn record_fused<'a>(
@@ -236,9 +247,13 @@ impl Conv2d {
 
     /// `[N, c_in, H, W] -> [N, c_out, H', W']`.
     pub(crate) fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let weight = self.weight.as_tensor();
+        let weight = &param(&self.weight);
         if kernels::on_cpu_f32(x) {
             return Ok(kernels::conv2d(x, weight, self.stride, self.padding)?);
+        }
+        #[cfg(feature = "cudnn")]
+        if x.device().is_cuda() && x.dtype() == candle_core::DType::F32 {
+            return Ok(crate::cudnn::conv2d(x, weight, self.stride, self.padding)?);
         }
         Ok(x.conv2d(weight, self.padding, self.stride, 1, 1)?)
     }
@@ -325,7 +340,7 @@ impl BatchNorm {
 
     fn normalise(&self, x: &Tensor, mode: Mode, relu: bool) -> Result<Tensor> {
         let count = Self::count(x, mode)?;
-        let (weight, bias) = (self.weight.as_tensor(), self.bias.as_tensor());
+        let (weight, bias) = (&param(&self.weight), &param(&self.bias));
         let fast = kernels::on_cpu_f32(x);
         let y = match (mode, fast) {
             (Mode::Train, true) => {
@@ -354,8 +369,8 @@ impl BatchNorm {
             let stats = lock(&self.stats);
             (stats.mean.clone(), stats.var.clone())
         };
-        let alpha = self.weight.as_tensor().div(&(var + BN_EPS)?.sqrt()?)?;
-        let beta = self.bias.as_tensor().sub(&mean.mul(&alpha)?)?;
+        let alpha = param(&self.weight).div(&(var + BN_EPS)?.sqrt()?)?;
+        let beta = param(&self.bias).sub(&mean.mul(&alpha)?)?;
         Ok((alpha, beta))
     }
 
@@ -363,8 +378,8 @@ impl BatchNorm {
     fn normalise_with_batch_stats(&self, x: &Tensor) -> Result<Tensor> {
         let (n, c, h, w) = x.dims4()?;
         let per_channel = (1, c, 1, 1);
-        let weight = self.weight.as_tensor().reshape(per_channel)?;
-        let bias = self.bias.as_tensor().reshape(per_channel)?;
+        let weight = param(&self.weight).reshape(per_channel)?;
+        let bias = param(&self.bias).reshape(per_channel)?;
         let count = n * h * w;
         let mean = (x.sum_keepdim((2, 3))?.sum_keepdim(0)? / count as f64)?;
         let centred = x.broadcast_sub(&mean)?;

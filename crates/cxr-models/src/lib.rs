@@ -35,7 +35,10 @@
 //! ```
 
 mod config;
+#[cfg(feature = "cudnn")]
+pub mod cudnn;
 mod densenet;
+mod device;
 mod error;
 mod heads;
 mod init;
@@ -51,6 +54,7 @@ pub use config::{
     Architecture, DenseNetConfig, HeadSpec, ModelConfig, ResNetConfig, ResidualBlock,
     ARCHITECTURE_NAMES,
 };
+pub use device::device;
 pub use error::{ModelError, Result, TensorMismatch, WeightMismatch};
 pub use layers::Mode;
 pub use loss::bce_with_logits;

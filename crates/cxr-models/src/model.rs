@@ -126,7 +126,7 @@ impl Model {
     /// the next one runs, so it is faster and takes less memory. For many calls on the same
     /// weights, [`Model::inference`] is faster still.
     pub fn infer(&self, x: &Tensor) -> Result<ModelOutput> {
-        crate::layers::without_grad(|| self.forward(x, Mode::Eval))
+        crate::layers::without_grad(|| self.forward(&x.detach(), Mode::Eval))
     }
 
     /// Inference over many batches with the weights as they are now (prediction over a

@@ -4,6 +4,9 @@
 //! model its torchvision `state_dict` and a fixed input with what torchvision computes from it
 //! in eval and train mode. Each model test prints a table of the largest differences (run with
 //! `-- --nocapture` to see it); those numbers go into the issue notes.
+//!
+//! They run on the CPU, or on the device `CXR_TEST_DEVICE` names (see `common::device`): on a
+//! GPU, `CXR_TEST_DEVICE=cuda cargo test --release -p cxr-models --features cudnn --test golden`.
 
 mod common;
 
@@ -12,8 +15,8 @@ use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::time::Instant;
 
-use candle_core::{DType, Device, Tensor};
-use common::{bit_identical, golden_config, golden_dir, max_diff};
+use candle_core::{DType, Tensor};
+use common::{bit_identical, device, golden_config, golden_dir, max_diff};
 use cxr_models::{
     bce_with_logits, read_weights, Architecture, HeadSpec, LoadOptions, Mode, Model, ModelConfig,
 };
@@ -55,7 +58,7 @@ impl Row {
 
 fn io_file(name: &str) -> HashMap<String, Tensor> {
     let path = golden_dir().join(format!("{name}_io.safetensors"));
-    candle_core::safetensors::load(&path, &Device::Cpu)
+    candle_core::safetensors::load(&path, &device())
         .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()))
 }
 
@@ -71,7 +74,7 @@ fn readme_grad_tol(_param: &str) -> f64 {
 /// Loads a golden model and compares everything the golden file holds; prints a table.
 fn check_golden(name: &str, grad_tol: fn(&str) -> f64) {
     let started = Instant::now();
-    let dev = Device::Cpu;
+    let dev = device();
     let io = io_file(name);
     let x = &io["input"];
     let mut model = Model::new(golden_config(name), &dev, 0).unwrap();
@@ -296,7 +299,7 @@ fn state_dict_keys_match_torchvision() {
             .to_string();
         let want = parse_keys(&std::fs::read_to_string(&file).unwrap());
         let t = Instant::now();
-        let model = Model::new(keys_config(&stem, &want), &Device::Cpu, 0).unwrap();
+        let model = Model::new(keys_config(&stem, &want), &device(), 0).unwrap();
         let got: Vec<(String, String, Vec<usize>)> = model
             .state_dict_spec()
             .into_iter()
@@ -331,7 +334,7 @@ fn state_dict_keys_match_torchvision() {
 
 #[test]
 fn pth_file_loads_like_its_safetensors_twin() {
-    let dev = Device::Cpu;
+    let dev = device();
     let dir = golden_dir();
     let from_st = read_weights(dir.join("tiny_densenet.safetensors"), &dev).unwrap();
     let from_pth = read_weights(dir.join("tiny_densenet.pth"), &dev).unwrap();

@@ -4,16 +4,18 @@ mod common;
 
 use std::collections::{BTreeMap, HashMap};
 
-use candle_core::{DType, Device, Tensor};
+use candle_core::{DType, Tensor};
 use candle_nn::Optimizer;
-use common::{bit_identical, golden_config, golden_dir, max_diff, tiny_densenet, tiny_resnet};
+use common::{
+    bit_identical, device, golden_config, golden_dir, max_diff, tiny_densenet, tiny_resnet,
+};
 use cxr_models::{
     read_metadata, read_weights, HeadSpec, LoadOptions, Mode, Model, ModelConfig, ModelError,
     ResidualBlock, SaveOptions,
 };
 
 fn tiny_densenet_weights() -> Vec<(String, Tensor)> {
-    read_weights(golden_dir().join("tiny_densenet.safetensors"), &Device::Cpu).unwrap()
+    read_weights(golden_dir().join("tiny_densenet.safetensors"), &device()).unwrap()
 }
 
 fn tiny_densenet_model(heads: Vec<HeadSpec>) -> Model {
@@ -21,11 +23,11 @@ fn tiny_densenet_model(heads: Vec<HeadSpec>) -> Model {
         heads,
         ..golden_config("tiny_densenet")
     };
-    Model::new(config, &Device::Cpu, 3).unwrap()
+    Model::new(config, &device(), 3).unwrap()
 }
 
 fn grey_input(channels: usize) -> Tensor {
-    Tensor::randn(0f32, 1f32, (2, channels, 64, 64), &Device::Cpu).unwrap()
+    Tensor::randn(0f32, 1f32, (2, channels, 64, 64), &device()).unwrap()
 }
 
 fn state_map(model: &Model) -> HashMap<String, Tensor> {
@@ -43,7 +45,7 @@ fn assert_same_state(a: &Model, b: &Model) {
 
 #[test]
 fn rgb_first_conv_summed_for_one_channel_equals_grey_image_three_times() {
-    let dev = Device::Cpu;
+    let dev = device();
     for arch in [tiny_densenet(), tiny_resnet(ResidualBlock::Basic)] {
         let config = |in_channels| ModelConfig {
             arch: arch.clone(),
@@ -105,7 +107,7 @@ fn save_then_load_round_trips_bit_identical_with_metadata() {
     let leftovers: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
     assert_eq!(leftovers.len(), 1, "temp files left behind: {leftovers:?}");
 
-    let (loaded, meta) = Model::from_checkpoint(&path, &Device::Cpu).unwrap();
+    let (loaded, meta) = Model::from_checkpoint(&path, &device()).unwrap();
     assert_eq!(&meta.config, model.config());
     assert_eq!(meta.training_config, options.training_config);
     assert_eq!(meta.code_revision, options.code_revision);
@@ -124,10 +126,10 @@ fn save_then_load_round_trips_bit_identical_with_metadata() {
     model.save(&plain, &drop).unwrap();
     let keys = |ts: Vec<(String, Tensor)>| ts.into_iter().map(|(n, _)| n).collect::<Vec<_>>();
     assert_eq!(
-        keys(read_weights(&plain, &Device::Cpu).unwrap()),
+        keys(read_weights(&plain, &device()).unwrap()),
         keys(tiny_densenet_weights())
     );
-    let (single, meta) = Model::from_checkpoint(&plain, &Device::Cpu).unwrap();
+    let (single, meta) = Model::from_checkpoint(&plain, &device()).unwrap();
     assert_eq!(meta.config.heads, model.config().heads[..1]);
     let x = grey_input(1);
     let a = model.forward(&x, Mode::Eval).unwrap();
@@ -145,7 +147,7 @@ fn mismatching_checkpoint_lists_every_problem_and_changes_nothing() {
     tensors.retain(|(n, _)| {
         n != "features.norm0.weight" && n != "features.denseblock2.denselayer1.conv2.weight"
     });
-    let dev = Device::Cpu;
+    let dev = device();
     for (name, t) in tensors.iter_mut() {
         if name == "features.conv0.weight" {
             *t = Tensor::zeros((16, 2, 7, 7), DType::F32, &dev).unwrap();
@@ -212,7 +214,7 @@ fn non_strict_load_reinitialises_heads_of_another_size() {
     let mut tensors = tiny_densenet_weights();
     tensors.push((
         "heads.view.weight".into(),
-        Tensor::zeros((1, 23), DType::F32, &Device::Cpu).unwrap(),
+        Tensor::zeros((1, 23), DType::F32, &device()).unwrap(),
     ));
     let err = model
         .load_state_dict(tensors.clone(), LoadOptions::strict())
@@ -291,7 +293,7 @@ fn unreadable_files_say_what_they_are() {
     let dir = tempfile::tempdir().unwrap();
     let junk = dir.path().join("junk.safetensors");
     std::fs::write(&junk, b"definitely not a checkpoint").unwrap();
-    let err = read_weights(&junk, &Device::Cpu).unwrap_err().to_string();
+    let err = read_weights(&junk, &device()).unwrap_err().to_string();
     assert!(
         err.contains("junk.safetensors") && err.contains("neither"),
         "{err}"
@@ -299,14 +301,14 @@ fn unreadable_files_say_what_they_are() {
 
     let legacy = dir.path().join("old.pth");
     std::fs::write(&legacy, [0x80, 0x02, 0x8a, 0x0a, 0x6c, 0xfc, 0x9c, 0x46]).unwrap();
-    let err = read_weights(&legacy, &Device::Cpu).unwrap_err().to_string();
+    let err = read_weights(&legacy, &device()).unwrap_err().to_string();
     assert!(err.contains("legacy"), "{err}");
 
-    let missing = read_weights(dir.path().join("absent.pth"), &Device::Cpu).unwrap_err();
+    let missing = read_weights(dir.path().join("absent.pth"), &device()).unwrap_err();
     assert!(matches!(missing, ModelError::ReadWeights { .. }));
 
     // A torchvision file has no cxr metadata: from_checkpoint says how to load it instead.
-    let err = Model::from_checkpoint(golden_dir().join("tiny_densenet.safetensors"), &Device::Cpu)
+    let err = Model::from_checkpoint(golden_dir().join("tiny_densenet.safetensors"), &device())
         .err()
         .unwrap()
         .to_string();
@@ -384,9 +386,9 @@ fn optimiser_sees_parameters_but_not_batchnorm_buffers() {
 #[test]
 fn same_seed_same_weights() {
     let config = golden_config("tiny_resnet_bottleneck");
-    let a = Model::new(config.clone(), &Device::Cpu, 9).unwrap();
-    let b = Model::new(config.clone(), &Device::Cpu, 9).unwrap();
-    let c = Model::new(config, &Device::Cpu, 10).unwrap();
+    let a = Model::new(config.clone(), &device(), 9).unwrap();
+    let b = Model::new(config.clone(), &device(), 9).unwrap();
+    let c = Model::new(config, &device(), 10).unwrap();
     assert_same_state(&a, &b);
     let w = |m: &Model| state_map(m)["conv1.weight"].clone();
     assert!(!bit_identical(&w(&a), &w(&c)));
@@ -413,8 +415,8 @@ fn model_can_move_between_threads() {
 /// NaN in the running variance; eval mode runs.
 #[test]
 fn train_mode_refuses_one_value_per_channel_in_an_inner_layer() {
-    let model = Model::new(golden_config("tiny_resnet_basic"), &Device::Cpu, 0).unwrap();
-    let x = Tensor::randn(0f32, 1f32, (1, 1, 32, 32), &Device::Cpu).unwrap();
+    let model = Model::new(golden_config("tiny_resnet_basic"), &device(), 0).unwrap();
+    let x = Tensor::randn(0f32, 1f32, (1, 1, 32, 32), &device()).unwrap();
     let err = model.forward(&x, Mode::Train).unwrap_err();
     assert!(
         matches!(&err, ModelError::InvalidInput(m) if m.contains("more than one value per channel")),
@@ -423,9 +425,9 @@ fn train_mode_refuses_one_value_per_channel_in_an_inner_layer() {
     assert!(model.forward(&x, Mode::Eval).is_ok());
 }
 
-/// `Model::infer` is the eval-mode forward, value for value, but records no block for a
-/// backward (PyTorch's `torch.no_grad()`): the dense blocks' parameters get no gradient from
-/// its output, while those of the eval-mode forward do.
+/// `Model::infer` is the eval-mode forward, value for value, but records nothing for a
+/// backward (PyTorch's `torch.no_grad()`): no parameter gets a gradient from its output, while
+/// all of them do from the eval-mode forward's.
 #[test]
 fn infer_is_the_eval_forward_without_a_backward() {
     let model = tiny_densenet_model(vec![HeadSpec::new("pathologies", 14)]);
@@ -434,19 +436,25 @@ fn infer_is_the_eval_forward_without_a_backward() {
     let inferred = model.infer(&x).unwrap();
     let values = |out: &cxr_models::ModelOutput| out.primary().to_vec2::<f32>().unwrap();
     assert_eq!(values(&inferred), values(&eval));
-    let (name, block_weight) = model
-        .named_parameters()
-        .into_iter()
-        .find(|(name, _)| name.contains("denseblock1"))
-        .unwrap();
-    let gradient = |out: &cxr_models::ModelOutput| {
+    // The parameters a backward from the output reaches: the stem, transitions and head run
+    // layer by layer, the dense blocks fused.
+    let reached = |out: &cxr_models::ModelOutput| {
         let grads = out.primary().sum_all().unwrap().backward().unwrap();
-        grads.get(block_weight.as_tensor()).is_some()
+        let params = model.named_parameters().into_iter();
+        params
+            .filter(|(_, p)| grads.get(p.as_tensor()).is_some())
+            .map(|(name, _)| name)
+            .collect::<Vec<_>>()
     };
-    assert!(gradient(&eval), "{name}: the eval forward is recorded");
-    assert!(!gradient(&inferred), "{name}: infer recorded a block");
+    let all = model.named_parameters().len();
+    assert_eq!(reached(&eval).len(), all, "the eval forward is recorded");
+    assert_eq!(
+        reached(&inferred),
+        Vec::<String>::new(),
+        "infer recorded these"
+    );
     // Recording is back on afterwards.
-    assert!(gradient(&model.forward(&x, Mode::Eval).unwrap()));
+    assert_eq!(reached(&model.forward(&x, Mode::Eval).unwrap()).len(), all);
 }
 
 /// `Model::inference` keeps what depends on the weights alone from its first call: its results
@@ -455,7 +463,7 @@ fn infer_is_the_eval_forward_without_a_backward() {
 /// unseen by it, while a new `inference` sees the change.
 #[test]
 fn inference_keeps_the_weights_of_its_first_call() {
-    let model = Model::new(golden_config("tiny_resnet_basic"), &Device::Cpu, 5).unwrap();
+    let model = Model::new(golden_config("tiny_resnet_basic"), &device(), 5).unwrap();
     let x = grey_input(1);
     let values = |out: cxr_models::ModelOutput| out.primary().to_vec2::<f32>().unwrap();
     let close = |a: &[Vec<f32>], b: &[Vec<f32>]| {

@@ -2,7 +2,6 @@
 //! file only turns flags into a `TrainConfig`.
 
 use anyhow::{bail, Context, Result};
-use candle_core::Device;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use cxr_core::{Manifest, Split};
 use cxr_train::barlow::{self, Positives, PretrainConfig};
@@ -101,7 +100,7 @@ struct BenchArgs {
     /// Untimed steps before them.
     #[arg(long, default_value_t = 1)]
     warmup: usize,
-    /// cpu or cuda[:N].
+    /// cpu, cuda or cuda:N (needs the `cuda` feature).
     #[arg(long, default_value = "cpu")]
     device: String,
     /// One JSON object instead of a line of text.
@@ -180,7 +179,7 @@ struct RunControl {
     /// Stop after this many steps in total, with a checkpoint (resume later with --resume).
     #[arg(long)]
     max_steps: Option<u64>,
-    /// cpu or cuda:N (needs the `cuda` feature).
+    /// cpu, cuda or cuda:N (needs the `cuda` feature).
     #[arg(long, default_value = "cpu")]
     device: String,
 }
@@ -190,7 +189,7 @@ impl RunControl {
         Ok(trainer::FitOptions {
             resume: self.resume,
             max_steps: self.max_steps,
-            device: device(&self.device)?,
+            device: cxr_models::device(&self.device)?,
             progress,
         })
     }
@@ -475,25 +474,6 @@ struct PredictArgs {
     device: String,
 }
 
-fn device(spec: &str) -> Result<Device> {
-    match spec {
-        "cpu" => Ok(Device::Cpu),
-        _ => {
-            let ordinal = match spec.strip_prefix("cuda") {
-                Some("") => 0,
-                Some(rest) => rest
-                    .strip_prefix(':')
-                    .and_then(|n| n.parse().ok())
-                    .with_context(|| format!("--device `{spec}`: use cpu or cuda:N"))?,
-                None => bail!("--device `{spec}`: use cpu or cuda:N"),
-            };
-            Device::new_cuda(ordinal).with_context(|| {
-                format!("cannot open {spec}; build with `--features cuda` on a machine with CUDA")
-            })
-        }
-    }
-}
-
 fn crop(spec: &str) -> Result<CropConfig> {
     let bad = || format!("--crop `{spec}`: use none, pad:N or resized:MIN_SCALE");
     Ok(match spec.split_once(':') {
@@ -652,7 +632,7 @@ fn main() -> Result<()> {
                 in_channels: a.in_channels,
                 steps: a.steps,
                 warmup: a.warmup,
-                device: device(&a.device)?,
+                device: cxr_models::device(&a.device)?,
             })?;
             bench::print(&report, a.json)?;
         }
@@ -681,7 +661,7 @@ fn main() -> Result<()> {
                 frontal_only: a.frontal_only,
                 out: &a.out,
                 batch_size: a.batch_size,
-                device: device(&a.device)?,
+                device: cxr_models::device(&a.device)?,
             })?;
             eprintln!("wrote predictions for {n} images to {}", a.out.display());
         }

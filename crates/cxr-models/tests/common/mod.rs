@@ -6,14 +6,28 @@
 
 use std::path::{Path, PathBuf};
 
-use candle_core::{DType, Tensor};
+use candle_core::{DType, Device, Tensor};
 use cxr_models::{
     Architecture, DenseNetConfig, HeadSpec, ModelConfig, ResNetConfig, ResidualBlock,
 };
 
-/// `/work/shared/golden/models` (the repository and `shared/` sit side by side, also in CI).
+/// The device the model tests run on: the one `CXR_TEST_DEVICE` names (cpu, cuda or cuda:N),
+/// the CPU when it is unset. With cuDNN, TF32 is turned off: the golden tolerances are for f32
+/// products.
+pub fn device() -> Device {
+    let spec = std::env::var("CXR_TEST_DEVICE").unwrap_or_else(|_| "cpu".into());
+    #[cfg(feature = "cudnn")]
+    cxr_models::cudnn::set_tf32(false);
+    cxr_models::device(&spec).unwrap_or_else(|e| panic!("CXR_TEST_DEVICE: {e}"))
+}
+
+/// `/work/shared/golden/models` (the repository and `shared/` sit side by side, also in CI), or
+/// `$CXR_GOLDEN_DIR/models` (where the golden files were made with `make_golden.py` elsewhere).
 pub fn golden_dir() -> PathBuf {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/golden/models");
+    let dir = match std::env::var_os("CXR_GOLDEN_DIR") {
+        Some(root) => Path::new(&root).join("models"),
+        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/golden/models"),
+    };
     assert!(
         dir.join("tiny_densenet.safetensors").is_file(),
         "golden files not found in {}: these tests need the shared golden data next to the \
