@@ -18,12 +18,11 @@ STEPS=${STEPS:-3}
 WARMUP=${WARMUP:-1}
 ROUNDS=${ROUNDS:-3}
 THREADS=${THREADS:-$(nproc)}
-export RAYON_NUM_THREADS=$THREADS
 
 # The whole workspace at once: a per-package build re-resolves features and rebuilds shared crates.
 cargo build --release --quiet --workspace
 BIN="${CARGO_TARGET_DIR:-target}/release/cxr-train"
-ARGS=(--size "$SIZE" --batch "$BATCH" --steps "$STEPS" --warmup "$WARMUP")
+ARGS=(--size "$SIZE" --batch "$BATCH" --steps "$STEPS" --warmup "$WARMUP" --threads "$THREADS")
 
 have_torch=0
 python3 -c 'import torch, torchvision' 2>/dev/null && have_torch=1
@@ -36,7 +35,7 @@ for model in $MODELS; do
         ours=$("$BIN" bench --model "$model" "${ARGS[@]}" --json)
         theirs=null
         if [ "$have_torch" = 1 ]; then
-            theirs=$(python3 bench/train_torch.py --model "$model" "${ARGS[@]}" --threads "$THREADS")
+            theirs=$(python3 bench/train_torch.py --model "$model" "${ARGS[@]}")
         fi
         runs+=("[$ours, $theirs]")
     done

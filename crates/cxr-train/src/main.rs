@@ -65,6 +65,10 @@ view (P(PA)), age (years).";
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// CPU threads for training, inference and data loading [default: $RAYON_NUM_THREADS, else
+    /// one per core]. On the CPU, runs with the same seed and thread count give the same numbers.
+    #[arg(long, global = true, value_name = "N")]
+    threads: Option<usize>,
 }
 
 #[derive(Subcommand)]
@@ -602,7 +606,11 @@ fn resolve(a: &FitArgs) -> Result<TrainConfig> {
 
 fn main() -> Result<()> {
     keep_freed_memory();
-    match Cli::parse().command {
+    let cli = Cli::parse();
+    if let Some(threads) = cli.threads {
+        use_threads(threads)?;
+    }
+    match cli.command {
         Command::Fit(args) => {
             let config = resolve(&args)?;
             let options = args.control.options(std::io::stderr().is_terminal())?;
@@ -667,6 +675,22 @@ fn main() -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Sizes rayon's global pool, which this crate's kernels use, and sets the variables candle's
+/// own pool reads (`CANDLE_NUM_THREADS`, else `RAYON_NUM_THREADS`), so that both use `threads`.
+fn use_threads(threads: usize) -> Result<()> {
+    if threads == 0 {
+        bail!("--threads 0: give at least 1");
+    }
+    // Before any thread starts: candle reads them when it first needs its pool.
+    for var in ["RAYON_NUM_THREADS", "CANDLE_NUM_THREADS"] {
+        std::env::set_var(var, threads.to_string());
+    }
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build_global()
+        .context("cannot size the thread pool")
 }
 
 /// Keeps the memory of freed tensors in the process for the next step.
