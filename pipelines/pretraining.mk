@@ -9,7 +9,8 @@
 #
 # Pretraining (on NIH's train/valid split, seed PRE_SEED) is shared by the fine-tuning seeds.
 # Variables besides pipelines/common.mk's: ARCHS, WEIGHTS (folder of torchvision's ImageNet
-# .pth files), PRE_EPOCHS (view), BT_EPOCHS, BT_BATCH, BT_LR, PROJECTOR, LAMBDA, POSITIVES
+# .pth files), PRE_EPOCHS (view), BT_EPOCHS, BT_BATCH, BT_OPTIMIZER (adam, or lars as in the
+# Barlow Twins paper, with BT_LR = 0.2 x BT_BATCH / 256), BT_LR, PROJECTOR, LAMBDA, POSITIVES
 # (augment, study or patient), FREEZE (epochs the pretrained backbone stays frozen).
 
 ifeq ($(strip $(CHEXPERT)),)
@@ -38,6 +39,7 @@ PRE_SEED ?= 0
 FREEZE ?= 0
 POSITIVES ?= augment
 LAMBDA ?= 5e-3
+BT_OPTIMIZER ?= adam
 
 TITLE := Pretraining: random vs ImageNet vs NIH view vs Barlow Twins ($(PT_ARCH))
 QUESTION := Which starting point gives the best pathology AUCs after fine-tuning: random init, ImageNet, supervised in-domain pretraining (NIH view) or self-supervised in-domain pretraining (Barlow Twins on NIH)?
@@ -75,7 +77,7 @@ FLAGS_nih-view = --task pathologies --init checkpoint:$(PRE)/nih-view/best.safet
 DEPS_nih-view = $(PRE)/nih-view/best.safetensors
 FLAGS_barlow = --task pathologies --init checkpoint:$(PRE)/barlow/best.safetensors --freeze-epochs $(FREEZE)
 DEPS_barlow = $(PRE)/barlow/best.safetensors
-NOTE_PRE := NIH view pretraining: PA vs AP for $(PRE_EPOCHS) epoch(s); Barlow Twins: $(BT_EPOCHS) epoch(s), projector $(PROJECTOR), lambda $(LAMBDA), positives from $(POSITIVES), batch $(BT_BATCH); both on the NIH train split with seed $(PRE_SEED), shared by all fine-tuning seeds; pretrained backbones frozen for $(FREEZE) epochs.
+NOTE_PRE := NIH view pretraining: PA vs AP for $(PRE_EPOCHS) epoch(s); Barlow Twins: $(BT_EPOCHS) epoch(s), projector $(PROJECTOR), lambda $(LAMBDA), positives from $(POSITIVES), batch $(BT_BATCH), $(BT_OPTIMIZER) at learning rate $(BT_LR); both on the NIH train split with seed $(PRE_SEED), shared by all fine-tuning seeds; pretrained backbones frozen for $(FREEZE) epochs.
 NOTE_SAME := $(if $(filter demo,$(MODE)),On the demo the pretraining images are the fine-tuning images (NIH both times; test patients never seen); the real run pretrains on NIH and fine-tunes on CheXpert.)
 NOTES := NOTE_IMAGENET NOTE_PRE $(if $(NOTE_SAME),NOTE_SAME)
 # The pretraining curves apart: a Barlow Twins loss is in the hundreds, a BCE below one.
@@ -89,7 +91,8 @@ $(PRE)/nih-view/best.safetensors: $(NIH_SHARDS)/index.json
 $(PRE)/barlow/best.safetensors: $(NIH_SHARDS)/index.json
 	$(ENV)$(BIN)/cxr-train pretrain --manifest $(NIH_MANIFEST) --shards $(NIH_SHARDS) --run-dir $(@D) \
 	  --arch $(ARCH) --projector $(PROJECTOR) --lambda $(LAMBDA) --positives $(POSITIVES) \
-	  --batch-size $(BT_BATCH) --epochs $(BT_EPOCHS) --lr $(BT_LR) --log-every $(LOG_EVERY) --device $(DEVICE) \
+	  --batch-size $(BT_BATCH) --epochs $(BT_EPOCHS) --optimizer $(BT_OPTIMIZER) --lr $(BT_LR) \
+	  --log-every $(LOG_EVERY) --device $(DEVICE) \
 	  --seed $(PRE_SEED) --resume
 
 $(EXP)/figures/pretraining-%/loss.png: $(PRE)/%/best.safetensors

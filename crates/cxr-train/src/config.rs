@@ -100,6 +100,17 @@ pub enum OptimizerConfig {
         nesterov: bool,
         weight_decay: f64,
     },
+    /// LARS as Barlow Twins trains with it (`facebookresearch/barlowtwins`, after You et al.
+    /// 2017): SGD with momentum whose step for each weight tensor `w` is the gradient plus
+    /// `weight_decay * w`, scaled by `eta * ||w|| / ||that||`. Biases and BatchNorm parameters
+    /// (1-D tensors) get neither the decay nor the scaling, and `bias_lr_factor` times the
+    /// learning rate (the paper: 0.0048 against 0.2).
+    Lars {
+        momentum: f64,
+        weight_decay: f64,
+        eta: f64,
+        bias_lr_factor: f64,
+    },
     /// LibAUC's PESG for the AUC-margin loss (see `dam.rs`): clipped gradient plus
     /// `epoch_decay * (w - w_ref)` plus `weight_decay * w`, LibAUC's momentum, ascent on the
     /// dual variable; every `decay_every` epochs the learning rate is divided by `decay_factor`

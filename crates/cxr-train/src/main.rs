@@ -140,12 +140,26 @@ Examples:
   # Multi-instance positives: another image of the same patient (or --positives study)
   cxr-train pretrain ... --positives patient
 
+  # The paper's optimiser: LARS, learning rate 0.2 x batch / 256, cosine after 10 warm-up
+  # epochs (NIH's 112,120 images split 0.8 for training: 350 steps of 256 per epoch)
+  cxr-train pretrain ... --batch-size 256 --optimizer lars --lr 0.2 --weight-decay 1.5e-6 \\
+      --schedule cosine --warmup-steps 3500
+
 Augmentations, drawn independently for each view: the centre crop is cxr-preprocess's (shorter
 side to the size, middle square), then --crop (default resized:0.5, a random resized crop; none
 keeps the centre crop as it is), --hflip (on; --hflip false), --brightness/--contrast (0.4) and
 --rotate (10 degrees). The run
 directory is laid out as fit's; best.safetensors has the lowest validation Barlow Twins loss and
 holds the backbone with a placeholder head that fine-tuning replaces.";
+
+#[derive(Clone, Copy, ValueEnum)]
+enum PretrainOptimizer {
+    /// Adam with L2 weight decay.
+    Adam,
+    /// LARS as the Barlow Twins paper trains with it: momentum 0.9, trust coefficient 0.001;
+    /// biases and BatchNorm parameters at 0.024 x --lr, without weight decay or scaling.
+    Lars,
+}
 
 #[derive(Clone, Copy, ValueEnum)]
 enum ScheduleName {
@@ -367,10 +381,13 @@ struct PretrainArgs {
     /// Weight of the off-diagonal (redundancy reduction) term.
     #[arg(long, default_value_t = 5e-3)]
     lambda: f64,
-    /// Peak learning rate (Adam).
+    #[arg(long, value_enum, default_value = "adam")]
+    optimizer: PretrainOptimizer,
+    /// Peak learning rate (with lars, of the weights: the paper's 0.2 x batch / 256).
     #[arg(long, default_value_t = 1e-3)]
     lr: f64,
-    /// L2 added to the gradient, as PyTorch's Adam does.
+    /// L2 added to the gradient as PyTorch's Adam does, or LARS's decay of the weights (the
+    /// paper: 1.5e-6).
     #[arg(long, default_value_t = 1e-6)]
     weight_decay: f64,
     /// Learning-rate schedule.
@@ -425,11 +442,19 @@ fn resolve_pretrain(a: &PretrainArgs) -> Result<PretrainConfig> {
         positives: Positives::parse(&a.positives)?,
         projector: a.projector.clone(),
         lambda: a.lambda,
-        optimizer: OptimizerConfig::Adam {
-            beta1: 0.9,
-            beta2: 0.999,
-            eps: 1e-8,
-            weight_decay: a.weight_decay,
+        optimizer: match a.optimizer {
+            PretrainOptimizer::Adam => OptimizerConfig::Adam {
+                beta1: 0.9,
+                beta2: 0.999,
+                eps: 1e-8,
+                weight_decay: a.weight_decay,
+            },
+            PretrainOptimizer::Lars => OptimizerConfig::Lars {
+                momentum: 0.9,
+                weight_decay: a.weight_decay,
+                eta: 1e-3,
+                bias_lr_factor: 0.0048 / 0.2,
+            },
         },
         lr: a.lr,
         schedule: match a.schedule {

@@ -18,7 +18,7 @@ use crate::config::OptimizerConfig;
 pub struct Optimizer {
     config: OptimizerConfig,
     vars: Vec<Var>,
-    /// Adam: first moments; SGD and PESG: momentum buffers. `None` until the first update.
+    /// Adam: first moments; SGD, LARS and PESG: momentum buffers. `None` until the first update.
     first: Vec<Option<Tensor>>,
     /// Adam: second moments; PESG: the reference point `w_ref` (`None`: zero).
     second: Vec<Option<Tensor>>,
@@ -188,6 +188,23 @@ impl Optimizer {
                     }
                     var.set(&(p - (g * lr)?)?)?;
                 }
+                OptimizerConfig::Lars {
+                    momentum,
+                    weight_decay,
+                    eta,
+                    bias_lr_factor,
+                } => {
+                    let (step, lr) = match var.rank() {
+                        1 => (grad.clone(), lr * bias_lr_factor),
+                        _ => (lars_step(p, grad, weight_decay, eta)?, lr),
+                    };
+                    let buf = match &self.first[i] {
+                        Some(b) => ((b * momentum)? + step)?,
+                        None => step,
+                    };
+                    var.set(&(p - (&buf * lr)?)?)?;
+                    self.first[i] = Some(buf);
+                }
                 OptimizerConfig::Pesg {
                     momentum,
                     weight_decay,
@@ -302,6 +319,21 @@ impl Optimizer {
         self.steps = steps;
         Ok(())
     }
+}
+
+/// LARS's step for a weight tensor before momentum: `d = g + weight_decay * w`, scaled by the
+/// trust ratio `eta * ||w|| / ||d||` (1 where either norm is 0, as in Barlow Twins' code).
+fn lars_step(w: &Tensor, g: &Tensor, weight_decay: f64, eta: f64) -> Result<Tensor> {
+    let d = (g + (w * weight_decay)?)?;
+    let norm = |t: &Tensor| -> Result<f64> {
+        let squares = t.to_dtype(candle_core::DType::F64)?.sqr()?.sum_all()?;
+        Ok(squares.to_scalar::<f64>()?.sqrt())
+    };
+    let (w_norm, d_norm) = (norm(w)?, norm(&d)?);
+    if w_norm > 0.0 && d_norm > 0.0 {
+        return Ok((d * (eta * w_norm / d_norm))?);
+    }
+    Ok(d)
 }
 
 /// One Adam step's constants, as f32 (PyTorch's formulas, `torch.optim.Adam` and `AdamW`).

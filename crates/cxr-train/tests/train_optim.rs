@@ -133,6 +133,64 @@ fn sgd_momentum_and_nesterov_match_pytorch_semantics() {
     close(&run(config, &[1.0], &[0.5], 0.1, 2), &[0.8266]);
 }
 
+/// Barlow Twins' LARS (its `main.py`), written out: a weight matrix gets weight decay and the
+/// trust ratio, a bias neither and a fraction of the learning rate; momentum as SGD's.
+#[test]
+fn lars_matches_the_barlow_twins_code() {
+    let (lr, wd, eta, factor, momentum) = (0.5, 0.1, 0.01, 0.25, 0.9);
+    let (w0, cw) = ([3.0f64, -4.0, 1.0, 2.0], [0.5f64, 1.0, -2.0, 0.25]);
+    let (b0, cb) = ([1.0f64, -1.0], [0.3f64, -0.7]);
+    let norm = |v: &[f64]| v.iter().map(|x| x * x).sum::<f64>().sqrt();
+    let (mut w, mut b) = (w0.to_vec(), b0.to_vec());
+    let (mut mu_w, mut mu_b) = (vec![0.0; 4], vec![0.0; 2]);
+    for _ in 0..3 {
+        let d: Vec<f64> = w.iter().zip(&cw).map(|(w, c)| c + wd * w).collect();
+        let q = eta * norm(&w) / norm(&d);
+        for i in 0..4 {
+            mu_w[i] = momentum * mu_w[i] + q * d[i];
+            w[i] -= lr * mu_w[i];
+        }
+        for i in 0..2 {
+            mu_b[i] = momentum * mu_b[i] + cb[i];
+            b[i] -= lr * factor * mu_b[i];
+        }
+    }
+
+    let dev = Device::Cpu;
+    let f32s = |v: &[f64]| v.iter().map(|&x| x as f32).collect::<Vec<_>>();
+    let weight = Var::from_tensor(
+        &Tensor::new(f32s(&w0), &dev)
+            .unwrap()
+            .reshape((2, 2))
+            .unwrap(),
+    )
+    .unwrap();
+    let bias = Var::new(f32s(&b0), &dev).unwrap();
+    let coef_w = Tensor::new(f32s(&cw), &dev)
+        .unwrap()
+        .reshape((2, 2))
+        .unwrap();
+    let coef_b = Tensor::new(f32s(&cb), &dev).unwrap();
+    let config = OptimizerConfig::Lars {
+        momentum,
+        weight_decay: wd,
+        eta,
+        bias_lr_factor: factor,
+    };
+    let mut opt = Optimizer::new(config, vec![weight.clone(), bias.clone()]);
+    for _ in 0..3 {
+        let loss = (weight.as_tensor().mul(&coef_w).unwrap().sum_all().unwrap()
+            + bias.as_tensor().mul(&coef_b).unwrap().sum_all().unwrap())
+        .unwrap();
+        opt.step(&loss.backward().unwrap(), lr).unwrap();
+    }
+    close(
+        &weight.as_tensor().flatten_all().unwrap().to_vec1().unwrap(),
+        &w,
+    );
+    close(&bias.as_tensor().to_vec1().unwrap(), &b);
+}
+
 #[test]
 fn clipping_scales_to_the_global_norm() {
     let dev = Device::Cpu;

@@ -87,7 +87,7 @@ fn pretrain_then_fine_tune_with_a_frozen_backbone_then_dam() {
     let dir = tempfile::tempdir().unwrap();
     let (manifest, shards) = demo_shards(dir.path(), 40);
 
-    // Barlow Twins: 24 training images, batch 8, 2 epochs.
+    // Barlow Twins: 24 training images, batch 8, 2 epochs, LARS.
     let bt_dir = dir.path().join("bt");
     let bt = PretrainConfig {
         manifest: manifest.clone(),
@@ -100,13 +100,14 @@ fn pretrain_then_fine_tune_with_a_frozen_backbone_then_dam() {
         positives: Positives::Patient,
         projector: vec![32, 32, 16],
         lambda: 5e-3,
-        optimizer: OptimizerConfig::Adam {
-            beta1: 0.9,
-            beta2: 0.999,
-            eps: 1e-8,
-            weight_decay: 0.0,
+        // The paper's optimiser (its momentum is part of what a resume must restore).
+        optimizer: OptimizerConfig::Lars {
+            momentum: 0.9,
+            weight_decay: 1.5e-6,
+            eta: 1e-3,
+            bias_lr_factor: 0.024,
         },
-        lr: 1e-3,
+        lr: 0.2,
         schedule: ScheduleConfig::Constant,
         batch_size: 8,
         epochs: 2,
