@@ -28,6 +28,33 @@ pub struct Bootstrap {
     pub level: f64,
 }
 
+impl Bootstrap {
+    /// `cxr-eval score`'s defaults: 2000 replicates, seed 0, 95% intervals.
+    pub const DEFAULT: Bootstrap = Bootstrap {
+        replicates: 2000,
+        seed: 0,
+        level: 0.95,
+    };
+}
+
+/// Each unit's patient as an index, in order of first appearance, and the patients' ids.
+pub fn index_patients<'a>(
+    unit_patient_ids: impl IntoIterator<Item = &'a str>,
+) -> (Vec<u32>, Vec<&'a str>) {
+    let mut index: std::collections::HashMap<&str, u32> = Default::default();
+    let mut ids = Vec::new();
+    let unit_patient = unit_patient_ids
+        .into_iter()
+        .map(|p| {
+            *index.entry(p).or_insert_with(|| {
+                ids.push(p);
+                (ids.len() - 1) as u32
+            })
+        })
+        .collect();
+    (unit_patient, ids)
+}
+
 /// A percentile interval and the number of replicates it was computed from.
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
 pub struct Interval {
@@ -109,6 +136,32 @@ pub fn replicate_aucs(
         .collect()
 }
 
+/// The mean of one value per unit in every replicate (units weighted by their patient's draws).
+pub fn replicate_means(
+    values: &[f64],
+    unit_patient: &[u32],
+    n_patients: usize,
+    cfg: &Bootstrap,
+) -> Vec<f64> {
+    (0..cfg.replicates)
+        .into_par_iter()
+        .map_init(
+            || (vec![0u32; n_patients], vec![0u32; unit_patient.len()]),
+            |(counts, weights), r| {
+                fill_weights(unit_patient, cfg.seed, r, counts, weights);
+                let (sum, n) = values
+                    .iter()
+                    .zip(weights.iter())
+                    .fold((0.0, 0u64), |(sum, n), (&v, &w)| {
+                        (sum + v * f64::from(w), n + u64::from(w))
+                    });
+                // Every patient has a unit, so a replicate (as many draws as patients) has one.
+                sum / n as f64
+            },
+        )
+        .collect()
+}
+
 /// The `q` quantile of sorted `v` with linear interpolation (numpy's default, type 7).
 fn quantile(v: &[f64], q: f64) -> f64 {
     let h = (v.len() - 1) as f64 * q;
@@ -152,6 +205,38 @@ pub fn p_value(replicates: &[f64]) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn means_weight_units_by_their_patients_draws() {
+        let unit_patient = [0, 0, 1, 2, 2, 2];
+        let values = [1.0, 3.0, 10.0, 0.0, 0.5, 1.0];
+        let cfg = Bootstrap {
+            replicates: 50,
+            seed: 4,
+            level: 0.9,
+        };
+        let means = replicate_means(&values, &unit_patient, 3, &cfg);
+        for (r, mean) in means.iter().enumerate() {
+            let w = unit_weights(&unit_patient, 3, cfg.seed, r);
+            let total: u32 = w.iter().sum();
+            let sum: f64 = values.iter().zip(&w).map(|(v, &w)| v * f64::from(w)).sum();
+            assert!(
+                (mean - sum / f64::from(total)).abs() < 1e-12,
+                "replicate {r}"
+            );
+        }
+        assert!(means.iter().any(|&m| m != means[0]), "the draws differ");
+        // One patient: every replicate draws it alone.
+        let one = replicate_means(&values, &[0; 6], 1, &cfg);
+        assert!(one.iter().all(|&m| (m - 15.5 / 6.0).abs() < 1e-12));
+    }
+
+    #[test]
+    fn patients_are_indexed_in_order_of_appearance() {
+        let (units, ids) = index_patients(["p7", "p2", "p7", "p9", "p2"]);
+        assert_eq!(units, [0, 1, 0, 2, 1]);
+        assert_eq!(ids, ["p7", "p2", "p9"]);
+    }
 
     #[test]
     fn weights_resample_patients_and_are_seeded() {

@@ -70,7 +70,7 @@ const REPORT_HELP: &str = "\
 Each EXPERIMENT directory is one pipeline's output (pipelines/*.mk): experiment.json (title,
 configurations, seeds, baseline, notes) and the runs' eval/C__sS/metrics.json,
 compare/C__sS/comparison.json and figures/*.png. The report has, per experiment: the figures,
-test AUCs with 95% intervals per seed and their mean over seeds, the paired tests against the
+test AUCs (age: MAE) with 95% intervals per seed and their mean over seeds, the paired tests against the
 baseline per seed, and whether each difference keeps its sign and significance over all seeds.
 
 Examples:
@@ -133,10 +133,10 @@ pub struct LabelArgs {
     #[arg(long, value_enum, default_value = "image")]
     pub aggregate: Aggregate,
     /// Patient-bootstrap replicates, 1000 to 10000; 0 for no intervals
-    #[arg(long, default_value_t = 2000, value_name = "N")]
+    #[arg(long, default_value_t = Bootstrap::DEFAULT.replicates, value_name = "N")]
     pub bootstrap: usize,
     /// Seed of the bootstrap
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = Bootstrap::DEFAULT.seed)]
     pub seed: u64,
     /// Directory for JSON, CSV and ROC plots (PNG and SVG)
     #[arg(long, value_name = "DIR")]
@@ -265,10 +265,11 @@ fn inputs(args: &LabelArgs) -> Result<Inputs> {
         n if (1000..=10_000).contains(&n) => Some(Bootstrap {
             replicates: n,
             seed: args.seed,
-            level: 0.95,
+            level: Bootstrap::DEFAULT.level,
         }),
         n => bail!(
-            "--bootstrap {n}: use 1000 to 10000 replicates (default 2000), or 0 for no intervals"
+            "--bootstrap {n}: use 1000 to 10000 replicates (default {}), or 0 for no intervals",
+            Bootstrap::DEFAULT.replicates
         ),
     };
     let manifest = Manifest::read(&args.manifest)?;

@@ -260,17 +260,8 @@ pub fn join(
         unit_of_row.push(unit);
     }
     let n_units = unit_ids.len();
-    let mut patient_index: HashMap<&str, u32> = HashMap::new();
-    let mut patient_ids = Vec::new();
-    let unit_patient = unit_patient_id
-        .iter()
-        .map(|&p| {
-            *patient_index.entry(p).or_insert_with(|| {
-                patient_ids.push(p.to_string());
-                (patient_ids.len() - 1) as u32
-            })
-        })
-        .collect();
+    let (unit_patient, patient_ids) = crate::bootstrap::index_patients(unit_patient_id);
+    let patient_ids = patient_ids.into_iter().map(str::to_string).collect();
 
     let mut images_per_unit = vec![0u32; n_units];
     for &u in &unit_of_row {
