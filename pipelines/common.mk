@@ -5,7 +5,9 @@
 # pretrained checkpoint), then includes this file. Runs are named C__sS (configuration C, seed S);
 # every step is a file target, so an interrupted pipeline resumes where it stopped:
 #
-#   $(EXP)/runs/C__sS/best.safetensors    cxr-train fit (--resume: a killed run continues)
+#   $(EXP)/runs/C__sS/best.safetensors    cxr-train fit (--resume: a killed run continues),
+#                                         a link into $(OUT)/run-store: experiments asking
+#                                         for the same run (a shared baseline) train it once
 #   $(EXP)/preds/C__sS.parquet            cxr-train predict on the held-out test patients
 #   $(EXP)/eval/C__sS/metrics.json        cxr-eval score: AUCs with patient-bootstrap intervals
 #   $(EXP)/compare/C__sS/comparison.json  cxr-eval compare against BASELINE, same seed
@@ -119,7 +121,7 @@ ENV = $(if $(THREADS),RAYON_NUM_THREADS=$(THREADS) )
 
 $(EXP)/runs/%/best.safetensors: $(TARGET_SHARDS)/index.json $$(DEPS_$$(call cfg,$$*))
 	$(ENV)$(BIN)/cxr-train fit --manifest $(TARGET_MANIFEST) --shards $(TARGET_SHARDS) --run-dir $(@D) \
-	  --seed $(call seed,$*) $(call train_flags,$(call cfg,$*)) $(FLAGS_$(call cfg,$*)) --resume
+	  --seed $(call seed,$*) $(call train_flags,$(call cfg,$*)) $(FLAGS_$(call cfg,$*)) --run-store $(OUT)/run-store
 
 $(EXP)/preds/%.parquet: $(EXP)/runs/%/best.safetensors
 	$(ENV)$(BIN)/cxr-train predict --checkpoint $< --shards $(TARGET_SHARDS) --manifest $(TARGET_MANIFEST) \

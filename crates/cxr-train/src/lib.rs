@@ -16,4 +16,5 @@ pub mod labels;
 pub mod optim;
 pub mod predict;
 pub mod schedule;
+pub mod store;
 pub mod trainer;

@@ -9,7 +9,7 @@ use cxr_train::config::{
     parse_aux, AugmentConfig, CropConfig, Init, LossConfig, Normalisation, OptimizerConfig,
     ScheduleConfig, Select, Task, TrainConfig,
 };
-use cxr_train::{bench, predict, trainer};
+use cxr_train::{bench, predict, store, trainer};
 use std::io::IsTerminal;
 use std::path::PathBuf;
 
@@ -340,6 +340,10 @@ struct FitArgs {
     select: String,
     #[command(flatten)]
     control: RunControl,
+    /// Train in DIR/KEY (KEY: a hash of every setting but --run-dir) and make --run-dir a link
+    /// to it, so that experiments asking for the same run share one (implies --resume).
+    #[arg(long, value_name = "DIR")]
+    run_store: Option<PathBuf>,
     /// Freeze the backbone (weights and BatchNorm statistics) for this many first epochs.
     #[arg(long, default_value_t = 0)]
     freeze_epochs: usize,
@@ -639,7 +643,10 @@ fn main() -> Result<()> {
         Command::Fit(args) => {
             let config = resolve(&args)?;
             let options = args.control.options(std::io::stderr().is_terminal())?;
-            let summary = trainer::fit(&config, &options)?;
+            let summary = match &args.run_store {
+                Some(store) => store::fit(&config, &options, store)?,
+                None => trainer::fit(&config, &options)?,
+            };
             eprintln!(
                 "{} steps of {} done in {}",
                 summary.steps,

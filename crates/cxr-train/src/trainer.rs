@@ -300,6 +300,7 @@ pub fn fit(config: &TrainConfig, options: &FitOptions) -> Result<FitSummary> {
     let (mut loss_sum, mut loss_count, mut images) = (0f64, 0u64, 0usize);
     let mut clock = Instant::now();
     let mut step = state.step;
+    let resumed_finished = step == total;
     while step < end {
         let epoch = step / per_epoch;
         let rx = match &epoch_batches {
@@ -462,7 +463,10 @@ pub fn fit(config: &TrainConfig, options: &FitOptions) -> Result<FitSummary> {
     bar.finish_and_clear();
     summary.steps = step;
     summary.best = state.best;
-    if step == total && !prepared.valid.is_empty() {
+    let valid_predictions = run_dir.join(checkpoint::VALID_PREDICTIONS);
+    // A run resumed after it had finished has written them already.
+    let written = resumed_finished && valid_predictions.exists();
+    if step == total && !prepared.valid.is_empty() && !written {
         let best_path = run_dir.join(checkpoint::BEST_MODEL);
         let source = if best_path.exists() {
             best_path
@@ -476,8 +480,7 @@ pub fn fit(config: &TrainConfig, options: &FitOptions) -> Result<FitSummary> {
             &config.normalisation,
             config.batch_size,
         )?;
-        predict::predictions(&prepared.valid, &logits)?
-            .write(&run_dir.join(checkpoint::VALID_PREDICTIONS))?;
+        predict::predictions(&prepared.valid, &logits)?.write(&valid_predictions)?;
     }
     Ok(summary)
 }

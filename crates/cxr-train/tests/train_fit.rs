@@ -194,3 +194,67 @@ fn an_unwritable_run_directory_fails_before_training() {
         "{err}"
     );
 }
+
+/// `--run-store`: two experiments asking for the same run share one trained run, each with its
+/// run directory a link to it; a changed setting is a new run; a real directory in the way is
+/// refused untouched.
+#[test]
+fn a_run_store_trains_a_shared_run_once() {
+    use cxr_train::store;
+    let dir = tempfile::tempdir().unwrap();
+    let (manifest, shards) = train_fixture::dataset(dir.path(), 40, 16);
+    let store_dir = dir.path().join("out/run-store");
+    let first = dir.path().join("out/policy/runs/u-ignore__s0");
+    let second = dir.path().join("out/aux/runs/no-aux__s0");
+    let mut config = train_fixture::config(&manifest, &shards, &first);
+    let a = store::fit(&config, &options(false, None), &store_dir).unwrap();
+    assert_eq!((a.steps, a.run_dir.as_path()), (6, first.as_path()));
+    let stored = store_dir.join(store::run_key(&config));
+    let predictions = stored.join("valid_predictions.parquet");
+    let written = std::fs::metadata(&predictions).unwrap().modified().unwrap();
+    let trained = metrics(&stored);
+
+    config.run_dir = second.clone();
+    assert_eq!(
+        store::run_key(&config),
+        stored.file_name().unwrap().to_str().unwrap()
+    );
+    let b = store::fit(&config, &options(false, None), &store_dir).unwrap();
+    assert_eq!(b.steps, 6);
+    for run in [&first, &second] {
+        let target = std::fs::read_link(run).unwrap();
+        assert!(target.is_relative(), "{target:?}");
+        assert_eq!(
+            std::fs::canonicalize(run).unwrap(),
+            stored.canonicalize().unwrap()
+        );
+    }
+    assert_eq!(metrics(&stored), trained, "trained once, not twice");
+    let modified = std::fs::metadata(&predictions).unwrap().modified().unwrap();
+    assert_eq!(modified, written, "a finished run is not redone");
+
+    config.seed = 1;
+    store::fit(&config, &options(false, Some(1)), &store_dir).unwrap();
+    let runs = std::fs::read_dir(&store_dir).unwrap().flatten();
+    let dirs = runs.filter(|e| e.path().is_dir()).count();
+    assert_eq!(dirs, 2, "another seed is another run");
+    assert_ne!(
+        std::fs::canonicalize(&second).unwrap(),
+        stored.canonicalize().unwrap(),
+        "the link follows the settings"
+    );
+
+    let own = dir.path().join("own");
+    std::fs::create_dir_all(&own).unwrap();
+    std::fs::write(own.join("notes.txt"), "mine").unwrap();
+    config.run_dir = own.clone();
+    let err = store::fit(&config, &options(false, None), &store_dir).unwrap_err();
+    assert!(
+        format!("{err:#}").contains("nothing was overwritten"),
+        "{err:#}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(own.join("notes.txt")).unwrap(),
+        "mine"
+    );
+}
