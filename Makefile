@@ -3,6 +3,7 @@
 #   make test   every test (reads ../shared for real data and golden files)
 #   make bench  whole-process speed, side by side with Python peers where installed
 #   make lint   rustfmt and clippy, as CI would want them
+#   make cross-check  type-check and clippy for ARM64 Linux (no ARM machine needed)
 #   make cuda   the workspace with CUDA into target-cuda/ (nvcc from PyPI; no GPU needed), for
 #               bench/gpu.sh on a GPU machine; CUDA_FEATURE=cudnn adds cuDNN
 
@@ -12,7 +13,7 @@ DEMO_OUT ?= demo-out
 SHARED ?= ../shared
 CUDA_FEATURE ?= cuda
 
-.PHONY: all build test demo bench lint cuda clean-demo
+.PHONY: all build test demo bench lint cross-check cuda clean-demo
 
 all: build
 
@@ -25,6 +26,9 @@ test:
 lint:
 	$(CARGO) fmt --all --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+cross-check:
+	bench/cross-check.sh
 
 demo: build
 	$(MAKE) --no-print-directory -f pipelines/demo.mk OUT=$(DEMO_OUT) BIN=$(RELEASE)

@@ -28,6 +28,11 @@ Examples:
   # Pathologies with auxiliary sex/age heads; continue after a crash or pre-emption
   cxr-train fit ... --aux sex=0.1,age=0.1 --resume
 
+  # Experiments sharing a baseline: the same settings train once in the store, and each
+  # --run-dir becomes a link to that run (what the pipelines do)
+  cxr-train fit ... --run-dir policy/runs/u-ignore__s0 --run-store run-store
+  cxr-train fit ... --run-dir aux/runs/no-aux__s0 --run-store run-store
+
   # Fine-tune a Barlow Twins backbone: new heads, backbone frozen for the first epoch
   cxr-train fit ... --init checkpoint:runs/barlow/best.safetensors --freeze-epochs 1
 
