@@ -179,7 +179,11 @@ fn recording() -> bool {
 
 /// Runs `f` with this thread's `key` set to `value`, and its previous value back afterwards,
 /// also when `f` panics.
-fn scoped<T: 'static, R>(key: &'static LocalKey<RefCell<T>>, value: T, f: impl FnOnce() -> R) -> R {
+pub(crate) fn scoped<T: 'static, R>(
+    key: &'static LocalKey<RefCell<T>>,
+    value: T,
+    f: impl FnOnce() -> R,
+) -> R {
     struct Restore<T: 'static>(&'static LocalKey<RefCell<T>>, Option<T>);
     impl<T> Drop for Restore<T> {
         fn drop(&mut self) {

@@ -56,6 +56,7 @@ pub use config::{
 };
 pub use device::device;
 pub use error::{ModelError, Result, TensorMismatch, WeightMismatch};
+pub use kernels::with_candle_ops;
 pub use layers::Mode;
 pub use loss::bce_with_logits;
 pub use model::{Inference, Model, ModelOutput};

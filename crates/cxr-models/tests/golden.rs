@@ -242,6 +242,19 @@ fn golden_tiny_resnet_bottleneck() {
     check_golden("tiny_resnet_bottleneck", readme_grad_tol);
 }
 
+/// The same comparisons with the layers on candle's own ops, the path CUDA runs (there with
+/// cuDNN's convolutions): on a machine without a GPU, this is what checks it.
+#[test]
+fn golden_tiny_models_on_candle_ops() {
+    for name in [
+        "tiny_densenet",
+        "tiny_resnet_basic",
+        "tiny_resnet_bottleneck",
+    ] {
+        cxr_models::with_candle_ops(|| check_golden(name, readme_grad_tol));
+    }
+}
+
 /// The configuration a `*.keys.tsv` describes: the tiny golden models as built by
 /// `make_golden.py`, the full-size ones as torchvision's defaults (3 channels; the head size is
 /// read from the file, 1000 ImageNet classes).

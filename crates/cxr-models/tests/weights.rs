@@ -427,9 +427,14 @@ fn train_mode_refuses_one_value_per_channel_in_an_inner_layer() {
 
 /// `Model::infer` is the eval-mode forward, value for value, but records nothing for a
 /// backward (PyTorch's `torch.no_grad()`): no parameter gets a gradient from its output, while
-/// all of them do from the eval-mode forward's.
+/// all of them do from the eval-mode forward's. The same on candle's own ops (CUDA's path).
 #[test]
 fn infer_is_the_eval_forward_without_a_backward() {
+    infer_records_nothing();
+    cxr_models::with_candle_ops(infer_records_nothing);
+}
+
+fn infer_records_nothing() {
     let model = tiny_densenet_model(vec![HeadSpec::new("pathologies", 14)]);
     let x = grey_input(1);
     let eval = model.forward(&x, Mode::Eval).unwrap();

@@ -22,7 +22,8 @@
 //! * [`max_pool2d`]: the stem's padded max pool, forward and backward in one pass each.
 //!
 //! The entry points take f32 CPU tensors; callers check [`on_cpu_f32`] and otherwise use
-//! candle's own ops, so CUDA builds keep cuDNN and candle's kernels. Gradients of the custom ops are computed by
+//! candle's own ops (also on the CPU inside [`with_candle_ops`]), so CUDA builds keep cuDNN and
+//! candle's kernels. Gradients of the custom ops are computed by
 //! plain slice functions and are not themselves differentiable (no second derivatives).
 
 mod batchnorm;
@@ -45,9 +46,19 @@ pub(crate) use residual::{residual_block, ResidualSpec};
 use candle_core::{DType, Device, Layout, Shape, Storage, Tensor};
 use rayon::prelude::*;
 
-/// Whether the custom kernels apply: f32 values on the CPU.
+/// Whether the custom kernels apply: f32 values on the CPU, outside [`with_candle_ops`].
 pub(crate) fn on_cpu_f32(t: &Tensor) -> bool {
-    t.device().is_cpu() && t.dtype() == DType::F32
+    t.device().is_cpu() && t.dtype() == DType::F32 && !CANDLE_OPS.with_borrow(|c| *c)
+}
+
+thread_local! {
+    static CANDLE_OPS: std::cell::RefCell<bool> = const { std::cell::RefCell::new(false) };
+}
+
+/// Runs `f` (on this thread) with the layers on candle's own ops, as on CUDA, instead of these
+/// kernels: the golden tests check that path against PyTorch on the CPU, where no GPU is.
+pub fn with_candle_ops<R>(f: impl FnOnce() -> R) -> R {
+    crate::layers::scoped(&CANDLE_OPS, true, f)
 }
 
 /// The values of a contiguous f32 CPU storage as laid out by `layout`.
