@@ -124,16 +124,9 @@ pub fn replicate_aucs(
     n_patients: usize,
     cfg: &Bootstrap,
 ) -> Vec<Vec<Option<f64>>> {
-    (0..cfg.replicates)
-        .into_par_iter()
-        .map_init(
-            || (vec![0u32; n_patients], vec![0u32; unit_patient.len()]),
-            |(counts, weights), r| {
-                fill_weights(unit_patient, cfg.seed, r, counts, weights);
-                ranked.iter().map(|t| t.auc_weighted(weights)).collect()
-            },
-        )
-        .collect()
+    over_replicates(unit_patient, n_patients, cfg, |weights| {
+        ranked.iter().map(|t| t.auc_weighted(weights)).collect()
+    })
 }
 
 /// The mean of one value per unit in every replicate (units weighted by their patient's draws).
@@ -143,20 +136,32 @@ pub fn replicate_means(
     n_patients: usize,
     cfg: &Bootstrap,
 ) -> Vec<f64> {
+    over_replicates(unit_patient, n_patients, cfg, |weights| {
+        let (sum, n) = values
+            .iter()
+            .zip(weights)
+            .fold((0.0, 0u64), |(sum, n), (&v, &w)| {
+                (sum + v * f64::from(w), n + u64::from(w))
+            });
+        // Every patient has a unit, so a replicate (as many draws as patients) has one.
+        sum / n as f64
+    })
+}
+
+/// `statistic` of every replicate's unit weights, replicates in parallel.
+fn over_replicates<T: Send>(
+    unit_patient: &[u32],
+    n_patients: usize,
+    cfg: &Bootstrap,
+    statistic: impl Fn(&[u32]) -> T + Sync,
+) -> Vec<T> {
     (0..cfg.replicates)
         .into_par_iter()
         .map_init(
             || (vec![0u32; n_patients], vec![0u32; unit_patient.len()]),
             |(counts, weights), r| {
                 fill_weights(unit_patient, cfg.seed, r, counts, weights);
-                let (sum, n) = values
-                    .iter()
-                    .zip(weights.iter())
-                    .fold((0.0, 0u64), |(sum, n), (&v, &w)| {
-                        (sum + v * f64::from(w), n + u64::from(w))
-                    });
-                // Every patient has a unit, so a replicate (as many draws as patients) has one.
-                sum / n as f64
+                statistic(weights)
             },
         )
         .collect()
