@@ -60,9 +60,12 @@ struct Geometry {
 type Dims = [usize; 4];
 
 impl Geometry {
-    fn output(&self, x: Dims, w: Dims) -> Dims {
-        let out = |size: usize| (size + 2 * self.padding - w[2]) / self.stride + 1;
-        [x[0], w[0], out(x[2]), out(x[3])]
+    fn output(&self, x: Dims, w: Dims) -> candle_core::Result<Dims> {
+        let out = |size: usize| match (size + 2 * self.padding).checked_sub(w[2]) {
+            Some(room) => Ok(room / self.stride + 1),
+            None => candle_core::bail!("a {}x{} kernel does not fit input {x:?}", w[2], w[3]),
+        };
+        Ok([x[0], w[0], out(x[2])?, out(x[3])?])
     }
 }
 
@@ -86,7 +89,7 @@ impl CustomOp2 for Forward {
 
     fn cuda_fwd(&self, x: &CudaStorage, xl: &Layout, w: &CudaStorage, wl: &Layout) -> Fwd {
         let (x_dims, w_dims) = (dims(xl)?, dims(wl)?);
-        let y_dims = self.0.output(x_dims, w_dims);
+        let y_dims = self.0.output(x_dims, w_dims)?;
         let c = Convolution::new(&x.device, self.0, x_dims, w_dims, y_dims)?;
         let op = ConvForward {
             conv: &c.conv,
