@@ -72,9 +72,10 @@ pub(crate) struct FusedInputs {
 }
 
 /// The [`FusedInputs`] of a block with parameters `params` and BatchNorms `norms`. Inside
-/// [`without_grad`] the input and the parameters are detached, so candle records nothing and
-/// the kernel's saved buffers are freed as soon as it returns; inside [`Frozen::scope`] too,
-/// the packed parameters are made once per block and kept.
+/// [`without_grad`] the packed parameters are detached (as [`param`] detaches a layer's, and
+/// `Model::infer` its input), so candle records nothing and the kernel's saved buffers are
+/// freed as soon as it returns; inside [`Frozen::scope`] too, they are made once per block and
+/// kept.
 pub(crate) fn fused_inputs<'a>(
     x: &Tensor,
     params: impl IntoIterator<Item = &'a Tensor>,
@@ -85,7 +86,7 @@ pub(crate) fn fused_inputs<'a>(
     let norms: Vec<&BatchNorm> = norms.into_iter().collect();
     if !recording() && mode == Mode::Eval {
         if let Some(frozen) = FROZEN.with_borrow(Option::clone) {
-            return frozen.inputs(x.detach(), &params, &norms);
+            return frozen.inputs(x.clone(), &params, &norms);
         }
     }
     let packed = pack(&params)?;
@@ -93,12 +94,12 @@ pub(crate) fn fused_inputs<'a>(
         Mode::Train => None,
         Mode::Eval => Some(running_stats(&norms)?),
     };
-    let (x, packed) = match recording() {
-        true => (x.clone(), packed),
-        false => (x.detach(), packed.detach()),
+    let packed = match recording() {
+        true => packed,
+        false => packed.detach(),
     };
     Ok(FusedInputs {
-        x,
+        x: x.clone(),
         packed,
         running,
         frozen: None,
