@@ -46,9 +46,11 @@ pub(crate) fn conv2d(
     stride: usize,
     padding: usize,
 ) -> candle_core::Result<Tensor> {
-    let geometry = Geometry { stride, padding };
-    x.contiguous()?
-        .apply_op2(&w.contiguous()?, Forward(geometry))
+    let op = Conv {
+        geometry: Geometry { stride, padding },
+        pass: Pass::Forward,
+    };
+    x.contiguous()?.apply_op2(&w.contiguous()?, op)
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -69,104 +71,101 @@ impl Geometry {
     }
 }
 
-/// `y = conv(x, w)`: inputs `(x, w)`.
-struct Forward(Geometry);
+/// One cuDNN convolution pass, as a candle op on two tensors.
+struct Conv {
+    geometry: Geometry,
+    pass: Pass,
+}
 
-/// `dx` from `(dy, w)`, for an input of shape `.1`.
-struct BackwardData(Geometry, Dims);
+#[derive(Clone, Copy)]
+enum Pass {
+    /// `y` from `(x, w)`; differentiable.
+    Forward,
+    /// `dx` from `(dy, w)`, for an input of these dimensions.
+    Data(Dims),
+    /// `dw` from `(x, dy)`, for a weight of these dimensions.
+    Filter(Dims),
+}
 
-/// `dw` from `(x, dy)`, for a weight of shape `.1`.
-struct BackwardFilter(Geometry, Dims);
-
-impl CustomOp2 for Forward {
+impl CustomOp2 for Conv {
     fn name(&self) -> &'static str {
-        "cudnn-conv2d"
+        match self.pass {
+            Pass::Forward => "cudnn-conv2d",
+            Pass::Data(_) => "cudnn-conv2d-backward-data",
+            Pass::Filter(_) => "cudnn-conv2d-backward-filter",
+        }
     }
 
     fn cpu_fwd(&self, _: &CpuStorage, _: &Layout, _: &CpuStorage, _: &Layout) -> Fwd<CpuStorage> {
         candle_core::bail!("{} runs on CUDA only", self.name())
     }
 
-    fn cuda_fwd(&self, x: &CudaStorage, xl: &Layout, w: &CudaStorage, wl: &Layout) -> Fwd {
-        let (x_dims, w_dims) = (dims(xl)?, dims(wl)?);
-        let y_dims = self.0.output(x_dims, w_dims)?;
-        let c = Convolution::new(&x.device, self.0, x_dims, w_dims, y_dims)?;
-        let op = ConvForward {
-            conv: &c.conv,
-            x: &c.x,
-            w: &c.w,
-            y: &c.y,
+    fn cuda_fwd(&self, a: &CudaStorage, al: &Layout, b: &CudaStorage, bl: &Layout) -> Fwd {
+        let (x, w, y) = match self.pass {
+            Pass::Forward => {
+                let (x, w) = (dims(al)?, dims(bl)?);
+                (x, w, self.geometry.output(x, w)?)
+            }
+            Pass::Data(x) => (x, dims(bl)?, dims(al)?),
+            Pass::Filter(w) => (dims(al)?, w, dims(bl)?),
         };
-        let algo = op.pick_algorithm()?;
-        let mut workspace = c.workspace(op.get_workspace_size(algo)?)?;
-        let mut y = c.output(y_dims)?;
-        let (x, w) = (view(x, xl)?, view(w, wl)?);
-        // SAFETY: the descriptors were made from these tensors' contiguous f32 shapes.
-        unsafe { op.launch(algo, Some(&mut workspace), (1f32, 0f32), &x, &w, &mut y)? };
-        c.storage(y, y_dims)
+        let c = Convolution::new(&a.device, self.geometry, x, w, y)?;
+        let (a, b) = (view(a, al)?, view(b, bl)?);
+        let one_zero = (1f32, 0f32);
+        // SAFETY (each launch): the descriptors were made from these contiguous f32 tensors'
+        // dimensions, and the output is allocated at its descriptor's size.
+        match self.pass {
+            Pass::Forward => {
+                let op = ConvForward {
+                    conv: &c.conv,
+                    x: &c.x,
+                    w: &c.w,
+                    y: &c.y,
+                };
+                let algo = op.pick_algorithm()?;
+                let mut workspace = c.workspace(op.get_workspace_size(algo)?)?;
+                let mut out = c.output(y)?;
+                unsafe { op.launch(algo, Some(&mut workspace), one_zero, &a, &b, &mut out)? };
+                c.storage(out, y)
+            }
+            Pass::Data(_) => {
+                let op = ConvBackwardData {
+                    conv: &c.conv,
+                    dx: &c.x,
+                    w: &c.w,
+                    dy: &c.y,
+                };
+                let algo = op.pick_algorithm()?;
+                let mut workspace = c.workspace(op.get_workspace_size(algo)?)?;
+                let mut out = c.output(x)?;
+                unsafe { op.launch(algo, Some(&mut workspace), one_zero, &mut out, &b, &a)? };
+                c.storage(out, x)
+            }
+            Pass::Filter(_) => {
+                let op = ConvBackwardFilter {
+                    conv: &c.conv,
+                    x: &c.x,
+                    dw: &c.w,
+                    dy: &c.y,
+                };
+                let algo = op.pick_algorithm()?;
+                let mut workspace = c.workspace(op.get_workspace_size(algo)?)?;
+                let mut out = c.output(w)?;
+                unsafe { op.launch(algo, Some(&mut workspace), one_zero, &a, &mut out, &b)? };
+                c.storage(out, w)
+            }
+        }
     }
 
     fn bwd(&self, x: &Tensor, w: &Tensor, _: &Tensor, dy: &Tensor) -> Grads {
         let dy = dy.contiguous()?;
-        let dx = dy.apply_op2_no_bwd(w, &BackwardData(self.0, dims4(x)?))?;
-        let dw = x.apply_op2_no_bwd(&dy, &BackwardFilter(self.0, dims4(w)?))?;
+        let pass = |pass| Conv {
+            geometry: self.geometry,
+            pass,
+        };
+        let dx = dy.apply_op2_no_bwd(w, &pass(Pass::Data(dims4(x)?)))?;
+        let dw = x.apply_op2_no_bwd(&dy, &pass(Pass::Filter(dims4(w)?)))?;
         Ok((Some(dx), Some(dw)))
-    }
-}
-
-impl CustomOp2 for BackwardData {
-    fn name(&self) -> &'static str {
-        "cudnn-conv2d-backward-data"
-    }
-
-    fn cpu_fwd(&self, _: &CpuStorage, _: &Layout, _: &CpuStorage, _: &Layout) -> Fwd<CpuStorage> {
-        candle_core::bail!("{} runs on CUDA only", self.name())
-    }
-
-    fn cuda_fwd(&self, dy: &CudaStorage, dyl: &Layout, w: &CudaStorage, wl: &Layout) -> Fwd {
-        let (x_dims, w_dims, y_dims) = (self.1, dims(wl)?, dims(dyl)?);
-        let c = Convolution::new(&dy.device, self.0, x_dims, w_dims, y_dims)?;
-        let op = ConvBackwardData {
-            conv: &c.conv,
-            dx: &c.x,
-            w: &c.w,
-            dy: &c.y,
-        };
-        let algo = op.pick_algorithm()?;
-        let mut workspace = c.workspace(op.get_workspace_size(algo)?)?;
-        let mut dx = c.output(x_dims)?;
-        let (dy, w) = (view(dy, dyl)?, view(w, wl)?);
-        // SAFETY: as in the forward.
-        unsafe { op.launch(algo, Some(&mut workspace), (1f32, 0f32), &mut dx, &w, &dy)? };
-        c.storage(dx, x_dims)
-    }
-}
-
-impl CustomOp2 for BackwardFilter {
-    fn name(&self) -> &'static str {
-        "cudnn-conv2d-backward-filter"
-    }
-
-    fn cpu_fwd(&self, _: &CpuStorage, _: &Layout, _: &CpuStorage, _: &Layout) -> Fwd<CpuStorage> {
-        candle_core::bail!("{} runs on CUDA only", self.name())
-    }
-
-    fn cuda_fwd(&self, x: &CudaStorage, xl: &Layout, dy: &CudaStorage, dyl: &Layout) -> Fwd {
-        let (x_dims, w_dims, y_dims) = (dims(xl)?, self.1, dims(dyl)?);
-        let c = Convolution::new(&x.device, self.0, x_dims, w_dims, y_dims)?;
-        let op = ConvBackwardFilter {
-            conv: &c.conv,
-            x: &c.x,
-            dw: &c.w,
-            dy: &c.y,
-        };
-        let algo = op.pick_algorithm()?;
-        let mut workspace = c.workspace(op.get_workspace_size(algo)?)?;
-        let mut dw = c.output(w_dims)?;
-        let (x, dy) = (view(x, xl)?, view(dy, dyl)?);
-        // SAFETY: as in the forward.
-        unsafe { op.launch(algo, Some(&mut workspace), (1f32, 0f32), &x, &mut dw, &dy)? };
-        c.storage(dw, w_dims)
     }
 }
 
