@@ -486,24 +486,22 @@ mod in_place {
     impl Adam {
         /// Updates `p` and its moments `m` and `v` (same shape, contiguous) from gradient `g`.
         pub(super) fn update(&self, p: &Tensor, m: &Tensor, v: &Tensor, g: &Tensor) -> Result<()> {
-            let (g_storage, g_layout) = g.storage_and_layout();
-            let Storage::Cpu(g_storage) = &*g_storage else {
-                candle_core::bail!("adam: gradient not on the CPU")
-            };
-            let g = values(g_storage, g_layout)?;
             // One candle in-place op mutates one tensor: nest three, one per tensor.
-            with_mut(p, |p| {
-                with_mut(m, |m| {
-                    with_mut(v, |v| {
-                        if [m.len(), v.len(), g.len()] != [p.len(); 3] {
-                            candle_core::bail!(
-                                "adam: moments or gradient do not match the parameter"
-                            )
-                        }
-                        let pieces = p.par_chunks_mut(PIECE).zip(m.par_chunks_mut(PIECE));
-                        let pieces = pieces.zip(v.par_chunks_mut(PIECE)).zip(g.par_chunks(PIECE));
-                        pieces.for_each(|(((p, m), v), g)| self.piece(p, m, v, g));
-                        Ok(())
+            with_values(g, |g| {
+                with_mut(p, |p| {
+                    with_mut(m, |m| {
+                        with_mut(v, |v| {
+                            if [m.len(), v.len(), g.len()] != [p.len(); 3] {
+                                candle_core::bail!(
+                                    "adam: moments or gradient do not match the parameter"
+                                )
+                            }
+                            let pieces = p.par_chunks_mut(PIECE).zip(m.par_chunks_mut(PIECE));
+                            let pieces =
+                                pieces.zip(v.par_chunks_mut(PIECE)).zip(g.par_chunks(PIECE));
+                            pieces.for_each(|(((p, m), v), g)| self.piece(p, m, v, g));
+                            Ok(())
+                        })
                     })
                 })
             })
@@ -523,32 +521,31 @@ mod in_place {
     impl Sgd {
         /// Updates `p` and its momentum buffer `buf` (same shape, contiguous) from gradient `g`.
         pub(super) fn update(&self, p: &Tensor, buf: &Tensor, g: &Tensor) -> Result<()> {
-            let (g_storage, g_layout) = g.storage_and_layout();
-            let Storage::Cpu(g_storage) = &*g_storage else {
-                candle_core::bail!("sgd: gradient not on the CPU")
-            };
-            let g = values(g_storage, g_layout)?;
-            with_mut(p, |p| {
-                with_mut(buf, |buf| {
-                    if [buf.len(), g.len()] != [p.len(); 2] {
-                        candle_core::bail!("sgd: buffer or gradient do not match the parameter")
-                    }
-                    let pieces = p.par_chunks_mut(PIECE).zip(buf.par_chunks_mut(PIECE));
-                    pieces.zip(g.par_chunks(PIECE)).for_each(|((p, buf), g)| {
-                        for ((p, buf), &g) in p.iter_mut().zip(buf).zip(g) {
-                            self.value(p, buf, g);
+            with_values(g, |g| {
+                with_mut(p, |p| {
+                    with_mut(buf, |buf| {
+                        if [buf.len(), g.len()] != [p.len(); 2] {
+                            candle_core::bail!("sgd: buffer or gradient do not match the parameter")
                         }
-                    });
-                    Ok(())
+                        let pieces = p.par_chunks_mut(PIECE).zip(buf.par_chunks_mut(PIECE));
+                        pieces.zip(g.par_chunks(PIECE)).for_each(|((p, buf), g)| {
+                            for ((p, buf), &g) in p.iter_mut().zip(buf).zip(g) {
+                                self.value(p, buf, g);
+                            }
+                        });
+                        Ok(())
+                    })
                 })
             })
         }
     }
 
-    fn values<'a>(storage: &'a CpuStorage, layout: &Layout) -> Result<&'a [f32]> {
-        match (storage, layout.contiguous_offsets()) {
-            (CpuStorage::F32(values), Some((start, end))) => Ok(&values[start..end]),
-            _ => candle_core::bail!("in-place update: expects contiguous f32 values"),
+    /// Runs `f` on the values of `t` (contiguous f32 on the CPU), read only.
+    fn with_values(t: &Tensor, f: impl FnOnce(&[f32]) -> Result<()>) -> Result<()> {
+        let (storage, layout) = t.storage_and_layout();
+        match (&*storage, layout.contiguous_offsets()) {
+            (Storage::Cpu(CpuStorage::F32(values)), Some((start, end))) => f(&values[start..end]),
+            _ => candle_core::bail!("in-place update: expects contiguous f32 values on the CPU"),
         }
     }
 
