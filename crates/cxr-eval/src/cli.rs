@@ -70,8 +70,9 @@ const REPORT_HELP: &str = "\
 Each EXPERIMENT directory is one pipeline's output (pipelines/*.mk): experiment.json (title,
 configurations, seeds, baseline, notes) and the runs' eval/C__sS/metrics.json,
 compare/C__sS/comparison.json and figures/*.png. The report has, per experiment: the figures,
-test AUCs (age: MAE) with 95% intervals per seed and their mean over seeds, the paired tests against the
-baseline per seed, and whether each difference keeps its sign and significance over all seeds.
+test AUCs (age: MAE) with 95% intervals per seed and their mean over seeds, the paired tests
+against the baseline per seed, and whether each difference keeps its sign and significance over
+all seeds.
 
 Examples:
   cxr-eval report out/pretraining --out out/pretraining/report.md
