@@ -6,6 +6,8 @@
 #   make cross-check  type-check and clippy for ARM64 Linux (no ARM machine needed)
 #   make cuda   the workspace with CUDA into target-cuda/ (nvcc from PyPI; no GPU needed), for
 #               bench/gpu.sh on a GPU machine; CUDA_FEATURE=cudnn adds cuDNN
+#   make gpu-payload  the cuDNN build packed into target-cuda/payload/ for bench/gpu-check.sh
+#   make cuda-lint    clippy over the workspace with the cuda and cudnn features (CI runs it)
 
 CARGO ?= cargo
 RELEASE := target/release
@@ -13,7 +15,7 @@ DEMO_OUT ?= demo-out
 SHARED ?= ../shared
 CUDA_FEATURE ?= cuda
 
-.PHONY: all build test demo bench lint cross-check cuda clean-demo
+.PHONY: all build test demo bench lint cross-check cuda gpu-payload cuda-lint clean-demo
 
 all: build
 
@@ -41,6 +43,13 @@ bench: build
 
 cuda:
 	bench/cuda-build.sh $(CUDA_FEATURE)
+
+cuda-lint:
+	bench/cuda-lint.sh
+
+gpu-payload:
+	bench/cuda-build.sh cudnn
+	@du -ab target-cuda/payload target-cuda/payload/* | sort -n
 
 clean-demo:
 	rm -rf $(DEMO_OUT)

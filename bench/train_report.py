@@ -10,22 +10,34 @@ import statistics
 import sys
 
 
+def memory(phase):
+    """Host peak, and the GPU's where the run reported it."""
+    gpu = phase.get("peak_gpu_mib")
+    host = f"{phase['peak_rss_mib']:7.0f} MiB"
+    return host if gpu is None else f"{host} (GPU {gpu:6.0f} MiB)"
+
+
 def row(r):
-    return (f"{r['framework']:<22} train {r['train']['images_per_s']:6.2f} img/s "
-            f"{r['train']['peak_rss_mib']:7.0f} MiB | infer {r['infer']['images_per_s']:6.2f} img/s "
-            f"{r['infer']['peak_rss_mib']:7.0f} MiB")
+    name = r["framework"] + ("" if r.get("precision", "f32") == "f32" else " " + r["precision"])
+    parts = ", ".join(f"{part} {s * 1000:.0f} ms" for part, s in r["train"]["parts_s"])
+    return (f"{name:<36} train {r['train']['images_per_s']:7.2f} img/s "
+            f"{memory(r['train'])} | infer {r['infer']['images_per_s']:7.2f} img/s "
+            f"{memory(r['infer'])}" + (f" | step: {parts}" if parts else ""))
 
 
 def main(runs):
-    first = runs[0][0]
+    # A side that failed is null: its rows are missing and no ratio is taken.
+    first = next((r for pair in runs for r in pair if r), None)
+    if first is None:
+        print("no run succeeded")
+        return
     where = f"{first['threads']} threads" if first["device"] == "cpu" else f"on {first['device']}"
     print(f"{first['model']} {first['size']}x{first['size']} batch {first['batch']}, "
           f"{where}, {len(runs)} rounds")
-    for i, (ours, theirs) in enumerate(runs, 1):
-        print(f"  round {i}: " + row(ours))
-        if theirs:
-            print(f"  round {i}: " + row(theirs))
-    if not all(theirs for _, theirs in runs):
+    for i, pair in enumerate(runs, 1):
+        for r in pair:
+            print(f"  round {i}: " + (row(r) if r else "(failed)"))
+    if not all(ours and theirs for ours, theirs in runs):
         return
 
     def ratio(phase, key):

@@ -9,7 +9,7 @@
 //! {"step":1200,"epoch":1.5,"phase":"valid","loss":0.412,"lr":0.0001,"auc":{"Edema":0.91,"Fracture":null}}
 //! ```
 //!
-//! `lr`, `images_per_s` and `auc` are optional. An AUC is `null` where it is undefined (the
+//! `lr`, `images_per_s`, `data_wait` and `auc` are optional. An AUC is `null` where it is undefined (the
 //! validation images of that task have one class only), matching what `cxr-eval` computes. A
 //! loss that diverged to NaN or infinity is written as `null` (JSON has no NaN) and read back as
 //! NaN. Fields this version does not know are ignored, so later versions can add some.
@@ -47,6 +47,10 @@ pub struct MetricRecord {
     pub lr: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub images_per_s: Option<f64>,
+    /// Training: the fraction of the interval spent waiting for the data loader (0 when the
+    /// loader keeps ahead; near 1 when it is what limits the speed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data_wait: Option<f64>,
     /// Validation ROC AUC per task name; `None` where undefined (one class only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub auc: Option<BTreeMap<String, Option<f64>>>,
@@ -63,7 +67,16 @@ impl MetricRecord {
             loss,
             lr: Some(lr),
             images_per_s: Some(images_per_s),
+            data_wait: None,
             auc: None,
+        }
+    }
+
+    /// The record with the fraction of its interval spent waiting for data.
+    pub fn with_data_wait(self, fraction: f64) -> MetricRecord {
+        MetricRecord {
+            data_wait: Some(fraction),
+            ..self
         }
     }
 
@@ -82,6 +95,7 @@ impl MetricRecord {
             loss,
             lr: Some(lr),
             images_per_s: None,
+            data_wait: None,
             auc,
         }
     }
@@ -157,6 +171,7 @@ mod tests {
             loss,
             lr: Some(1e-4),
             images_per_s: Some(812.5),
+            data_wait: Some(0.02),
             auc: None,
         }
     }
@@ -172,6 +187,7 @@ mod tests {
             loss: 0.4,
             lr: None,
             images_per_s: None,
+            data_wait: None,
             auc: Some(BTreeMap::from([
                 ("Edema".to_string(), Some(0.9)),
                 ("Fracture".to_string(), None),

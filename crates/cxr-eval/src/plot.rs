@@ -468,6 +468,7 @@ mod tests {
                 loss,
                 lr: None,
                 images_per_s: None,
+                data_wait: None,
                 auc,
             };
         let mut auc: BTreeMap<String, Option<f64>> = COMPETITION_5

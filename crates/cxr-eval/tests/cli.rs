@@ -450,6 +450,7 @@ fn curves_overlay_runs_and_draw_validation_auc() {
                 loss,
                 lr: Some(1e-4),
                 images_per_s: Some(300.0),
+                data_wait: None,
                 auc: None,
             };
             runlog::append(&log, &rec).unwrap();
@@ -470,6 +471,7 @@ fn curves_overlay_runs_and_draw_validation_auc() {
                     loss: loss + 0.05,
                     lr: None,
                     images_per_s: None,
+                    data_wait: None,
                     auc: Some(auc),
                 };
                 runlog::append(&log, &rec).unwrap();

@@ -155,7 +155,38 @@ pub const ARCHITECTURE_NAMES: [&str; 8] = [
     "resnet152",
 ];
 
+/// The small models of the golden files (`shared/golden/make_golden.py`): the layer types of
+/// the full-size ones at a few thousand to a few million parameters. The golden tests and
+/// `cxr-train gpu-check` build them with [`Architecture::tiny`].
+pub const TINY_ARCHITECTURE_NAMES: [&str; 3] = [
+    "tiny_densenet",
+    "tiny_resnet_basic",
+    "tiny_resnet_bottleneck",
+];
+
 impl Architecture {
+    /// One of [`TINY_ARCHITECTURE_NAMES`], as the golden files were made.
+    pub fn tiny(name: &str) -> Option<Self> {
+        let resnet = |block, width_per_group| {
+            Self::ResNet(ResNetConfig {
+                block,
+                layers: [1, 1, 1, 1],
+                width_per_group,
+            })
+        };
+        Some(match name {
+            "tiny_densenet" => Self::DenseNet(DenseNetConfig {
+                growth_rate: 8,
+                block_config: vec![1, 2, 2, 1],
+                bn_size: 2,
+                num_init_features: 16,
+            }),
+            "tiny_resnet_basic" => resnet(ResidualBlock::Basic, 64),
+            "tiny_resnet_bottleneck" => resnet(ResidualBlock::Bottleneck, 16),
+            _ => return None,
+        })
+    }
+
     fn named(name: &str) -> Option<Self> {
         Some(match name {
             "densenet121" => Self::DenseNet(DenseNetConfig::densenet121()),

@@ -71,7 +71,8 @@ impl Head {
     /// `[N, in_features] -> [N, outputs]`.
     pub(crate) fn forward(&self, pooled: &Tensor) -> Result<Tensor> {
         let w = param(&self.weight);
-        Ok(pooled.matmul(&w.t()?)?.broadcast_add(&param(&self.bias))?)
+        let product = crate::precision::matmul(pooled, &w.t()?)?;
+        Ok(product.broadcast_add(&param(&self.bias))?)
     }
 
     /// Whether `name` is one of this head's tensors.

@@ -19,7 +19,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::LocalKey;
 
-use candle_core::{Tensor, TensorId, Var};
+use candle_core::{DType, Tensor, TensorId, Var};
 
 use crate::error::{ModelError, Result};
 use crate::init::Init;
@@ -256,11 +256,23 @@ impl Conv2d {
         if kernels::on_cpu_f32(x) {
             return Ok(kernels::conv2d(x, weight, self.stride, self.padding)?);
         }
-        #[cfg(feature = "cudnn")]
-        if x.device().is_cuda() && x.dtype() == candle_core::DType::F32 {
-            return Ok(crate::cudnn::conv2d(x, weight, self.stride, self.padding)?);
+        // Off the CPU kernels: the operands in the current precision, the result in f32.
+        let dtype = crate::precision::operand_dtype();
+        if dtype != DType::F32 && x.device().is_cpu() {
+            // candle's CPU convolution has no bf16 product: the same arithmetic emulated, with
+            // operands and output rounded to bf16 (products of bf16 values are exact in f32).
+            let round = |t: &Tensor| t.to_dtype(dtype)?.to_dtype(DType::F32);
+            let y = round(x)?.conv2d(&round(weight)?, self.padding, self.stride, 1, 1)?;
+            return Ok(round(&y)?);
         }
-        Ok(x.conv2d(weight, self.padding, self.stride, 1, 1)?)
+        let (x, weight) = (x.to_dtype(dtype)?, weight.to_dtype(dtype)?);
+        #[cfg(feature = "cudnn")]
+        if x.device().is_cuda() {
+            let y = crate::cudnn::conv2d(&x, &weight, self.stride, self.padding)?;
+            return Ok(y.to_dtype(DType::F32)?);
+        }
+        let y = x.conv2d(&weight, self.padding, self.stride, 1, 1)?;
+        Ok(y.to_dtype(DType::F32)?)
     }
 }
 
@@ -353,11 +365,21 @@ impl BatchNorm {
                 self.record(stats, count)?;
                 return Ok(y);
             }
+            #[cfg(feature = "cuda")]
+            (Mode::Train, false) if crate::batchnorm_cuda::takes(x) => {
+                let (y, mean, var) = crate::batchnorm_cuda::train(x, weight, bias, BN_EPS, relu)?;
+                self.update_running_stats(&mean, &var, count)?;
+                return Ok(y);
+            }
             (Mode::Train, false) => self.normalise_with_batch_stats(x)?,
             (Mode::Eval, _) => {
                 let (alpha, beta) = self.eval_affine()?;
                 if fast {
                     return Ok(kernels::batch_norm_eval(x, &alpha, &beta, relu)?);
+                }
+                #[cfg(feature = "cuda")]
+                if !recording() && crate::batchnorm_cuda::takes(x) {
+                    return Ok(crate::batchnorm_cuda::eval(x, &alpha, &beta, relu)?);
                 }
                 let per_channel = (1, alpha.dim(0)?, 1, 1);
                 x.broadcast_mul(&alpha.reshape(per_channel)?)?

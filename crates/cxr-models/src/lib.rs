@@ -34,6 +34,8 @@
 //! # }
 //! ```
 
+#[cfg(feature = "cuda")]
+mod batchnorm_cuda;
 mod config;
 #[cfg(feature = "cudnn")]
 pub mod cudnn;
@@ -46,20 +48,22 @@ mod kernels;
 mod layers;
 mod loss;
 mod model;
+mod precision;
 mod resnet;
 mod state;
 mod weights;
 
 pub use config::{
     Architecture, DenseNetConfig, HeadSpec, ModelConfig, ResNetConfig, ResidualBlock,
-    ARCHITECTURE_NAMES,
+    ARCHITECTURE_NAMES, TINY_ARCHITECTURE_NAMES,
 };
-pub use device::device;
+pub use device::{device, gpu_memory, GpuMemory};
 pub use error::{ModelError, Result, TensorMismatch, WeightMismatch};
 pub use kernels::with_candle_ops;
 pub use layers::Mode;
 pub use loss::bce_with_logits;
 pub use model::{Inference, Model, ModelOutput};
+pub use precision::{matmul, Precision};
 pub use weights::{
     read_metadata, read_weights, CheckpointMetadata, LoadOptions, LoadReport, ReinitialisedHead,
     SaveOptions,

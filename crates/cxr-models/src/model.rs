@@ -14,7 +14,9 @@ use crate::densenet::DenseNet;
 use crate::error::{ModelError, Result};
 use crate::heads::Head;
 use crate::init::InitRng;
+use crate::kernels;
 use crate::layers::{Frozen, Mode};
+use crate::precision::{self, Precision};
 use crate::resnet::ResNet;
 use crate::state::{Builder, Slot, State, DTYPE};
 
@@ -73,6 +75,7 @@ pub struct Model {
     pub(crate) state: State,
     pub(crate) rng: InitRng,
     pub(crate) device: Device,
+    precision: Precision,
 }
 
 impl Model {
@@ -108,7 +111,34 @@ impl Model {
             state,
             rng,
             device: device.clone(),
+            precision: Precision::F32,
         })
+    }
+
+    /// The arithmetic of the convolutions and matrix products from now on (see
+    /// [`Precision`]). bf16 needs a CUDA device, or [`crate::with_candle_ops`] on the CPU.
+    pub fn set_precision(&mut self, precision: Precision) {
+        self.precision = precision;
+    }
+
+    pub fn precision(&self) -> Precision {
+        self.precision
+    }
+
+    /// Runs `f` in this model's precision: what [`Model::forward`] does around the layers, for
+    /// layers outside the model that belong to its computation (a projector on its features).
+    pub fn precision_scope<R, E: From<ModelError>>(
+        &self,
+        f: impl FnOnce() -> std::result::Result<R, E>,
+    ) -> std::result::Result<R, E> {
+        if self.precision == Precision::Bf16 && self.device.is_cpu() && !kernels::candle_ops() {
+            return Err(E::from(ModelError::InvalidInput(
+                "bf16 runs on CUDA (its tensor cores); on the CPU the models run in f32 (use \
+                 --precision f32, or --device cuda)"
+                    .into(),
+            )));
+        }
+        precision::scope(self.precision, f)
     }
 
     /// The configuration, heads included as they are now.
@@ -142,6 +172,10 @@ impl Model {
     /// batch statistics and updates its running statistics (as PyTorch does, also when no
     /// backward follows).
     pub fn forward(&self, x: &Tensor, mode: Mode) -> Result<ModelOutput> {
+        self.precision_scope(|| self.forward_layers(x, mode))
+    }
+
+    fn forward_layers(&self, x: &Tensor, mode: Mode) -> Result<ModelOutput> {
         let dims = x.dims();
         if dims.len() != 4 || dims[1] != self.config.in_channels || x.dtype() != DTYPE {
             return Err(ModelError::InvalidInput(format!(

@@ -32,7 +32,7 @@ use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device, Tensor, Var};
 use cxr_core::runlog::{self, MetricRecord};
 use cxr_core::{atomic, Manifest};
-use cxr_models::{Architecture, HeadSpec, Mode, Model, ModelConfig};
+use cxr_models::{Architecture, HeadSpec, Mode, Model, ModelConfig, Precision};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -101,6 +101,9 @@ pub struct PretrainConfig {
     pub normalisation: Normalisation,
     pub seed: u64,
     pub log_every: u64,
+    /// Arithmetic of the backbone's and the projector's products (bf16 on CUDA only).
+    #[serde(default, skip_serializing_if = "Precision::is_f32")]
+    pub precision: Precision,
 }
 
 /// BatchNorm over the batch without affine parameters: `(x - mean) / sqrt(var + 1e-5)` per
@@ -171,7 +174,7 @@ impl Projector {
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let mut h = x.clone();
         for (_, weight, bn) in &self.layers {
-            h = h.matmul(&weight.as_tensor().t()?)?;
+            h = cxr_models::matmul(&h, &weight.as_tensor().t()?)?;
             if let Some((gamma, beta)) = bn {
                 h = normalise_batch(&h)?
                     .broadcast_mul(gamma.as_tensor())?
@@ -290,8 +293,13 @@ fn pair_loss(
         Some((&config.augment, config.seed ^ SECOND_VIEW, epoch)),
         norm,
     );
-    let za = projector.forward(&model.forward(&a.to_device(device)?.images, mode)?.pooled)?;
-    let zb = projector.forward(&model.forward(&b.to_device(device)?.images, mode)?.pooled)?;
+    // The projector's products in the model's precision too.
+    let embed = |images: &Tensor| -> Result<Tensor> {
+        let pooled = model.forward(images, mode)?.pooled;
+        model.precision_scope(|| projector.forward(&pooled))
+    };
+    let za = embed(&a.to_device(device)?.images)?;
+    let zb = embed(&b.to_device(device)?.images)?;
     barlow_twins_loss(&za, &zb, config.lambda)
 }
 
@@ -341,6 +349,7 @@ pub fn pretrain(config: &PretrainConfig, options: &FitOptions) -> Result<Pretrai
         device,
         config.seed,
     )?;
+    model.set_precision(config.precision);
     initialise(&mut model, &config.init)?;
     let projector = Projector::new(
         model.config().arch.num_features(),

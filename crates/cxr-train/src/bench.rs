@@ -7,11 +7,13 @@
 //! the weights' packed and transformed forms kept between calls as prediction keeps them
 //! ([`cxr_models::Inference`]). Both report the fastest of the timed steps (the machine is shared,
 //! and the best step is the least disturbed one) as well as the mean, and the peak resident
-//! memory of each phase (`VmHWM`, reset between phases through `/proc/self/clear_refs`).
+//! memory of each phase (`VmHWM`, reset between phases through `/proc/self/clear_refs`); on a
+//! GPU also the peak of the GPU memory the tensors took (the device's memory pool), as PyTorch's
+//! `max_memory_allocated` counts it.
 
 use anyhow::{Context, Result};
 use candle_core::{DType, Device, Tensor};
-use cxr_models::{bce_with_logits, HeadSpec, Mode, Model, ModelConfig};
+use cxr_models::{bce_with_logits, GpuMemory, HeadSpec, Mode, Model, ModelConfig, Precision};
 use serde::Serialize;
 use std::time::Instant;
 
@@ -30,6 +32,7 @@ pub struct BenchOptions {
     /// Untimed steps before them (allocator and caches warm up).
     pub warmup: usize,
     pub device: Device,
+    pub precision: Precision,
 }
 
 /// One phase's numbers.
@@ -41,6 +44,8 @@ pub struct PhaseReport {
     pub mean_images_per_s: f64,
     /// Peak resident memory of the process during the phase, MiB (None off Linux).
     pub peak_rss_mib: Option<f64>,
+    /// Peak GPU memory of the tensors during the phase, MiB (None on the CPU).
+    pub peak_gpu_mib: Option<f64>,
     /// Seconds per part of the fastest step (training: forward, backward, update).
     pub parts_s: Vec<(&'static str, f64)>,
 }
@@ -54,6 +59,7 @@ pub struct BenchReport {
     pub batch: usize,
     pub in_channels: usize,
     pub device: String,
+    pub precision: String,
     pub threads: usize,
     pub steps: usize,
     pub train: PhaseReport,
@@ -63,8 +69,13 @@ pub struct BenchReport {
 impl std::fmt::Display for BenchReport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let mib = |p: &PhaseReport| {
-            p.peak_rss_mib
-                .map_or("n/a".into(), |m| format!("{m:.0} MiB"))
+            let host = p
+                .peak_rss_mib
+                .map_or("n/a".into(), |m| format!("{m:.0} MiB"));
+            match p.peak_gpu_mib {
+                Some(gpu) => format!("{host} (GPU {gpu:.0} MiB)"),
+                None => host,
+            }
         };
         let parts: Vec<String> = self
             .train
@@ -74,7 +85,7 @@ impl std::fmt::Display for BenchReport {
             .collect();
         write!(
             f,
-            "{} {} {}x{} batch {} on {} ({} threads): train {:.2} images/s (mean {:.2}; {}), \
+            "{} {} {}x{} batch {} on {} in {} ({} threads): train {:.2} images/s (mean {:.2}; {}), \
              peak {}; infer {:.2} images/s (mean {:.2}), peak {}",
             self.framework,
             self.model,
@@ -82,6 +93,7 @@ impl std::fmt::Display for BenchReport {
             self.size,
             self.batch,
             self.device,
+            self.precision,
             self.threads,
             self.train.images_per_s,
             self.train.mean_images_per_s,
@@ -103,7 +115,8 @@ pub fn run(opts: &BenchOptions) -> Result<BenchReport> {
         in_channels: opts.in_channels,
         heads: vec![HeadSpec::new("pathologies", OUTPUTS)],
     };
-    let model = Model::new(config, &opts.device, 0)?;
+    let mut model = Model::new(config, &opts.device, 0)?;
+    model.set_precision(opts.precision);
     let shape = (opts.batch, opts.in_channels, opts.size, opts.size);
     let x = Tensor::randn(0f32, 1f32, shape, &opts.device)?;
     let targets = Tensor::rand(0f32, 1f32, (opts.batch, OUTPUTS), &opts.device)?
@@ -140,6 +153,7 @@ pub fn run(opts: &BenchOptions) -> Result<BenchReport> {
         batch: opts.batch,
         in_channels: opts.in_channels,
         device: device_name(&opts.device),
+        precision: opts.precision.to_string(),
         threads: rayon::current_num_threads(),
         steps: opts.steps,
         train,
@@ -173,6 +187,7 @@ fn phase(
     opts: &BenchOptions,
     mut step: impl FnMut(&mut Laps) -> Result<()>,
 ) -> Result<PhaseReport> {
+    GpuMemory::reset_peak(&opts.device);
     let mut timed: Vec<Laps> = Vec::with_capacity(opts.steps);
     for i in 0..opts.warmup + opts.steps.max(1) {
         let mut laps = Laps {
@@ -194,6 +209,7 @@ fn phase(
         images_per_s: opts.batch as f64 / best.total(),
         mean_images_per_s: (opts.batch * timed.len()) as f64 / total,
         peak_rss_mib: peak_rss_mib(),
+        peak_gpu_mib: cxr_models::gpu_memory(&opts.device).map(|m| m.peak_mib()),
         parts_s: best.parts.clone(),
     })
 }
@@ -230,4 +246,95 @@ pub fn print(report: &BenchReport, json: bool) -> Result<()> {
         println!("{report}");
     }
     Ok(())
+}
+
+/// What `bench --loader` measures: batch assembly alone, from memory-mapped shards to an
+/// augmented and normalised batch in host memory, as the training loop's loader builds it.
+#[derive(Clone, Debug)]
+pub struct LoaderOptions {
+    pub shards: std::path::PathBuf,
+    pub manifest: std::path::PathBuf,
+    pub batch: usize,
+    /// Timed batches (the loader cycles over the training images as epochs do).
+    pub batches: usize,
+    /// Untimed batches first (the shards' pages come in from disk).
+    pub warmup: usize,
+    pub in_channels: usize,
+    pub augment: crate::config::AugmentConfig,
+}
+
+/// The loader's speed.
+#[derive(Clone, Debug, Serialize)]
+pub struct LoaderReport {
+    pub size: usize,
+    pub batch: usize,
+    pub batches: usize,
+    pub threads: usize,
+    pub images_per_s: f64,
+    pub images_per_s_per_thread: f64,
+}
+
+impl std::fmt::Display for LoaderReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "loader {}x{} batch {} ({} batches, {} threads): {:.0} images/s, {:.0} per thread",
+            self.size,
+            self.size,
+            self.batch,
+            self.batches,
+            self.threads,
+            self.images_per_s,
+            self.images_per_s_per_thread
+        )
+    }
+}
+
+/// Times [`crate::data::Samples::batch`] over the training split's images.
+pub fn loader(opts: &LoaderOptions) -> Result<LoaderReport> {
+    use crate::config::Normalisation;
+    use crate::data::{epoch_order, Filter, Samples, ShardSet};
+    use std::sync::Arc;
+
+    let manifest = cxr_core::Manifest::read(&opts.manifest)?;
+    let set = Arc::new(ShardSet::open(&opts.shards, &manifest)?);
+    let filter = Filter {
+        split: cxr_core::Split::Train,
+        frontal_only: false,
+        projections: Vec::new(),
+    };
+    let samples = Samples::select(set, &manifest, &filter, &[]);
+    if samples.len() < opts.batch {
+        anyhow::bail!(
+            "{} training images in {}, fewer than one batch of {}",
+            samples.len(),
+            opts.manifest.display(),
+            opts.batch
+        );
+    }
+    let norm = Normalisation::imagenet(opts.in_channels);
+    let per_epoch = samples.len() / opts.batch;
+    let build = |i: usize| {
+        let epoch = (i / per_epoch) as u64;
+        let order = epoch_order(samples.len(), 0, epoch);
+        let chunk = &order[(i % per_epoch) * opts.batch..][..opts.batch];
+        samples
+            .batch(chunk, Some((&opts.augment, 0, epoch)), &norm)
+            .len
+    };
+    (0..opts.warmup).for_each(|i| {
+        build(i);
+    });
+    let started = Instant::now();
+    let images: usize = (opts.warmup..opts.warmup + opts.batches).map(build).sum();
+    let images_per_s = images as f64 / started.elapsed().as_secs_f64();
+    let threads = rayon::current_num_threads();
+    Ok(LoaderReport {
+        size: samples.size(),
+        batch: opts.batch,
+        batches: opts.batches,
+        threads,
+        images_per_s,
+        images_per_s_per_thread: images_per_s / threads as f64,
+    })
 }

@@ -6,7 +6,7 @@
 //! would silently break the promise that a resumed run ends where an uninterrupted one would).
 
 use anyhow::{bail, Context, Result};
-use cxr_models::Architecture;
+use cxr_models::{Architecture, Precision};
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 
@@ -313,6 +313,9 @@ pub struct TrainConfig {
     pub freeze_epochs: usize,
     #[serde(default)]
     pub loss: LossConfig,
+    /// Arithmetic of the convolutions and matrix products (bf16 on CUDA only).
+    #[serde(default, skip_serializing_if = "Precision::is_f32")]
+    pub precision: Precision,
 }
 
 impl TrainConfig {

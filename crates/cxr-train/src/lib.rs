@@ -12,6 +12,7 @@ pub mod checkpoint;
 pub mod config;
 pub mod dam;
 pub mod data;
+pub mod gpu_check;
 pub mod labels;
 pub mod optim;
 pub mod predict;

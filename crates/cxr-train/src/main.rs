@@ -9,7 +9,7 @@ use cxr_train::config::{
     parse_aux, AugmentConfig, CropConfig, Init, LossConfig, Normalisation, OptimizerConfig,
     ScheduleConfig, Select, Task, TrainConfig,
 };
-use cxr_train::{bench, predict, store, trainer};
+use cxr_train::{bench, gpu_check, predict, store, trainer};
 use std::io::IsTerminal;
 use std::path::PathBuf;
 
@@ -89,6 +89,49 @@ enum Command {
     Pretrain(Box<PretrainArgs>),
     /// Training and inference images/s and peak memory on random inputs (see bench/train.sh).
     Bench(BenchArgs),
+    /// The models on a GPU against the same models on the CPU: largest differences of logits,
+    /// loss, gradients and running statistics over a few training steps.
+    #[command(after_help = GPU_CHECK_EXAMPLES)]
+    GpuCheck(GpuCheckArgs),
+}
+
+const GPU_CHECK_EXAMPLES: &str = "\
+The CPU's numbers are pinned to PyTorch by the golden tests, so agreement with the CPU is
+agreement with PyTorch; this travels in the binary to a GPU machine that has no Rust, no test
+binaries and no golden files (bench/gpu-check.sh runs it). Tolerances are relative to each
+quantity's largest reference value; the exit status is 1 when anything judged is outside.
+
+Examples:
+  cxr-train gpu-check --device cuda:0                     # TF32 off, every default model
+  cxr-train gpu-check --device cuda:0 --precision bf16    # bf16 against the CPU's f32
+  cxr-train gpu-check --device cpu --models tiny_densenet # rehearsal: candle's ops vs the kernels";
+
+#[derive(Args)]
+struct GpuCheckArgs {
+    /// The device under test: cuda, cuda:N, or cpu (then candle's own ops, the path CUDA runs,
+    /// are checked against the CPU kernels).
+    #[arg(long, default_value = "cuda")]
+    device: String,
+    /// Models, comma-separated: tiny_densenet, tiny_resnet_basic, tiny_resnet_bottleneck (the
+    /// golden files' small models) or any --arch name.
+    #[arg(long, value_delimiter = ',', default_values_t = gpu_check::DEFAULT_MODELS.map(String::from))]
+    models: Vec<String>,
+    /// Input height and width (64: 2x2 feature maps at the end of the full-size models).
+    #[arg(long, default_value_t = 64)]
+    size: usize,
+    #[arg(long, default_value_t = 8)]
+    batch: usize,
+    /// Training steps compared (plain SGD between them), then one eval forward.
+    #[arg(long, default_value_t = 3)]
+    steps: usize,
+    #[arg(long, default_value_t = 0.01)]
+    lr: f64,
+    /// Let cuDNN use TF32 (then the numbers are printed, not judged).
+    #[arg(long)]
+    tf32: bool,
+    /// f32, or bf16 on the device (against the CPU's f32, with bf16's tolerances).
+    #[arg(long, default_value = "f32")]
+    precision: String,
 }
 
 #[derive(Args)]
@@ -112,6 +155,29 @@ struct BenchArgs {
     /// cpu, cuda or cuda:N (needs the `cuda` feature).
     #[arg(long, default_value = "cpu")]
     device: String,
+    /// f32, or bf16 (CUDA: convolutions and matrix products in bf16, the rest in f32).
+    #[arg(long, default_value = "f32")]
+    precision: String,
+    /// Time the data loader instead of the model: memory-mapped shards to augmented, normalised
+    /// batches (--batch images, --steps batches after --warmup), with the pipelines' --crop and
+    /// --hflip. Needs --shards and --manifest.
+    #[arg(long, requires_all = ["shards", "manifest"])]
+    loader: bool,
+    /// Shard directory (for --loader).
+    #[arg(long)]
+    shards: Option<PathBuf>,
+    /// Manifest of the shards (for --loader).
+    #[arg(long)]
+    manifest: Option<PathBuf>,
+    /// The loader's crop (for --loader): none, pad:N or resized:MIN_SCALE.
+    #[arg(long, default_value = "resized:0.8")]
+    crop: String,
+    /// The loader's horizontal flips (for --loader).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    hflip: bool,
+    /// The loader's rotation in degrees (for --loader).
+    #[arg(long, default_value_t = 0.0)]
+    rotate: f64,
     /// One JSON object instead of a line of text.
     #[arg(long)]
     json: bool,
@@ -191,6 +257,10 @@ struct RunInputs {
     /// 1 (grey) or 3 (grey repeated to RGB).
     #[arg(long, default_value_t = 1)]
     in_channels: usize,
+    /// f32, or bf16 on CUDA: convolutions and matrix products in bf16 with f32 accumulation;
+    /// BatchNorm statistics, losses, the optimiser and the master weights in f32.
+    #[arg(long, default_value = "f32")]
+    precision: String,
 }
 
 /// How a run starts, stops and where it computes (`fit` and `pretrain`).
@@ -486,6 +556,7 @@ fn resolve_pretrain(a: &PretrainArgs) -> Result<PretrainConfig> {
         normalisation: Normalisation::imagenet(a.run.in_channels),
         seed: a.seed,
         log_every: a.log_every,
+        precision: a.run.precision.parse()?,
     })
 }
 
@@ -510,6 +581,9 @@ struct PredictArgs {
     batch_size: usize,
     #[arg(long, default_value = "cpu")]
     device: String,
+    /// f32, or bf16 on CUDA (as the run was trained, or not: the checkpoint is f32 either way).
+    #[arg(long, default_value = "f32")]
+    precision: String,
 }
 
 fn crop(spec: &str) -> Result<CropConfig> {
@@ -635,6 +709,7 @@ fn resolve(a: &FitArgs) -> Result<TrainConfig> {
             LossName::Bce => LossConfig::Bce,
             LossName::Aucm => LossConfig::Aucm { margin: a.margin },
         },
+        precision: a.run.precision.parse()?,
     })
 }
 
@@ -669,6 +744,27 @@ fn main() -> Result<()> {
                 eprintln!("best: step {} ({:.4})", best.step, best.value.abs());
             }
         }
+        Command::Bench(a) if a.loader => {
+            let report = bench::loader(&bench::LoaderOptions {
+                shards: a.shards.context("--loader needs --shards")?,
+                manifest: a.manifest.context("--loader needs --manifest")?,
+                batch: a.batch,
+                batches: a.steps,
+                warmup: a.warmup,
+                in_channels: a.in_channels,
+                augment: AugmentConfig {
+                    crop: crop(&a.crop)?,
+                    hflip: a.hflip,
+                    rotate_deg: a.rotate,
+                    brightness: 0.0,
+                    contrast: 0.0,
+                },
+            })?;
+            match a.json {
+                true => println!("{}", serde_json::to_string(&report)?),
+                false => println!("{report}"),
+            }
+        }
         Command::Bench(a) => {
             let report = bench::run(&bench::BenchOptions {
                 arch: a.model,
@@ -678,8 +774,27 @@ fn main() -> Result<()> {
                 steps: a.steps,
                 warmup: a.warmup,
                 device: cxr_models::device(&a.device)?,
+                precision: a.precision.parse()?,
             })?;
             bench::print(&report, a.json)?;
+        }
+        Command::GpuCheck(a) => {
+            let opts = gpu_check::GpuCheckOptions {
+                device: cxr_models::device(&a.device)?,
+                device_name: a.device,
+                models: a.models,
+                size: a.size,
+                batch: a.batch,
+                steps: a.steps,
+                lr: a.lr,
+                tf32: a.tf32,
+                precision: a.precision.parse()?,
+            };
+            let checks = gpu_check::run(&opts)?;
+            print!("{}", gpu_check::report(&checks, &opts));
+            if !checks.iter().all(gpu_check::ModelCheck::ok) {
+                std::process::exit(1);
+            }
         }
         Command::Pretrain(a) => {
             let config = resolve_pretrain(&a)?;
@@ -707,6 +822,7 @@ fn main() -> Result<()> {
                 out: &a.out,
                 batch_size: a.batch_size,
                 device: cxr_models::device(&a.device)?,
+                precision: a.precision.parse()?,
             })?;
             eprintln!("wrote predictions for {n} images to {}", a.out.display());
         }

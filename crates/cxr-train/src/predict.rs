@@ -9,7 +9,7 @@ use anyhow::{Context, Result};
 use candle_core::{Device, Tensor};
 use cxr_core::predictions::Predictions;
 use cxr_core::{LabelPolicy, Manifest, Observation, Split};
-use cxr_models::Model;
+use cxr_models::{Model, Precision};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -108,17 +108,19 @@ pub struct PredictOptions<'a> {
     pub out: &'a Path,
     pub batch_size: usize,
     pub device: Device,
+    pub precision: Precision,
 }
 
 /// Score one split with a checkpoint and write the predictions file; returns the image count.
 pub fn run(options: &PredictOptions) -> Result<usize> {
-    let (model, meta) =
-        Model::from_checkpoint(options.checkpoint, &options.device).with_context(|| {
+    let (mut model, meta) = Model::from_checkpoint(options.checkpoint, &options.device)
+        .with_context(|| {
             format!(
                 "cannot load the checkpoint {}",
                 options.checkpoint.display()
             )
         })?;
+    model.set_precision(options.precision);
     let norm = match meta.training_config.get("normalisation") {
         Some(json) => {
             serde_json::from_str(json).context("bad `normalisation` in the checkpoint")?

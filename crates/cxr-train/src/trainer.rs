@@ -150,6 +150,7 @@ fn build_model(config: &TrainConfig, heads: &[HeadTask], device: &Device) -> Res
         heads: heads.iter().map(HeadTask::spec).collect(),
     };
     let mut model = Model::new(model_config, device, config.seed)?;
+    model.set_precision(config.precision);
     initialise(&mut model, &config.init)?;
     Ok(model)
 }
@@ -298,6 +299,7 @@ pub fn fit(config: &TrainConfig, options: &FitOptions) -> Result<FitSummary> {
 
     let mut epoch_batches = None;
     let (mut loss_sum, mut loss_count, mut images) = (0f64, 0u64, 0usize);
+    let mut data_wait = std::time::Duration::ZERO;
     let mut clock = Instant::now();
     let mut step = state.step;
     let resumed_finished = step == total;
@@ -319,7 +321,9 @@ pub fn fit(config: &TrainConfig, options: &FitOptions) -> Result<FitSummary> {
                 &epoch_batches.insert((epoch, rx)).1
             }
         };
+        let waited = Instant::now();
         let batch = rx.recv().context("the batch loader stopped unexpectedly")?;
+        data_wait += waited.elapsed();
         let batch = batch.to_device(&options.device)?;
         let mut lr = learning_rate(&config.schedule, config.lr, step, total);
         if let OptimizerConfig::Pesg {
@@ -392,14 +396,15 @@ pub fn fit(config: &TrainConfig, options: &FitOptions) -> Result<FitSummary> {
             epoch_end || (config.eval_every > 0 && step.is_multiple_of(config.eval_every));
         let epoch_f = step as f64 * config.batch_size as f64 / n_train as f64;
         if eval_now || step.is_multiple_of(config.log_every.max(1)) || step == end {
-            let rate = images as f64 / clock.elapsed().as_secs_f64().max(1e-9);
+            let elapsed = clock.elapsed().as_secs_f64().max(1e-9);
+            let rate = images as f64 / elapsed;
             let mean = loss_sum / loss_count as f64;
             bar.set_message(format!("loss {mean:.4} | {rate:.1} img/s"));
-            runlog::append(
-                &metrics_path,
-                &MetricRecord::train(step, epoch_f, mean, lr, rate),
-            )?;
+            let record = MetricRecord::train(step, epoch_f, mean, lr, rate)
+                .with_data_wait(data_wait.as_secs_f64() / elapsed);
+            runlog::append(&metrics_path, &record)?;
             (loss_sum, loss_count, images) = (0.0, 0, 0);
+            data_wait = std::time::Duration::ZERO;
             clock = Instant::now();
         }
         if eval_now && !prepared.valid.is_empty() {
@@ -473,7 +478,8 @@ pub fn fit(config: &TrainConfig, options: &FitOptions) -> Result<FitSummary> {
         } else {
             run_dir.join(checkpoint::LAST_MODEL)
         };
-        let (best, _) = Model::from_checkpoint(&source, &options.device)?;
+        let (mut best, _) = Model::from_checkpoint(&source, &options.device)?;
+        best.set_precision(config.precision);
         let logits = predict::infer(
             &best,
             &prepared.valid,

@@ -138,3 +138,32 @@ fn shards_from_another_manifest_are_refused() {
         .to_string();
     assert!(err.contains("manifest"), "{err}");
 }
+
+/// `bench --loader` times whole batches of the training split, as many images as asked.
+#[test]
+fn the_loader_bench_builds_the_batches_it_times() {
+    let dir = tempfile::tempdir().unwrap();
+    let (manifest, shards) = train_fixture::dataset(dir.path(), 40, 16);
+    let opts = cxr_train::bench::LoaderOptions {
+        shards,
+        manifest,
+        batch: 8,
+        batches: 5,
+        warmup: 1,
+        in_channels: 3,
+        augment: AugmentConfig {
+            crop: CropConfig::Resized { min_scale: 0.8 },
+            hflip: true,
+            ..AugmentConfig::none()
+        },
+    };
+    let report = cxr_train::bench::loader(&opts).unwrap();
+    assert_eq!((report.batch, report.batches, report.size), (8, 5, 32));
+    assert!(report.images_per_s > 0.0 && report.images_per_s_per_thread > 0.0);
+    let too_big = cxr_train::bench::LoaderOptions {
+        batch: 1000,
+        ..opts
+    };
+    let err = cxr_train::bench::loader(&too_big).unwrap_err().to_string();
+    assert!(err.contains("fewer than one batch of 1000"), "{err}");
+}

@@ -43,13 +43,14 @@ fn weights(path: &Path) -> Vec<(String, Vec<f32>)> {
         .collect()
 }
 
-/// Metric records without the wall-clock throughput.
+/// Metric records without the wall-clock throughput and data wait.
 fn metrics(run: &Path) -> Vec<String> {
     runlog::read(&run.join(runlog::FILE_NAME))
         .unwrap()
         .into_iter()
         .map(|mut r| {
             r.images_per_s = None;
+            r.data_wait = None;
             serde_json::to_string(&r).unwrap()
         })
         .collect()
@@ -75,6 +76,12 @@ fn same_seed_same_numbers_and_resume_ends_with_the_same_weights() {
         weights(&run_b.join("last.safetensors"))
     );
     let records = runlog::read(&run_a.join(runlog::FILE_NAME)).unwrap();
+    for r in records.iter().filter(|r| r.phase == Phase::Train) {
+        let wait = r
+            .data_wait
+            .expect("training records say how long they waited for data");
+        assert!((0.0..=1.0).contains(&wait), "{r:?}");
+    }
     let valid: Vec<_> = records.iter().filter(|r| r.phase == Phase::Valid).collect();
     assert_eq!(valid.len(), 2);
     let auc = valid[0].auc.as_ref().unwrap();
@@ -138,6 +145,7 @@ fn same_seed_same_numbers_and_resume_ends_with_the_same_weights() {
         out: &out,
         batch_size: 16,
         device: Device::Cpu,
+        precision: Default::default(),
     })
     .unwrap();
     assert_eq!(n, 8);
@@ -257,4 +265,25 @@ fn a_run_store_trains_a_shared_run_once() {
         std::fs::read_to_string(own.join("notes.txt")).unwrap(),
         "mine"
     );
+}
+
+/// bf16 is a setting of the run (its numbers differ), so a bf16 run is another run in a store;
+/// f32 is written nowhere, so configurations and store keys from before bf16 existed stay as
+/// they were.
+#[test]
+fn precision_is_part_of_a_run_only_when_it_is_bf16() {
+    use cxr_models::Precision;
+    use cxr_train::store::run_key;
+    let dir = Path::new("/data");
+    let config = train_fixture::config(&dir.join("m.parquet"), &dir.join("s"), &dir.join("r"));
+    let json = serde_json::to_value(&config).unwrap();
+    assert!(json.get("precision").is_none(), "{json}");
+    let read: cxr_train::config::TrainConfig = serde_json::from_value(json).unwrap();
+    assert_eq!(read.precision, Precision::F32);
+    let bf16 = cxr_train::config::TrainConfig {
+        precision: Precision::Bf16,
+        ..config.clone()
+    };
+    assert_eq!(serde_json::to_value(&bf16).unwrap()["precision"], "bf16");
+    assert_ne!(run_key(&bf16), run_key(&config));
 }

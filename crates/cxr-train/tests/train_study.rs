@@ -121,6 +121,7 @@ fn pretrain_then_fine_tune_with_a_frozen_backbone_then_dam() {
         normalisation: Normalisation::imagenet(1),
         seed: 3,
         log_every: 1,
+        precision: Default::default(),
     };
     let summary = pretrain(&bt, &options(None, false)).unwrap();
     assert_eq!((summary.steps, summary.total_steps), (6, 6));

@@ -48,7 +48,12 @@ use rayon::prelude::*;
 
 /// Whether the custom kernels apply: f32 values on the CPU, outside [`with_candle_ops`].
 pub(crate) fn on_cpu_f32(t: &Tensor) -> bool {
-    t.device().is_cpu() && t.dtype() == DType::F32 && !CANDLE_OPS.with_borrow(|c| *c)
+    t.device().is_cpu() && t.dtype() == DType::F32 && !candle_ops()
+}
+
+/// Whether this thread runs the layers on candle's own ops ([`with_candle_ops`]).
+pub(crate) fn candle_ops() -> bool {
+    CANDLE_OPS.with_borrow(|c| *c)
 }
 
 thread_local! {

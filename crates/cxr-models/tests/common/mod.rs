@@ -7,9 +7,7 @@
 use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device, Tensor};
-use cxr_models::{
-    Architecture, DenseNetConfig, HeadSpec, ModelConfig, ResNetConfig, ResidualBlock,
-};
+use cxr_models::{Architecture, HeadSpec, ModelConfig, ResidualBlock};
 
 /// The device the model tests run on: the one `CXR_TEST_DEVICE` names (cpu, cuda or cuda:N),
 /// the CPU when it is unset. With cuDNN, TF32 is turned off: the golden tolerances are for f32
@@ -39,24 +37,15 @@ pub fn golden_dir() -> PathBuf {
 }
 
 pub fn tiny_densenet() -> Architecture {
-    Architecture::DenseNet(DenseNetConfig {
-        growth_rate: 8,
-        block_config: vec![1, 2, 2, 1],
-        bn_size: 2,
-        num_init_features: 16,
-    })
+    Architecture::tiny("tiny_densenet").unwrap()
 }
 
 pub fn tiny_resnet(block: ResidualBlock) -> Architecture {
-    Architecture::ResNet(ResNetConfig {
-        block,
-        layers: [1, 1, 1, 1],
-        width_per_group: if block == ResidualBlock::Basic {
-            64
-        } else {
-            16
-        },
-    })
+    let name = match block {
+        ResidualBlock::Basic => "tiny_resnet_basic",
+        ResidualBlock::Bottleneck => "tiny_resnet_bottleneck",
+    };
+    Architecture::tiny(name).unwrap()
 }
 
 /// The configuration `make_golden.py` used for a golden model: 14 outputs, and one input channel

@@ -167,6 +167,7 @@ pub fn config(manifest: &Path, shards: &Path, run_dir: &Path) -> TrainConfig {
         select: Select::Auc,
         freeze_epochs: 0,
         loss: cxr_train::config::LossConfig::Bce,
+        precision: Default::default(),
     }
 }
 
