@@ -9,9 +9,9 @@
 //! {"step":1200,"epoch":1.5,"phase":"valid","loss":0.412,"lr":0.0001,"auc":{"Edema":0.91,"Fracture":null}}
 //! ```
 //!
-//! `lr`, `images_per_s`, `data_wait` and `auc` are optional. An AUC is `null` where it is undefined (the
-//! validation images of that task have one class only), matching what `cxr-eval` computes. A
-//! loss that diverged to NaN or infinity is written as `null` (JSON has no NaN) and read back as
+//! `lr`, `images_per_s`, `data_wait` and `auc` are optional. An AUC is `null` where it is
+//! undefined (the validation images of that task have one class only), matching what `cxr-eval`
+//! computes. A loss that diverged to NaN or infinity is written as `null` (JSON has no NaN) and read back as
 //! NaN. Fields this version does not know are ignored, so later versions can add some.
 
 use crate::{Error, Result};

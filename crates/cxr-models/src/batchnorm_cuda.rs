@@ -24,6 +24,9 @@ use candle_core::cuda_backend::{CudaDevice, WrapErr};
 use candle_core::{CpuStorage, CudaStorage, CustomOp3, DType, Layout, Shape, Tensor};
 
 const PTX: &str = include_str!(concat!(env!("OUT_DIR"), "/batchnorm.ptx"));
+const MODULE: &str = "cxr_batchnorm";
+/// Threads per block, as `THREADS` in the kernels.
+const THREADS: u32 = 512;
 
 /// Whether these kernels run `x`'s BatchNorm: an f32 tensor on CUDA, unless the environment
 /// says `CXR_CUDA_BATCHNORM=composed` (candle's own ops, for comparisons).
@@ -33,9 +36,6 @@ pub(crate) fn takes(x: &Tensor) -> bool {
         .get_or_init(|| std::env::var("CXR_CUDA_BATCHNORM").is_ok_and(|v| v == "composed"));
     x.device().is_cuda() && x.dtype() == DType::F32 && !composed
 }
-const MODULE: &str = "cxr_batchnorm";
-/// Threads per block, as `THREADS` in the kernels.
-const THREADS: u32 = 512;
 
 /// Train mode: `(y, batch mean, biased batch variance)` of `[N, C, H, W]` `x` with affine `w`,
 /// `b`, ReLU applied when `relu`; `y` is differentiable in `x`, `w` and `b`.

@@ -17,8 +17,8 @@
 //!   an average, to 1e-2 (measured up to 1.2e-3).
 //! - The head's weight gradient (pooled features times the logits' gradient, no decision in
 //!   between) is held to 1e-1 (measured 1.5e-2 to 3.0e-2).
-//! - The convolutions' gradients gather every ReLU and max-pool decision below the head, and
-//!   are ill-conditioned in any precision (golden.rs: a 1e-7 relative change of the input moves
+//! - The other gradients (convolutions', and BatchNorm's below the head) gather every ReLU and
+//!   max-pool decision below the head, and are ill-conditioned in any precision (golden.rs: a 1e-7 relative change of the input moves
 //!   the first convolution's gradient by 4e-3 in f32); bf16's rounding moves them by 10% to 75%
 //!   (measured). What training needs from them is their direction and size: their cosine with
 //!   f32's must be at least 0.7 (measured 0.77 to 0.99) and their norm within 25% (measured

@@ -11,13 +11,16 @@
 //! GPU also the peak of the GPU memory the tensors took (the device's memory pool), as PyTorch's
 //! `max_memory_allocated` counts it.
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device, Tensor};
 use cxr_models::{bce_with_logits, GpuMemory, HeadSpec, Mode, Model, ModelConfig, Precision};
 use serde::Serialize;
+use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Instant;
 
-use crate::config::OptimizerConfig;
+use crate::config::{AugmentConfig, Normalisation, OptimizerConfig};
+use crate::data::{epoch_order, Filter, Samples, ShardSet};
 use crate::optim::Optimizer;
 
 /// What to measure.
@@ -252,15 +255,15 @@ pub fn print(report: &BenchReport, json: bool) -> Result<()> {
 /// augmented and normalised batch in host memory, as the training loop's loader builds it.
 #[derive(Clone, Debug)]
 pub struct LoaderOptions {
-    pub shards: std::path::PathBuf,
-    pub manifest: std::path::PathBuf,
+    pub shards: PathBuf,
+    pub manifest: PathBuf,
     pub batch: usize,
     /// Timed batches (the loader cycles over the training images as epochs do).
     pub batches: usize,
     /// Untimed batches first (the shards' pages come in from disk).
     pub warmup: usize,
     pub in_channels: usize,
-    pub augment: crate::config::AugmentConfig,
+    pub augment: AugmentConfig,
 }
 
 /// The loader's speed.
@@ -269,6 +272,8 @@ pub struct LoaderReport {
     pub size: usize,
     pub batch: usize,
     pub batches: usize,
+    /// Images built in the timed batches.
+    pub images: usize,
     pub threads: usize,
     pub images_per_s: f64,
     pub images_per_s_per_thread: f64,
@@ -290,12 +295,8 @@ impl std::fmt::Display for LoaderReport {
     }
 }
 
-/// Times [`crate::data::Samples::batch`] over the training split's images.
+/// Times [`Samples::batch`] over the training split's images.
 pub fn loader(opts: &LoaderOptions) -> Result<LoaderReport> {
-    use crate::config::Normalisation;
-    use crate::data::{epoch_order, Filter, Samples, ShardSet};
-    use std::sync::Arc;
-
     let manifest = cxr_core::Manifest::read(&opts.manifest)?;
     let set = Arc::new(ShardSet::open(&opts.shards, &manifest)?);
     let filter = Filter {
@@ -305,7 +306,7 @@ pub fn loader(opts: &LoaderOptions) -> Result<LoaderReport> {
     };
     let samples = Samples::select(set, &manifest, &filter, &[]);
     if samples.len() < opts.batch {
-        anyhow::bail!(
+        bail!(
             "{} training images in {}, fewer than one batch of {}",
             samples.len(),
             opts.manifest.display(),
@@ -314,25 +315,29 @@ pub fn loader(opts: &LoaderOptions) -> Result<LoaderReport> {
     }
     let norm = Normalisation::imagenet(opts.in_channels);
     let per_epoch = samples.len() / opts.batch;
+    let count = opts.warmup + opts.batches;
+    // Each epoch's order, shuffled before the clock starts: the loop times batches alone.
+    let orders: Vec<Vec<usize>> = (0..count.div_ceil(per_epoch))
+        .map(|epoch| epoch_order(samples.len(), 0, epoch as u64))
+        .collect();
     let build = |i: usize| {
-        let epoch = (i / per_epoch) as u64;
-        let order = epoch_order(samples.len(), 0, epoch);
-        let chunk = &order[(i % per_epoch) * opts.batch..][..opts.batch];
-        samples
-            .batch(chunk, Some((&opts.augment, 0, epoch)), &norm)
-            .len
+        let epoch = i / per_epoch;
+        let chunk = &orders[epoch][(i % per_epoch) * opts.batch..][..opts.batch];
+        let augment = Some((&opts.augment, 0, epoch as u64));
+        samples.batch(chunk, augment, &norm).len
     };
     (0..opts.warmup).for_each(|i| {
         build(i);
     });
     let started = Instant::now();
-    let images: usize = (opts.warmup..opts.warmup + opts.batches).map(build).sum();
+    let images: usize = (opts.warmup..count).map(build).sum();
     let images_per_s = images as f64 / started.elapsed().as_secs_f64();
     let threads = rayon::current_num_threads();
     Ok(LoaderReport {
         size: samples.size(),
         batch: opts.batch,
         batches: opts.batches,
+        images,
         threads,
         images_per_s,
         images_per_s_per_thread: images_per_s / threads as f64,

@@ -5,7 +5,8 @@
 //! rayon (one sample per task) on a background thread, up to [`PREFETCH`] batches ahead of the
 //! model. On a GPU a step takes tens of milliseconds and one core builds about 2,000 augmented
 //! 224 px images a second (`cxr-train bench --loader`), so a queue of batches absorbs the
-//! slower ones; the training log's `data_wait` says how much of its time a run still waited. Which images form a batch and how each is augmented are pure functions of
+//! slower ones; the training log's `data_wait` says how much of its time a run still waited.
+//! Which images form a batch and how each is augmented are pure functions of
 //! `(seed, epoch, position)`: the order is a seeded shuffle per epoch and each sample's
 //! augmentation generator is seeded by its position in the selection, which is what makes runs
 //! repeatable and resumable mid-epoch.

@@ -159,6 +159,7 @@ fn the_loader_bench_builds_the_batches_it_times() {
     };
     let report = cxr_train::bench::loader(&opts).unwrap();
     assert_eq!((report.batch, report.batches, report.size), (8, 5, 32));
+    assert_eq!(report.images, 5 * 8, "every timed batch is whole");
     assert!(report.images_per_s > 0.0 && report.images_per_s_per_thread > 0.0);
     let too_big = cxr_train::bench::LoaderOptions {
         batch: 1000,
