@@ -2,6 +2,7 @@
 #   make demo   the whole pipeline on the bundled NIH images (CPU)
 #   make test   every test (reads ../shared for real data and golden files)
 #   make bench  whole-process speed, side by side with Python peers where installed
+#   make parity the demo's recipes trained by cxr-train and by PyTorch, 5 seeds each (needs torch)
 #   make lint   rustfmt and clippy, as CI would want them
 #   make cross-check  type-check and clippy for ARM64 Linux (no ARM machine needed)
 #   make cuda   the workspace with CUDA into target-cuda/ (nvcc from PyPI; no GPU needed), for
@@ -15,7 +16,7 @@ DEMO_OUT ?= demo-out
 SHARED ?= ../shared
 CUDA_FEATURE ?= cuda
 
-.PHONY: all build test demo bench lint cross-check cuda gpu-payload cuda-lint clean-demo
+.PHONY: all build test demo bench parity lint cross-check cuda gpu-payload cuda-lint clean-demo
 
 all: build
 
@@ -40,6 +41,9 @@ bench: build
 	bench/preprocess.sh
 	bench/eval.sh
 	bench/train.sh
+
+parity: build
+	bench/parity.sh
 
 cuda:
 	bench/cuda-build.sh $(CUDA_FEATURE)

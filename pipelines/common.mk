@@ -18,8 +18,13 @@
 #   CHEXPERT   folder holding CheXpert-v1.0-small/ (or set CHEXPERT_CSV to the label files)
 #   NIH        folder holding NIH ChestX-ray14's images/ and Data_Entry_2017_v2020.csv
 # Other variables: OUT (everything goes under it), BIN, DEVICE (cpu, cuda:0), SIZE, ARCH,
-# EPOCHS, BATCH, LR, WD, SEEDS, BOOTSTRAP, LOG_EVERY, EVAL_EVERY (steps; 0: validate at epoch
-# ends only), THREADS (RAYON_NUM_THREADS).
+# EPOCHS, BATCH, LR, WD, SCHEDULE (constant or cosine), WARMUP (cosine's warm-up steps), CROP,
+# SEEDS, BOOTSTRAP, LOG_EVERY, EVAL_EVERY (steps; 0: validate at epoch ends only), THREADS
+# (RAYON_NUM_THREADS), KEEP (what a finished run keeps: best, last or all).
+#
+# `make -f pipelines/X.mk flags-C` prints configuration C's cxr-train fit flags, `shards-C`
+# its shard directory and `print-VAR` a variable's value (bench/parity.sh trains PyTorch on
+# exactly these).
 
 BIN ?= target/release
 CHEXPERT ?=
@@ -29,15 +34,20 @@ THREADS ?=
 
 ifeq ($(strip $(CHEXPERT)),)
   # The demo: 500 real NIH images stand in for both datasets; their 14 NIH findings are the
-  # "pathologies" (observation.rs maps them onto CheXpert's names where they exist).
+  # "pathologies" (observation.rs maps them onto CheXpert's names where they exist). The
+  # findings cannot be learned from 350 training images whatever the settings, so their
+  # experiments run small (32 px, 2 epochs) to show the machinery; easy.mk, whose tasks can be
+  # learned, sets its own larger settings, chosen by measurement (README, "The demo").
   MODE := demo
   OUT ?= demo-out
   SIZE ?= 32
   ARCH ?= resnet18
-  EPOCHS ?= 1
+  EPOCHS ?= 2
   BATCH ?= 32
   LR ?= 1e-3
   WD ?= 0
+  SCHEDULE ?= cosine
+  WARMUP ?= 10
   SEEDS ?= 0 1
   BOOTSTRAP ?= 1000
   CROP ?= pad:2
@@ -54,6 +64,8 @@ else
   BATCH ?= 16
   LR ?= 1e-4
   WD ?= 1e-6
+  SCHEDULE ?= constant
+  WARMUP ?= 0
   SEEDS ?= 0 1 2
   BOOTSTRAP ?= 2000
   CROP ?= resized:0.8
@@ -83,22 +95,25 @@ $(DATA)/nih.parquet:
 NIH_ROOT := $(NIH)
 endif
 
-$(DATA)/nih-$(SIZE)/index.json: $(DATA)/nih.parquet
-	$(BIN)/cxr-preprocess --manifest $< --root $(NIH_ROOT) --size $(SIZE) --out $(@D)
+# Shards at any size: nih-224/ is the NIH manifest's images at 224 px.
+$(DATA)/nih-%/index.json: $(DATA)/nih.parquet
+	$(BIN)/cxr-preprocess --manifest $< --root $(NIH_ROOT) --size $* --out $(@D)
 
 ifeq ($(MODE),demo)
 TARGET_MANIFEST := $(DATA)/nih.parquet
-TARGET_SHARDS := $(DATA)/nih-$(SIZE)
+TARGET_PREFIX := $(DATA)/nih
 else
 TARGET_MANIFEST := $(DATA)/chexpert.parquet
-TARGET_SHARDS := $(DATA)/chexpert-$(SIZE)
+TARGET_PREFIX := $(DATA)/chexpert
 $(DATA)/chexpert.parquet:
 	@mkdir -p $(@D)
 	$(BIN)/cxr-index chexpert --root $(CHEXPERT) $(addprefix --csv ,$(CHEXPERT_CSV)) --frontal-only --out $@
 
-$(DATA)/chexpert-$(SIZE)/index.json: $(DATA)/chexpert.parquet
-	$(BIN)/cxr-preprocess --manifest $< --root $(CHEXPERT) --size $(SIZE) --out $(@D)
+$(DATA)/chexpert-%/index.json: $(DATA)/chexpert.parquet
+	$(BIN)/cxr-preprocess --manifest $< --root $(CHEXPERT) --size $* --out $(@D)
 endif
+# The shards configuration $(1) trains on: SIZE_C overrides SIZE.
+shards_of = $(TARGET_PREFIX)-$(or $(SIZE_$(1)),$(SIZE))
 NIH_MANIFEST := $(DATA)/nih.parquet
 NIH_SHARDS := $(DATA)/nih-$(SIZE)
 
@@ -109,22 +124,25 @@ seed = $(lastword $(subst __s, ,$(1)))
 # Runs predicting age are summarised by their MAE (cxr-eval report reads the predictions).
 SCORED = $(foreach r,$(RUNS),$(if $(filter age,$(call cfg,$(r))),$(EXP)/preds/$(r).parquet,$(EXP)/eval/$(r)/metrics.json))
 COMPARED = $(if $(BASELINE),$(foreach r,$(filter-out $(BASELINE)__s%,$(RUNS)),$(EXP)/compare/$(r)/comparison.json))
-# The shared flags of configuration $(1); ARCH_C, EPOCHS_C, LR_C and WD_C override the defaults
+# The shared flags of configuration $(1); ARCH_C, EPOCHS_C, LR_C, WD_C and CROP_C override the defaults
 # for configuration C (cxr-train refuses a flag given twice).
 train_flags = --arch $(or $(ARCH_$(1)),$(ARCH)) --batch-size $(BATCH) --epochs $(or $(EPOCHS_$(1)),$(EPOCHS)) \
-  --lr $(or $(LR_$(1)),$(LR)) --weight-decay $(or $(WD_$(1)),$(WD)) --hflip --crop $(CROP) --log-every $(LOG_EVERY) --eval-every $(EVAL_EVERY) \
-  --device $(DEVICE) $(TARGET_FILTER)
+  --lr $(or $(LR_$(1)),$(LR)) --weight-decay $(or $(WD_$(1)),$(WD)) $(SCHEDULE_FLAGS) --hflip --crop $(or $(CROP_$(1)),$(CROP)) \
+  --log-every $(LOG_EVERY) --eval-every $(EVAL_EVERY) --device $(DEVICE) $(TARGET_FILTER)
+SCHEDULE_FLAGS = --schedule $(SCHEDULE)$(if $(filter cosine,$(SCHEDULE)), --warmup-steps $(WARMUP))
+KEEP ?= best
 EVAL_FLAGS ?= --blank negative --bootstrap $(BOOTSTRAP)
 ENV = $(if $(THREADS),RAYON_NUM_THREADS=$(THREADS) )
 
 .SECONDEXPANSION:
 
-$(EXP)/runs/%/best.safetensors: $(TARGET_SHARDS)/index.json $$(DEPS_$$(call cfg,$$*))
-	$(ENV)$(BIN)/cxr-train fit --manifest $(TARGET_MANIFEST) --shards $(TARGET_SHARDS) --run-dir $(@D) \
-	  --seed $(call seed,$*) $(call train_flags,$(call cfg,$*)) $(FLAGS_$(call cfg,$*)) --run-store $(OUT)/run-store
+$(EXP)/runs/%/best.safetensors: $$(call shards_of,$$(call cfg,$$*))/index.json $$(DEPS_$$(call cfg,$$*))
+	$(ENV)$(BIN)/cxr-train fit --manifest $(TARGET_MANIFEST) --shards $(call shards_of,$(call cfg,$*)) --run-dir $(@D) \
+	  --seed $(call seed,$*) $(call train_flags,$(call cfg,$*)) $(FLAGS_$(call cfg,$*)) --run-store $(OUT)/run-store \
+	  --keep $(KEEP)
 
 $(EXP)/preds/%.parquet: $(EXP)/runs/%/best.safetensors
-	$(ENV)$(BIN)/cxr-train predict --checkpoint $< --shards $(TARGET_SHARDS) --manifest $(TARGET_MANIFEST) \
+	$(ENV)$(BIN)/cxr-train predict --checkpoint $< --shards $(call shards_of,$(call cfg,$*)) --manifest $(TARGET_MANIFEST) \
 	  --split test $(TARGET_FILTER) --device $(DEVICE) --out $@
 
 $(EXP)/eval/%/metrics.json: $(EXP)/preds/%.parquet
@@ -147,6 +165,13 @@ $(EXP)/experiment.json: FORCE
 
 $(EXP)/report.md: $(EXP)/experiment.json $$(SCORED) $$(COMPARED) $(EXP)/figures/loss.png $$(EXTRA_REPORT_DEPS)
 	$(BIN)/cxr-eval report $(EXP) --title "$(TITLE)" --out $@
+
+flags-%: FORCE
+	@echo $(call train_flags,$*) $(FLAGS_$*)
+shards-%: FORCE
+	@echo $(call shards_of,$*)
+print-%: FORCE
+	@echo $($*)
 
 .PHONY: FORCE
 FORCE:

@@ -1,6 +1,7 @@
 # The demo: a small version of the whole study on the bundled NIH data (500 real images,
-# data/nih-demo), on CPU, in about ten minutes: every experiment pipeline with tiny settings
-# (ResNet18 at 32 px, one epoch, two seeds), then one report, $(OUT)/report.md.
+# data/nih-demo), on CPU, in about ten minutes on two cores: every experiment pipeline with
+# small settings (ResNet18; the easy tasks at 64-128 px for 10-15 epochs, where they learn;
+# the findings at 32 px for 2 epochs; two seeds), then one report, $(OUT)/report.md.
 #
 # Every step is a file target in the pipelines, so an interrupted `make demo` resumes where it
 # stopped. The real study is the same pipelines with CHEXPERT=... NIH=... (see README).

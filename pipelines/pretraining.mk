@@ -47,8 +47,8 @@ QUESTION := Which starting point gives the best pathology AUCs after fine-tuning
 include pipelines/common.mk
 
 ifeq ($(MODE),demo)
-PRE_EPOCHS ?= 1
-BT_EPOCHS ?= 1
+PRE_EPOCHS ?= 3
+BT_EPOCHS ?= 3
 BT_BATCH ?= 32
 BT_LR ?= 1e-3
 PROJECTOR ?= 256,256,256
@@ -85,15 +85,15 @@ EXTRA_REPORT_DEPS := $(EXP)/figures/pretraining-nih-view/loss.png $(EXP)/figures
 
 $(PRE)/nih-view/best.safetensors: $(NIH_SHARDS)/index.json
 	$(ENV)$(BIN)/cxr-train fit --manifest $(NIH_MANIFEST) --shards $(NIH_SHARDS) --run-dir $(@D) --task view \
-	  --arch $(ARCH) --batch-size $(BATCH) --epochs $(PRE_EPOCHS) --lr $(LR) --weight-decay $(WD) --hflip \
-	  --crop $(CROP) --log-every $(LOG_EVERY) --device $(DEVICE) --seed $(PRE_SEED) --resume
+	  --arch $(ARCH) --batch-size $(BATCH) --epochs $(PRE_EPOCHS) --lr $(LR) --weight-decay $(WD) $(SCHEDULE_FLAGS) \
+	  --hflip --crop $(CROP) --log-every $(LOG_EVERY) --device $(DEVICE) --seed $(PRE_SEED) --resume --keep $(KEEP)
 
 $(PRE)/barlow/best.safetensors: $(NIH_SHARDS)/index.json
 	$(ENV)$(BIN)/cxr-train pretrain --manifest $(NIH_MANIFEST) --shards $(NIH_SHARDS) --run-dir $(@D) \
 	  --arch $(ARCH) --projector $(PROJECTOR) --lambda $(LAMBDA) --positives $(POSITIVES) \
 	  --batch-size $(BT_BATCH) --epochs $(BT_EPOCHS) --optimizer $(BT_OPTIMIZER) --lr $(BT_LR) \
 	  --log-every $(LOG_EVERY) --device $(DEVICE) \
-	  --seed $(PRE_SEED) --resume
+	  --seed $(PRE_SEED) --resume --keep $(KEEP)
 
 $(EXP)/figures/pretraining-%/loss.png: $(PRE)/%/best.safetensors
 	$(BIN)/cxr-eval curves $(PRE)/$* --out $(@D)

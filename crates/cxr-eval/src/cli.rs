@@ -133,6 +133,10 @@ pub struct LabelArgs {
     /// Score images, or studies by the max or mean of their images' scores
     #[arg(long, value_enum, default_value = "image")]
     pub aggregate: Aggregate,
+    /// Tasks with fewer positives (or negatives) than this are scored and shown, flagged, but
+    /// left out of mean AUCs: their AUCs are too unstable to average
+    #[arg(long, default_value_t = 10, value_name = "N")]
+    pub min_positives: usize,
     /// Patient-bootstrap replicates, 1000 to 10000; 0 for no intervals
     #[arg(long, default_value_t = Bootstrap::DEFAULT.replicates, value_name = "N")]
     pub bootstrap: usize,
@@ -142,8 +146,8 @@ pub struct LabelArgs {
     /// Directory for JSON, CSV and ROC plots (PNG and SVG)
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
-    /// With --out, write only JSON and CSV
-    #[arg(long, requires = "out")]
+    /// Write only JSON and CSV under --out, no ROC plots (without --out nothing is written)
+    #[arg(long)]
     pub no_plots: bool,
 }
 
@@ -325,7 +329,13 @@ fn score(args: &ScoreArgs) -> Result<()> {
         &inputs.policy,
         la.aggregate,
     )?;
-    let setup = report::setup(&set, &la.manifest, &inputs.policy, inputs.bootstrap);
+    let setup = report::setup(
+        &set,
+        &la.manifest,
+        &inputs.policy,
+        inputs.bootstrap,
+        la.min_positives,
+    );
     let report = report::score(&set, &args.predictions, setup, skipped);
     print!("{}", report.table());
     if let Some(dir) = &la.out {
@@ -392,7 +402,13 @@ fn compare(args: &CompareArgs) -> Result<()> {
     };
     let set_a = join(&pa, &args.a, &common_a)?;
     let set_b = join(&pb, &args.b, &common_b)?;
-    let setup = report::setup(&set_a, &la.manifest, &inputs.policy, inputs.bootstrap);
+    let setup = report::setup(
+        &set_a,
+        &la.manifest,
+        &inputs.policy,
+        inputs.bootstrap,
+        la.min_positives,
+    );
     let report = report::compare(&set_a, &set_b, (&args.a, &args.b), setup, (only_a, only_b));
     print!("{}", report.table());
     if let Some(dir) = &la.out {

@@ -6,6 +6,10 @@
 //! silently dropped or replaced by a number. Means are over observations (the manifest's label
 //! columns, `No Finding` included, as CheXpert's 14) only: the sex and view
 //! tasks answer a different question and are reported beside them.
+//!
+//! A task with fewer than `min_positives` positives or negatives (10 by default) is scored and
+//! shown, flagged, but left out of the means: with 3 positives an AUC moves by a third when one
+//! of them is ranked differently, and a mean over such tasks is noise however many seeds ran.
 
 use crate::auc::{roc_auc_known, Ranked};
 use crate::bootstrap::{self, Bootstrap, Interval};
@@ -29,6 +33,8 @@ pub struct Setup {
     pub n_units: usize,
     pub n_patients: usize,
     pub bootstrap: Option<Bootstrap>,
+    /// Tasks with fewer positives or negatives than this are left out of means.
+    pub min_positives: usize,
 }
 
 /// One task's AUC.
@@ -44,6 +50,8 @@ pub struct TaskResult {
     /// `None` (JSON `null`) when the task has one class only.
     pub auc: Option<f64>,
     pub ci: Option<Interval>,
+    /// Fewer than `min_positives` positives or negatives: left out of means.
+    pub too_few: bool,
 }
 
 /// The mean AUC over named tasks.
@@ -64,6 +72,8 @@ pub struct ScoreReport {
     pub tasks: Vec<TaskResult>,
     /// Tasks whose AUC is undefined (one class only).
     pub undefined: Vec<String>,
+    /// Tasks with an AUC but too few positives or negatives to enter the means.
+    pub too_few: Vec<String>,
     pub means: Vec<MeanResult>,
     /// Predictions columns recognised but not scored (`age`).
     pub skipped_columns: Vec<String>,
@@ -75,6 +85,7 @@ pub fn setup(
     manifest: &Path,
     policy: &cxr_core::LabelPolicy,
     bootstrap: Option<Bootstrap>,
+    min_positives: usize,
 ) -> Setup {
     Setup {
         manifest: manifest.display().to_string(),
@@ -84,12 +95,27 @@ pub fn setup(
         n_units: set.unit_ids.len(),
         n_patients: set.patient_ids.len(),
         bootstrap,
+        min_positives,
     }
 }
 
+/// Whether each task enters the means: its AUC is defined and it has at least `min` positives
+/// and `min` negatives.
+fn scorable(tasks: &[TaskData], aucs: &[Option<f64>], min: usize) -> Vec<bool> {
+    tasks
+        .iter()
+        .zip(aucs)
+        .map(|(t, auc)| auc.is_some() && !too_few(t, min))
+        .collect()
+}
+
+fn too_few(task: &TaskData, min: usize) -> bool {
+    task.n_pos().min(task.n_neg()) < min
+}
+
 /// The task sets averaged: the CheXpert competition tasks and all observations, each over its
-/// members whose AUC is defined. Returns (name, indices into `tasks`).
-fn mean_sets(tasks: &[TaskData], defined: &[bool]) -> Vec<(String, Vec<usize>)> {
+/// [`scorable`] members. Returns (name, indices into `tasks`).
+fn mean_sets(tasks: &[TaskData], scorable: &[bool]) -> Vec<(String, Vec<usize>)> {
     let pathology = |i: usize| matches!(tasks[i].task.kind, TaskKind::Pathology(_));
     let competition: Vec<usize> = COMPETITION_5
         .iter()
@@ -98,10 +124,10 @@ fn mean_sets(tasks: &[TaskData], defined: &[bool]) -> Vec<(String, Vec<usize>)> 
                 .iter()
                 .position(|t| t.task.kind == TaskKind::Pathology(*o))
         })
-        .filter(|&i| defined[i])
+        .filter(|&i| scorable[i])
         .collect();
     let all: Vec<usize> = (0..tasks.len())
-        .filter(|&i| pathology(i) && defined[i])
+        .filter(|&i| pathology(i) && scorable[i])
         .collect();
     let mut sets = Vec::new();
     if !competition.is_empty() {
@@ -119,7 +145,7 @@ fn mean_sets(tasks: &[TaskData], defined: &[bool]) -> Vec<(String, Vec<usize>)> 
         c == all
     };
     if !all.is_empty() && sets.first().is_none_or(|(_, c)| !same_tasks(c)) {
-        sets.push((format!("all {} defined observations", all.len()), all));
+        sets.push((format!("all {} scorable observations", all.len()), all));
     }
     sets
 }
@@ -142,8 +168,8 @@ pub fn score(
         .iter()
         .map(|t| roc_auc_known(&t.labels, &t.scores))
         .collect();
-    let defined: Vec<bool> = aucs.iter().map(Option::is_some).collect();
-    let sets = mean_sets(&set.tasks, &defined);
+    let min = setup.min_positives;
+    let sets = mean_sets(&set.tasks, &scorable(&set.tasks, &aucs, min));
     let replicates = setup.bootstrap.map(|cfg| {
         let ranked: Vec<Ranked> = set
             .tasks
@@ -153,7 +179,7 @@ pub fn score(
         bootstrap::replicate_aucs(&ranked, &set.unit_patient, set.patient_ids.len(), &cfg)
     });
     let level = setup.bootstrap.map_or(0.95, |b| b.level);
-    let tasks = set
+    let tasks: Vec<TaskResult> = set
         .tasks
         .iter()
         .enumerate()
@@ -167,6 +193,7 @@ pub fn score(
             ci: replicates
                 .as_ref()
                 .and_then(|r| bootstrap::interval(r.iter().map(|rep| rep[i]), level)),
+            too_few: aucs[i].is_some() && too_few(t, min),
         })
         .collect();
     let means = sets
@@ -188,8 +215,13 @@ pub fn score(
         predictions: predictions.display().to_string(),
         setup,
         undefined: (0..set.tasks.len())
-            .filter(|&i| !defined[i])
+            .filter(|&i| aucs[i].is_none())
             .map(|i| set.tasks[i].task.kind.name().to_string())
+            .collect(),
+        too_few: tasks
+            .iter()
+            .filter(|t| t.too_few)
+            .map(|t| t.task.clone())
             .collect(),
         tasks,
         means,
@@ -282,7 +314,6 @@ pub fn compare(
         .iter()
         .map(|t| roc_auc_known(&t.labels, &t.scores))
         .collect();
-    let defined: Vec<bool> = aucs_a.iter().map(Option::is_some).collect();
     let t = a.tasks.len();
     let replicates = setup.bootstrap.map(|cfg| {
         let ranked: Vec<Ranked> = a
@@ -343,7 +374,7 @@ pub fn compare(
             }
         })
         .collect();
-    let means = mean_sets(&a.tasks, &defined)
+    let means = mean_sets(&a.tasks, &scorable(&a.tasks, &aucs_a, setup.min_positives))
         .into_iter()
         .map(|(name, idx)| {
             let mean = |aucs: &[Option<f64>]| {
@@ -472,6 +503,7 @@ impl ScoreReport {
             let ci = match (t.auc, t.n) {
                 (None, 0) => "no known labels".to_string(),
                 (None, _) => "one class only".to_string(),
+                _ if t.too_few => format!("{}  (too few: not in means)", fmt_ci(t.ci, total)),
                 _ => fmt_ci(t.ci, total),
             };
             let _ = writeln!(
@@ -495,6 +527,7 @@ impl ScoreReport {
             let _ = writeln!(out, "  over {}", m.tasks.join(", "));
         }
         undefined_line(&mut out, &self.undefined);
+        too_few_line(&mut out, &self.too_few, self.setup.min_positives);
         if !self.skipped_columns.is_empty() {
             let _ = writeln!(
                 out,
@@ -646,6 +679,13 @@ impl CompareReport {
             .map(|t| t.task.clone())
             .collect();
         undefined_line(&mut out, &undefined);
+        let too_few: Vec<String> = self
+            .tasks
+            .iter()
+            .filter(|t| t.auc_a.is_some() && t.n_pos.min(t.n_neg) < self.setup.min_positives)
+            .map(|t| t.task.clone())
+            .collect();
+        too_few_line(&mut out, &too_few, self.setup.min_positives);
         if self
             .tasks
             .iter()
@@ -738,6 +778,17 @@ fn undefined_line(out: &mut String, undefined: &[String]) {
     };
 }
 
+/// The tasks left out of means for too few positives or negatives, and the rule.
+fn too_few_line(out: &mut String, too_few: &[String], min: usize) {
+    if !too_few.is_empty() {
+        let _ = writeln!(
+            out,
+            "too few to average (fewer than {min} positives or negatives; --min-positives): {}",
+            too_few.join(", ")
+        );
+    }
+}
+
 fn opt(x: Option<f64>) -> String {
     x.map_or(String::new(), |x| x.to_string())
 }
@@ -769,8 +820,9 @@ mod tests {
     }
 
     #[test]
-    fn means_name_their_tasks_and_undefined_tasks_are_counted() {
+    fn means_name_their_tasks_and_leave_out_undefined_and_rare_tasks() {
         let known: Vec<Option<bool>> = (0..6).map(|i| Some(i % 2 == 0)).collect();
+        let two_positives: Vec<Option<bool>> = (0..6).map(|i| Some(i < 2)).collect();
         let set = EvalSet {
             aggregate: Aggregate::Image,
             unit_ids: (0..6).map(|i| i.to_string()).collect(),
@@ -780,6 +832,7 @@ mod tests {
             tasks: vec![
                 task("Edema", known.clone()),
                 task("Pneumonia", known),
+                task("Atelectasis", two_positives),
                 task("Fracture", vec![Some(false); 6]),
                 task("Hernia", vec![None; 6]),
             ],
@@ -789,6 +842,7 @@ mod tests {
             Path::new("m"),
             &cxr_core::LabelPolicy::evaluation(),
             None,
+            3,
         );
         let r = score(&set, Path::new("p"), setup, vec!["age".into()]);
         let means: Vec<(&str, Vec<&str>)> = r
@@ -805,10 +859,12 @@ mod tests {
             means,
             [
                 ("CheXpert competition (1 of 5)", vec!["Edema"]),
-                ("all 2 defined observations", vec!["Edema", "Pneumonia"]),
+                ("all 2 scorable observations", vec!["Edema", "Pneumonia"]),
             ]
         );
         assert_eq!(r.undefined, ["Fracture", "Hernia"]);
+        assert_eq!(r.too_few, ["Atelectasis"]);
+        assert!(r.tasks[2].too_few && r.tasks[2].auc.is_some());
         let table = r.table();
         assert!(
             table.contains("one class only") && table.contains("no known labels"),
@@ -816,6 +872,10 @@ mod tests {
         );
         assert!(
             table.contains("undefined: 2 tasks with one class only: Fracture, Hernia"),
+            "{table}"
+        );
+        assert!(
+            table.contains("too few to average (fewer than 3 positives or negatives"),
             "{table}"
         );
         assert!(

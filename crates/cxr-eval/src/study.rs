@@ -20,6 +20,11 @@
 //! ```
 //!
 //! Missing files are reported as missing, never skipped silently.
+//!
+//! Numbers are shown against what a model that learned nothing gets (AUC 0.5; for age, the
+//! error of predicting the training patients' mean age) and per-task AUCs beside their count of
+//! test positives, flagged where too few to average: a reader should see at a glance whether
+//! anything was learned, and how much a number can be trusted.
 
 use anyhow::{Context, Result};
 use cxr_core::predictions::Predictions;
@@ -53,11 +58,18 @@ pub struct Experiment {
 }
 
 /// One number of a run: an AUC (or MAE) with its interval.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct Endpoint {
     pub name: String,
     pub value: Option<f64>,
     pub ci: Option<(f64, f64)>,
+    /// A single task's test positives and negatives (`None` for means and MAEs).
+    pub counts: Option<(usize, usize)>,
+    /// Left out of means: too few positives or negatives (see `cxr-eval score`).
+    pub too_few: bool,
+    /// What a model that learned nothing gets: 0.5 for an AUC; for age, the MAE of
+    /// predicting the training split's mean age.
+    pub trivial: Option<f64>,
 }
 
 /// One paired comparison against the baseline.
@@ -82,10 +94,16 @@ pub fn endpoints(metrics: &Value) -> RunNumbers {
             .and_then(Value::as_array)
             .map(|a| {
                 a.iter()
-                    .map(|m| Endpoint {
-                        name: m.get(name).and_then(Value::as_str).unwrap_or("?").into(),
-                        value: m.get("auc").and_then(Value::as_f64),
-                        ci: m.get("ci").and_then(ci_of),
+                    .map(|m| {
+                        let count = |k: &str| m.get(k).and_then(Value::as_u64).map(|c| c as usize);
+                        Endpoint {
+                            name: m.get(name).and_then(Value::as_str).unwrap_or("?").into(),
+                            value: m.get("auc").and_then(Value::as_f64),
+                            ci: m.get("ci").and_then(ci_of),
+                            counts: count("n_pos").zip(count("n_neg")),
+                            too_few: m.get("too_few").and_then(Value::as_bool) == Some(true),
+                            trivial: Some(0.5),
+                        }
                     })
                     .collect()
             })
@@ -200,7 +218,8 @@ fn read_json(path: &Path) -> Result<Value> {
 }
 
 /// Mean absolute error in years of an age predictions file against the manifest's ages, with
-/// a 95% patient-bootstrap interval (`cxr-eval score`'s default replicates and seed).
+/// a 95% patient-bootstrap interval (`cxr-eval score`'s default replicates and seed), and the
+/// MAE on the same images of always predicting the training split's mean age.
 pub fn age_mae(predictions: &Predictions, manifest: &Manifest) -> Option<Endpoint> {
     let ages = predictions.task("age")?;
     let by_id: HashMap<&str, (Option<i32>, &str)> = manifest
@@ -220,6 +239,13 @@ pub fn age_mae(predictions: &Predictions, manifest: &Manifest) -> Option<Endpoin
     if errors.is_empty() {
         return None;
     }
+    let trivial = training_mean_age(manifest).map(|mean| {
+        let ages = predictions
+            .image_ids
+            .iter()
+            .filter_map(|id| by_id.get(id.as_str())?.0);
+        ages.map(|age| (age as f64 - mean).abs()).sum::<f64>() / errors.len() as f64
+    });
     let (unit_patient, patient_ids) = bootstrap::index_patients(patients);
     let cfg = Bootstrap::DEFAULT;
     let replicates = bootstrap::replicate_means(&errors, &unit_patient, patient_ids.len(), &cfg);
@@ -231,7 +257,20 @@ pub fn age_mae(predictions: &Predictions, manifest: &Manifest) -> Option<Endpoin
         ),
         value: Some(errors.iter().sum::<f64>() / errors.len() as f64),
         ci: ci.map(|ci| (ci.low, ci.high)),
+        trivial,
+        ..Endpoint::default()
     })
+}
+
+/// The mean age of the manifest's training split (images with a known age).
+fn training_mean_age(manifest: &Manifest) -> Option<f64> {
+    let ages: Vec<f64> = manifest
+        .rows
+        .iter()
+        .filter(|r| r.split == cxr_core::Split::Train)
+        .filter_map(|r| r.age.map(f64::from))
+        .collect();
+    (!ages.is_empty()).then(|| ages.iter().sum::<f64>() / ages.len() as f64)
 }
 
 /// A run's headline numbers and per-task AUCs, as [`endpoints`] returns them.
@@ -246,6 +285,20 @@ struct Loaded {
     /// `[config][seed]` comparisons with the baseline.
     diffs: Vec<Vec<Option<Vec<Difference>>>>,
     missing: Vec<String>,
+    /// The scoring's rule for leaving tasks out of means (from the first `metrics.json`).
+    min_positives: Option<usize>,
+}
+
+impl Loaded {
+    /// The first run's number called `name`: a per-task AUC with `task`, else a headline one.
+    fn first(&self, name: &str, task: bool) -> Option<&Endpoint> {
+        self.runs
+            .iter()
+            .flatten()
+            .flatten()
+            .flat_map(|(headline, tasks)| if task { tasks } else { headline })
+            .find(|e| e.name == name)
+    }
 }
 
 fn run_name(config: &str, seed: u64) -> String {
@@ -267,6 +320,7 @@ fn load(dir: &Path) -> Result<Loaded> {
     let mut missing = Vec::new();
     let mut runs = Vec::new();
     let mut diffs = Vec::new();
+    let mut min_positives = None;
     for config in &exp.configs {
         let mut row = Vec::new();
         let mut drow = Vec::new();
@@ -275,7 +329,13 @@ fn load(dir: &Path) -> Result<Loaded> {
             let metrics = dir.join("eval").join(&name).join("metrics.json");
             let preds = dir.join("preds").join(format!("{name}.parquet"));
             let entry = if metrics.exists() {
-                Some(endpoints(&read_json(&metrics)?))
+                let json = read_json(&metrics)?;
+                min_positives = min_positives.or_else(|| {
+                    json.get("min_positives")
+                        .and_then(Value::as_u64)
+                        .map(|n| n as usize)
+                });
+                Some(endpoints(&json))
             } else if let (true, Some(m)) = (preds.exists(), &manifest) {
                 let p = Predictions::read(&preds)?;
                 age_mae(&p, m).map(|e| (vec![e], Vec::new()))
@@ -309,6 +369,7 @@ fn load(dir: &Path) -> Result<Loaded> {
         runs,
         diffs,
         missing,
+        min_positives,
     })
 }
 
@@ -451,15 +512,22 @@ fn section(l: &Loaded, report_dir: &Path, out: &mut String) {
     }
     for name in &names {
         let is_mae = name.starts_with("age MAE");
+        let first = l.first(name, false);
+        let counts = first
+            .and_then(|e| e.counts)
+            .map_or(String::new(), |(p, n)| {
+                format!("; test split: {p} positives, {n} negatives")
+            });
         let _ = writeln!(
             out,
-            "**Test {}** (95% patient-bootstrap intervals)\n",
+            "**Test {}** (95% patient-bootstrap intervals{counts})\n",
             if is_mae {
                 name.clone()
             } else {
                 format!("AUC: {name}")
             },
         );
+        let trivial = first.and_then(|e| e.trivial);
         let mut header = "| configuration |".to_string();
         let mut rule = "| --- |".to_string();
         for s in seeds {
@@ -468,6 +536,14 @@ fn section(l: &Loaded, report_dir: &Path, out: &mut String) {
         }
         header.push_str(" mean over seeds |");
         rule.push_str(" --- |");
+        if trivial.is_some() {
+            header.push_str(if is_mae {
+                " trivial: the training mean age |"
+            } else {
+                " trivial: chance |"
+            });
+            rule.push_str(" --- |");
+        }
         let _ = writeln!(out, "{header}\n{rule}");
         for (c, config) in exp.configs.iter().enumerate() {
             let has = |run: &Option<RunNumbers>| {
@@ -494,8 +570,11 @@ fn section(l: &Loaded, report_dir: &Path, out: &mut String) {
             }
             let mean =
                 (!values.is_empty()).then(|| values.iter().sum::<f64>() / values.len() as f64);
-            let _ = writeln!(line, " {} |", fmt3(mean));
-            out.push_str(&line);
+            let _ = write!(line, " {} |", fmt3(mean));
+            if trivial.is_some() {
+                let _ = write!(line, " {} |", fmt3(trivial));
+            }
+            let _ = writeln!(out, "{line}");
         }
         out.push('\n');
     }
@@ -580,11 +659,16 @@ fn section(l: &Loaded, report_dir: &Path, out: &mut String) {
     if !tasks.is_empty() {
         let _ = writeln!(
             out,
-            "**Test AUC per task, mean over seeds** (n/a: one class only in the test set)\n"
+            "**Test AUC per task, mean over seeds** (trivial: 0.5; n/a: one class only in the \
+             test set{})\n",
+            l.min_positives.map_or(String::new(), |n| format!(
+                "; †: fewer than {n} positives or negatives, too few to score reliably: shown, \
+                 left out of every mean above"
+            ))
         );
         let _ = writeln!(
             out,
-            "| task |{}\n| --- |{}",
+            "| task | test positives |{}\n| --- | --- |{}",
             exp.configs
                 .iter()
                 .map(|c| format!(" `{c}` |"))
@@ -592,7 +676,16 @@ fn section(l: &Loaded, report_dir: &Path, out: &mut String) {
             " --- |".repeat(exp.configs.len())
         );
         for task in &tasks {
-            let mut line = format!("| {task} |");
+            let first = l.first(task, true);
+            let positives = first
+                .and_then(|e| e.counts)
+                .map_or("?".to_string(), |(p, n)| format!("{p} of {}", p + n));
+            let mark = if first.is_some_and(|e| e.too_few) {
+                " †"
+            } else {
+                ""
+            };
+            let mut line = format!("| {task}{mark} | {positives} |");
             for runs in &l.runs {
                 let values: Vec<f64> = runs
                     .iter()
@@ -696,6 +789,9 @@ mod tests {
         assert!((1.0..mae).contains(&low), "{low}");
         assert!(high > mae && high <= 10.0, "{high}");
         assert_eq!(age_mae(&predictions, &manifest).unwrap().ci, e.ci);
+        // Every row is in the training split: mean age (40 + 42 + 70 + 20 + 30) / 5 = 40.4;
+        // predicting it for the four scored images errs by 0.4, 1.6, 29.6 and 20.4 years.
+        assert!((e.trivial.unwrap() - 13.0).abs() < 1e-9, "{:?}", e.trivial);
     }
 
     #[test]
@@ -726,8 +822,10 @@ mod tests {
     #[test]
     fn endpoints_prefer_means_and_fall_back_to_tasks() {
         let with_means = serde_json::json!({
-            "tasks": [{"task": "Edema", "auc": 0.8, "ci": {"low": 0.7, "high": 0.9}},
-                      {"task": "Mass", "auc": null, "ci": null}],
+            "tasks": [{"task": "Edema", "auc": 0.8, "ci": {"low": 0.7, "high": 0.9},
+                       "n_pos": 12, "n_neg": 80, "too_few": false},
+                      {"task": "Mass", "auc": 0.6, "ci": null, "n_pos": 3, "n_neg": 89,
+                       "too_few": true}],
             "means": [{"name": "all 1 defined observations", "auc": 0.8,
                        "ci": {"low": 0.7, "high": 0.9}}]
         });
@@ -735,7 +833,9 @@ mod tests {
         assert_eq!(head.len(), 1);
         assert_eq!(head[0].ci, Some((0.7, 0.9)));
         assert_eq!(tasks.len(), 2);
-        assert_eq!(tasks[1].value, None);
+        assert_eq!(tasks[0].counts, Some((12, 80)));
+        assert!(!tasks[0].too_few && tasks[1].too_few);
+        assert_eq!(tasks[1].trivial, Some(0.5));
         let view =
             serde_json::json!({"tasks": [{"task": "view (PA vs AP)", "auc": 0.9}], "means": []});
         let (head, tasks) = endpoints(&view);

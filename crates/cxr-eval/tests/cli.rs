@@ -252,6 +252,18 @@ fn score_prints_aucs_intervals_means_and_undefined_tasks() {
         "{csv}"
     );
     assert_png_and_svg(&f.path("eval"), "roc");
+    // Only the table: --no-plots needs no --out.
+    let printed = ok(&f.run(&[
+        "score",
+        "a.parquet",
+        "--manifest",
+        "manifest.parquet",
+        "--no-plots",
+    ]));
+    assert!(
+        printed.contains("mean, CheXpert competition 5"),
+        "{printed}"
+    );
 }
 
 #[test]
@@ -572,7 +584,9 @@ fn report_gathers_seeds_tests_and_figures() {
         "- a note",
         "](../exp/figures/loss.png)",
         "![pretraining: training (solid) and validation (dashed) loss](../exp/figures/pretraining/loss.png)",
-        "| configuration | seed 0 | seed 1 | mean over seeds |",
+        "| configuration | seed 0 | seed 1 | mean over seeds | trivial: chance |",
+        "| task | test positives |",
+        "†: fewer than 10 positives or negatives",
         "**Against `base`",
         "holds: same sign and p < 0.05 in all 2 seeds",
         "| Edema |",

@@ -106,6 +106,8 @@ fn setup(set: &EvalSet) -> Setup {
         Path::new("m.parquet"),
         &cxr_core::LabelPolicy::evaluation(),
         Some(cfg),
+        // The reference means average every task with an AUC.
+        1,
     )
 }
 

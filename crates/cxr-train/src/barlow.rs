@@ -477,6 +477,9 @@ pub fn pretrain(config: &PretrainConfig, options: &FitOptions) -> Result<Pretrai
             checkpoint::save(&run_dir, &model, &optimizer, &state, &save_options)?;
         }
     }
+    if step == total {
+        checkpoint::finish(&run_dir, options.keep)?;
+    }
     Ok(PretrainSummary {
         steps: step,
         total_steps: total,

@@ -13,6 +13,11 @@
 //! A checkpoint is committed by rewriting `last.state.json` (atomically) after its files are
 //! complete; the previous `resume/step-N` is deleted only afterwards. A kill at any moment thus
 //! leaves a consistent state to resume from: never a new model with an old optimiser.
+//!
+//! A finished run needs none of that resume state, which is most of its size (a model and two
+//! Adam moments: three times the model), so [`finish`] marks `last.state.json` finished and
+//! deletes what [`Keep`] does not ask for. A study is dozens of runs: kept whole, the demo's
+//! 26 runs took 6 GB; kept as their best models, 1.3 GB.
 
 use anyhow::{bail, Context, Result};
 use candle_core::{Device, Tensor};
@@ -51,6 +56,21 @@ pub struct RunState {
     /// Directory (relative to the run directory) holding the model and optimiser state.
     pub resume_dir: String,
     pub best: Option<Best>,
+    /// Training completed; the resume state may have been deleted (see [`finish`]).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub finished: bool,
+}
+
+/// What a finished run keeps besides its configuration, metrics and validation predictions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum Keep {
+    /// best.safetensors (last.safetensors instead when nothing was validated)
+    #[default]
+    Best,
+    /// best.safetensors and last.safetensors
+    Last,
+    /// everything, resume state included
+    All,
 }
 
 /// The state a run starts from: step 0, or with `resume` the last saved state of `run_dir`,
@@ -69,9 +89,14 @@ pub fn start_or_resume(
         optimizer_steps: 0,
         resume_dir: resume_dir(0),
         best: None,
+        finished: false,
     };
     if resume {
         if let Some(saved) = read_state(run_dir)? {
+            if saved.finished {
+                eprintln!("{} has finished: nothing left to train", run_dir.display());
+                return Ok(saved);
+            }
             check_resumable(run_dir, &saved)?;
             load_extra(&run_dir.join(&saved.resume_dir))?;
             load(run_dir, &saved, model, optimizer)?;
@@ -177,6 +202,47 @@ pub fn save(
         }
     }
     Ok(())
+}
+
+/// Mark the finished run in `run_dir` finished, then delete what `keep` leaves out. The mark
+/// is committed first, so a kill in between leaves a finished run with files to spare, which
+/// the next call deletes.
+pub fn finish(run_dir: &Path, keep: Keep) -> Result<()> {
+    let Some(state) = read_state(run_dir)? else {
+        bail!("{} has no {STATE_FILE} to mark finished", run_dir.display());
+    };
+    if !state.finished {
+        let finished = RunState {
+            finished: true,
+            ..state
+        };
+        atomic::write_bytes(
+            &run_dir.join(STATE_FILE),
+            &serde_json::to_vec_pretty(&finished)?,
+        )?;
+    }
+    if keep == Keep::All {
+        return Ok(());
+    }
+    remove_if_present(&run_dir.join("resume"))?;
+    if keep == Keep::Best && run_dir.join(BEST_MODEL).exists() {
+        remove_if_present(&run_dir.join(LAST_MODEL))?;
+    }
+    Ok(())
+}
+
+fn remove_if_present(path: &Path) -> Result<()> {
+    let removed = if path.is_dir() {
+        std::fs::remove_dir_all(path)
+    } else {
+        std::fs::remove_file(path)
+    };
+    match removed {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            Err(e).with_context(|| format!("cannot delete {}", path.display()))
+        }
+        _ => Ok(()),
+    }
 }
 
 /// Name of the resume directory for `step`.

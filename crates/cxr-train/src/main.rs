@@ -5,6 +5,7 @@ use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use cxr_core::{Manifest, Split};
 use cxr_train::barlow::{self, Positives, PretrainConfig};
+use cxr_train::checkpoint::Keep;
 use cxr_train::config::{
     parse_aux, AugmentConfig, CropConfig, Init, LossConfig, Normalisation, OptimizerConfig,
     ScheduleConfig, Select, Task, TrainConfig,
@@ -48,8 +49,9 @@ ImageNet's grey statistics (0.449 / 0.226), or repeated to RGB with ImageNet's p
 statistics for --in-channels 3. Age is regressed as age / 100 with a smooth L1 loss.
 
 The run directory receives config.json, metrics.jsonl (train and validation records),
-best.safetensors (best validation mean AUC, or loss with --select loss), last.safetensors,
-resume state, and valid_predictions.parquet at the end. Runs are reproducible: the same seed
+best.safetensors (best validation mean AUC, or loss with --select loss), last.safetensors and
+resume state while training, and valid_predictions.parquet at the end. A finished run keeps
+best.safetensors only (--keep last: last.safetensors too; --keep all: the resume state too). Runs are reproducible: the same seed
 gives the same numbers on the CPU with the same thread count, also across --resume.";
 
 const PREDICT_EXAMPLES: &str = "\
@@ -277,6 +279,10 @@ struct RunControl {
     /// cpu, cuda or cuda:N (needs the `cuda` feature).
     #[arg(long, default_value = "cpu")]
     device: String,
+    /// What a finished run keeps (its resume state is three times the model; only an
+    /// interrupted run needs it)
+    #[arg(long, value_enum, default_value_t)]
+    keep: Keep,
 }
 
 impl RunControl {
@@ -286,6 +292,7 @@ impl RunControl {
             max_steps: self.max_steps,
             device: cxr_models::device(&self.device)?,
             progress,
+            keep: self.keep,
         })
     }
 }

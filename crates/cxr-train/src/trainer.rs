@@ -18,7 +18,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
-use crate::checkpoint::{self, Best};
+use crate::checkpoint::{self, Best, Keep};
 use crate::config::{Init, LossConfig, OptimizerConfig, Select, Task, TrainConfig};
 use crate::dam::{pesg_learning_rate, pesg_moves_reference, positive_rates, Aucm};
 use crate::data::{prefetch_epoch, Samples, ShardSet};
@@ -28,6 +28,7 @@ use crate::predict;
 use crate::schedule::learning_rate;
 
 /// How to run a fit, besides the configuration.
+#[derive(Clone)]
 pub struct FitOptions {
     /// Continue the run in the run directory if it has a checkpoint (else start it).
     pub resume: bool,
@@ -36,6 +37,8 @@ pub struct FitOptions {
     pub device: Device,
     /// Draw progress bars (on a terminal only).
     pub progress: bool,
+    /// What the run keeps once finished.
+    pub keep: Keep,
 }
 
 /// What a finished (or stopped) fit reports.
@@ -487,6 +490,9 @@ pub fn fit(config: &TrainConfig, options: &FitOptions) -> Result<FitSummary> {
             config.batch_size,
         )?;
         predict::predictions(&prepared.valid, &logits)?.write(&valid_predictions)?;
+    }
+    if step == total {
+        checkpoint::finish(&run_dir, options.keep)?;
     }
     Ok(summary)
 }

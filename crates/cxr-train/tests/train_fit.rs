@@ -7,6 +7,7 @@ use candle_core::Device;
 use cxr_core::predictions::Predictions;
 use cxr_core::runlog::{self, Phase};
 use cxr_core::Split;
+use cxr_train::checkpoint::Keep;
 use cxr_train::config::{OptimizerConfig, ScheduleConfig, Task};
 use cxr_train::predict::{self, PredictOptions};
 use cxr_train::trainer::{fit, FitOptions};
@@ -18,6 +19,8 @@ fn options(resume: bool, max_steps: Option<u64>) -> FitOptions {
         max_steps,
         device: Device::Cpu,
         progress: false,
+        // These tests compare last models and resume states.
+        keep: Keep::All,
     }
 }
 
@@ -157,6 +160,70 @@ fn same_seed_same_numbers_and_resume_ends_with_the_same_weights() {
         .iter()
         .all(|p| (0.0..=1.0).contains(p)));
     assert!(preds.task("age").unwrap().iter().all(|p| p.is_finite()));
+}
+
+#[test]
+fn a_finished_run_keeps_its_best_model_and_a_rerun_trains_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let (manifest, shards) = train_fixture::dataset(dir.path(), 40, 16);
+    let run = dir.path().join("run");
+    let config = train_fixture::config(&manifest, &shards, &run);
+    let keep_best = FitOptions {
+        keep: Keep::Best,
+        ..options(false, None)
+    };
+    // Stopped before the end, the run keeps what a resume needs.
+    fit(
+        &config,
+        &FitOptions {
+            max_steps: Some(4),
+            ..keep_best.clone()
+        },
+    )
+    .unwrap();
+    assert!(run.join("resume").exists() && run.join("last.safetensors").exists());
+    let done = fit(
+        &config,
+        &FitOptions {
+            resume: true,
+            ..keep_best.clone()
+        },
+    )
+    .unwrap();
+    assert_eq!(done.steps, 6);
+    let mut left: Vec<String> = std::fs::read_dir(&run)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|name| !name.starts_with('.'))
+        .collect();
+    left.sort();
+    assert_eq!(
+        left,
+        [
+            "best.json",
+            "best.safetensors",
+            "config.json",
+            "last.state.json",
+            "metrics.jsonl",
+            "valid_predictions.parquet"
+        ]
+    );
+    let state = cxr_train::checkpoint::read_state(&run).unwrap().unwrap();
+    assert!(state.finished && state.step == 6, "{state:?}");
+    // Resumed again (as a run store does), the finished run is left as it is.
+    let best = weights(&run.join("best.safetensors"));
+    let log = metrics(&run);
+    let again = fit(
+        &config,
+        &FitOptions {
+            resume: true,
+            ..keep_best
+        },
+    )
+    .unwrap();
+    assert_eq!((again.steps, again.best), (6, done.best));
+    assert_eq!(weights(&run.join("best.safetensors")), best);
+    assert_eq!(metrics(&run), log);
 }
 
 #[test]

@@ -9,6 +9,7 @@ use candle_core::{DType, Device, Tensor};
 use cxr_core::{Manifest, Split};
 use cxr_models::read_weights;
 use cxr_train::barlow::{pretrain, Positives, PretrainConfig, PLACEHOLDER_HEAD};
+use cxr_train::checkpoint::Keep;
 use cxr_train::config::{
     AugmentConfig, CropConfig, Init, LossConfig, Normalisation, OptimizerConfig, ScheduleConfig,
     Task,
@@ -25,6 +26,8 @@ fn options(max_steps: Option<u64>, resume: bool) -> FitOptions {
         max_steps,
         device: Device::Cpu,
         progress: false,
+        // These tests compare last models and resume states.
+        keep: Keep::Last,
     }
 }
 
