@@ -333,6 +333,20 @@ pub fn pretrain(config: &PretrainConfig, options: &FitOptions) -> Result<Pretrai
     let train_groups = groups(&train, &manifest, config.positives);
     let valid_groups = groups(&valid, &manifest, config.positives);
     let paired = train_groups.iter().filter(|g| g.len() > 1).count();
+    if paired == 0 && config.positives != Positives::Augment {
+        // Otherwise every image would pair with an augmentation of itself: --positives augment
+        // under another name (NIH ChestX-ray14 has one image per study).
+        let unit = format!("{:?}", config.positives).to_lowercase();
+        bail!(
+            "--positives {unit}: no training image shares its {unit} with another, so every pair \
+             would be two augmentations of one image; use --positives augment{}",
+            if config.positives == Positives::Study {
+                ", or patient where patients have several images"
+            } else {
+                ""
+            }
+        );
+    }
     eprintln!(
         "{} training images, {paired} with another image to pair with ({:?} positives)",
         train.len(),

@@ -38,6 +38,9 @@ fn demo_shards(dir: &Path, n: usize) -> (PathBuf, PathBuf) {
     let csv = root.join("Data_Entry_2017_v2020.demo.csv");
     cxr_index::nih::read(&csv, &mut |r| {
         let mut r = r?.owned();
+        // Two images per patient (each its own study, as in NIH), so that patient positives
+        // have partners.
+        r.patient_id = format!("p{}", rows.len() / 2);
         r.split = match rows.len() % 5 {
             0 => Split::Valid,
             1 => Split::Test,
@@ -126,6 +129,19 @@ fn pretrain_then_fine_tune_with_a_frozen_backbone_then_dam() {
         log_every: 1,
         precision: Default::default(),
     };
+    // Study positives on data with one image per study would silently be augment: refused.
+    let one_per_study = PretrainConfig {
+        positives: Positives::Study,
+        run_dir: dir.path().join("bt-study"),
+        ..bt.clone()
+    };
+    let err = pretrain(&one_per_study, &options(None, false))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("--positives study: no training image"),
+        "{err}"
+    );
     let summary = pretrain(&bt, &options(None, false)).unwrap();
     assert_eq!((summary.steps, summary.total_steps), (6, 6));
     let records = cxr_core::runlog::read(&bt_dir.join("metrics.jsonl")).unwrap();
