@@ -247,6 +247,8 @@ pub struct TaskComparison {
     pub p_holm: Option<f64>,
     /// Paired-bootstrap interval of the difference.
     pub difference_ci: Option<Interval>,
+    /// Fewer than `min_positives` positives or negatives: left out of means.
+    pub too_few: bool,
 }
 
 /// The mean AUCs of A and B over named tasks, and their difference.
@@ -371,6 +373,7 @@ pub fn compare(
                         level,
                     )
                 }),
+                too_few: aucs_a[i].is_some() && too_few(ta, setup.min_positives),
             }
         })
         .collect();
@@ -682,7 +685,7 @@ impl CompareReport {
         let too_few: Vec<String> = self
             .tasks
             .iter()
-            .filter(|t| t.auc_a.is_some() && t.n_pos.min(t.n_neg) < self.setup.min_positives)
+            .filter(|t| t.too_few)
             .map(|t| t.task.clone())
             .collect();
         too_few_line(&mut out, &too_few, self.setup.min_positives);
@@ -865,6 +868,23 @@ mod tests {
         assert_eq!(r.undefined, ["Fracture", "Hernia"]);
         assert_eq!(r.too_few, ["Atelectasis"]);
         assert!(r.tasks[2].too_few && r.tasks[2].auc.is_some());
+        // A comparison leaves out the same tasks.
+        let c = compare(
+            &set,
+            &set,
+            (Path::new("a"), Path::new("b")),
+            r.setup.clone(),
+            (Vec::new(), Vec::new()),
+        );
+        let flagged: Vec<&str> = c
+            .tasks
+            .iter()
+            .filter(|t| t.too_few)
+            .map(|t| t.task.as_str())
+            .collect();
+        assert_eq!(flagged, ["Atelectasis"]);
+        assert_eq!(c.means[1].tasks, ["Edema", "Pneumonia"]);
+        assert!(c.table().contains("too few to average"), "{}", c.table());
         let table = r.table();
         assert!(
             table.contains("one class only") && table.contains("no known labels"),
