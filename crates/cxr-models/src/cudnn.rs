@@ -149,6 +149,17 @@ trait Element: CudnnDataType + CudaDType + DeviceRepr + WithDType + 'static {}
 impl Element for f32 {}
 impl Element for bf16 {}
 
+/// `op`'s algorithm and workspace size, searched once per plan and then read from `cell` (a
+/// macro: cuDNN's three passes have three operation types with no common trait).
+macro_rules! algorithm {
+    ($cell:expr, $op:expr) => {
+        cached($cell, || {
+            let algo = $op.pick_algorithm()?;
+            Ok((algo, $op.get_workspace_size(algo)?))
+        })
+    };
+}
+
 impl Conv {
     fn run<T: Element>(&self, a: &CudaStorage, al: &Layout, b: &CudaStorage, bl: &Layout) -> Fwd {
         let (x, w, y) = match self.pass {
@@ -167,30 +178,21 @@ impl Conv {
         match self.pass {
             Pass::Forward => {
                 let op = plan.forward_op();
-                let (algo, bytes) = cached(&plan.forward, || {
-                    let algo = op.pick_algorithm()?;
-                    Ok((algo, op.get_workspace_size(algo)?))
-                })?;
+                let (algo, bytes) = algorithm!(&plan.forward, op)?;
                 let (mut workspace, mut out) = (plan.workspace(bytes)?, plan.output(y)?);
                 unsafe { op.launch(algo, Some(&mut workspace), one_zero, &a, &b, &mut out)? };
                 plan.storage(out, y)
             }
             Pass::Data(_) => {
                 let op = plan.data_op();
-                let (algo, bytes) = cached(&plan.data, || {
-                    let algo = op.pick_algorithm()?;
-                    Ok((algo, op.get_workspace_size(algo)?))
-                })?;
+                let (algo, bytes) = algorithm!(&plan.data, op)?;
                 let (mut workspace, mut out) = (plan.workspace(bytes)?, plan.output(x)?);
                 unsafe { op.launch(algo, Some(&mut workspace), one_zero, &mut out, &b, &a)? };
                 plan.storage(out, x)
             }
             Pass::Filter(_) => {
                 let op = plan.filter_op();
-                let (algo, bytes) = cached(&plan.filter, || {
-                    let algo = op.pick_algorithm()?;
-                    Ok((algo, op.get_workspace_size(algo)?))
-                })?;
+                let (algo, bytes) = algorithm!(&plan.filter, op)?;
                 let (mut workspace, mut out) = (plan.workspace(bytes)?, plan.output(w)?);
                 unsafe { op.launch(algo, Some(&mut workspace), one_zero, &a, &mut out, &b)? };
                 plan.storage(out, w)
