@@ -1,6 +1,7 @@
 # cxr: build, test, demo and benchmark from one place.
 #   make demo   the whole pipeline on the bundled NIH images (CPU)
-#   make test   every test (reads ../shared for real data and golden files)
+#   make test   every test (reads ../shared for real data and golden files), and the real-data
+#               pipelines' plans (tests/pipelines.sh)
 #   make bench  whole-process speed, side by side with Python peers where installed
 #   make parity the demo's recipes trained by cxr-train and by PyTorch, 5 seeds each (needs torch)
 #   make lint   rustfmt and clippy, as CI would want them
@@ -25,6 +26,7 @@ build:
 
 test:
 	$(CARGO) test --workspace --no-fail-fast
+	tests/pipelines.sh
 
 lint:
 	$(CARGO) fmt --all --check

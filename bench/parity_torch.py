@@ -58,6 +58,8 @@ def cxr_train_flags():
     p.add_argument("--log-every", type=int, default=50)
     p.add_argument("--eval-every", type=int, default=0)
     p.add_argument("--device", default="cpu")
+    p.add_argument("--init", default="random", choices=["random"],
+                   help="torchvision's initialisation (the pipelines' demo default)")
     return p
 
 

@@ -15,7 +15,10 @@ DAM_LR ?= 0.1
 EPOCH_DECAY ?= 2e-3
 MARGIN ?= 1.0
 FLAGS_bce = --task pathologies
-FLAGS_dam = --task pathologies --init checkpoint:$(EXP)/runs/bce__s$(call seed,$*)/best.safetensors \
+# LibAUC's CheXpert recipe: ImageNet (INIT, the real-data default), cross-entropy, then the
+# AUC-margin loss from the cross-entropy run's backbone.
+INIT_dam = checkpoint:$(EXP)/runs/bce__s$(call seed,$*)/best.safetensors
+FLAGS_dam = --task pathologies \
   --loss aucm --margin $(MARGIN) --optimizer pesg --epoch-decay $(EPOCH_DECAY) --pesg-decay-every 1
 DEPS_dam = $(EXP)/runs/bce__s$(call seed,$*)/best.safetensors
 LR_dam = $(DAM_LR)

@@ -1,5 +1,5 @@
 # The demo: a small version of the whole study on the bundled NIH data (500 real images,
-# data/nih-demo), on CPU, in about ten minutes on two cores: every experiment pipeline with
+# data/nih-demo), on CPU, in about eleven minutes on two cores: every experiment pipeline with
 # small settings (ResNet18; the easy tasks at 64-128 px for 10-15 epochs, where they learn;
 # the findings at 32 px for 2 epochs; two seeds), then one report, $(OUT)/report.md.
 #

@@ -1,7 +1,7 @@
 # Uncertain labels: U-Ignore (mask them) vs U-Ones (count them as positive), CheXpert's two
-# simplest policies, on the 14 observations. Scoring uses the same labels for both (only
-# explicit positives and negatives of the test patients; blank = negative), so the comparison is
-# paired on the same images.
+# simplest policies, on the 14 observations. Both runs select their checkpoints and are scored
+# on the same labels (explicit positives and negatives; blank = negative; uncertain left out),
+# so the comparison is paired on the same images and labels.
 #
 #   make -f pipelines/policy.mk
 #   make -f pipelines/policy.mk CHEXPERT=/data/chexpert NIH=/data/nih DEVICE=cuda:0

@@ -86,8 +86,11 @@ string_enum!(
     Sex { Male => "male", Female => "female", Unknown => "unknown" }
 );
 string_enum!(
-    /// A patient-level split.
-    Split { Train => "train", Valid => "valid", Test => "test" }
+    /// A patient-level split. `official` is the dataset's own evaluation set, kept apart from
+    /// the patient split: CheXpert's `valid.csv` (radiologist consensus labels, the set
+    /// published CheXpert numbers are on) or a list such as NIH's `test_list.txt`. It is never
+    /// trained on or used to select checkpoints, only scored.
+    Split { Train => "train", Valid => "valid", Test => "test", Official => "official" }
 );
 
 /// One image. Text fields are owned (`String`, rows read from a manifest) or borrowed (`&str`,

@@ -33,9 +33,11 @@ per task, named by the observation (`Edema`, `prob_Pleural_Effusion`, NIH's `Eff
 `sex` (male = 1), `view`/`projection` (PA = 1, AP = 0); probabilities or logits.";
 
 const SCORE_HELP: &str = "\
-Labels come from the manifest under --policy/--blank; by default only explicit positives and
-negatives count (uncertain and not-mentioned labels are left out of that task). A task whose
-scored images have one class only has no AUC: it is shown as n/a and counted, never as 0 or 0.5.
+Labels come from the manifest under --policy/--blank; by default explicit positives and
+negatives count, blank (not mentioned) counts as negative, as in cxr-train and the CheXpert
+papers, and uncertain labels are left out of that task (U-Ignore), so runs trained under any
+policy are scored on the same labels. A task whose scored images have one class only has no
+AUC: it is shown as n/a and counted, never as 0 or 0.5.
 Means name the tasks they average: the CheXpert competition 5 (Atelectasis, Cardiomegaly,
 Consolidation, Edema, Pleural Effusion) and all defined observations (sex and view apart).
 
@@ -45,7 +47,7 @@ results do not depend on the thread count (RAYON_NUM_THREADS).
 Examples:
   cxr-eval score preds.parquet -m chexpert.parquet
   cxr-eval score preds.csv -m nih.parquet --bootstrap 10000 --seed 7 --out eval/nih
-  cxr-eval score preds.parquet -m chexpert.parquet --policy u-ones --blank negative";
+  cxr-eval score preds.parquet -m chexpert.parquet --policy u-ones --blank ignore";
 
 const COMPARE_HELP: &str = "\
 A and B must score the same images (in any row order). Per task: both AUCs, their difference
@@ -68,11 +70,12 @@ Examples:
 
 const REPORT_HELP: &str = "\
 Each EXPERIMENT directory is one pipeline's output (pipelines/*.mk): experiment.json (title,
-configurations, seeds, baseline, notes) and the runs' eval/C__sS/metrics.json,
-compare/C__sS/comparison.json and figures/*.png. The report has, per experiment: the figures,
-test AUCs (age: MAE) with 95% intervals per seed and their mean over seeds, the paired tests
-against the baseline per seed, and whether each difference keeps its sign and significance over
-all seeds.
+configurations, seeds, the pairs compared, the test sets, notes) and, per test set T (official:
+the dataset's own evaluation set; test: held-out patients), the runs' eval/T/C__sS/metrics.json,
+compare/T/A_vs_B__sS/comparison.json, and figures/*.png. The report has, per experiment: the
+figures, then per test set the AUCs (age: MAE) with 95% intervals per seed and their mean over
+seeds, the paired tests of each pair per seed, and whether each difference keeps its sign and
+significance over all seeds.
 
 Examples:
   cxr-eval report out/pretraining --out out/pretraining/report.md
@@ -127,8 +130,8 @@ pub struct LabelArgs {
     /// overrides such as `u-zeros,Edema=u-ones`
     #[arg(long, default_value = "u-ignore")]
     pub policy: String,
-    /// How blank (not mentioned) labels count
-    #[arg(long, value_enum, default_value = "ignore")]
+    /// How blank (not mentioned) labels count: negative (cxr-train's default too) or ignore
+    #[arg(long, value_enum, default_value = "negative")]
     pub blank: Blank,
     /// Score images, or studies by the max or mean of their images' scores
     #[arg(long, value_enum, default_value = "image")]

@@ -240,7 +240,9 @@ pub struct TaskComparison {
     pub auc_b: Option<f64>,
     /// `auc_a - auc_b`.
     pub difference: Option<f64>,
-    /// DeLong's test; `None` with fewer than two units of a class.
+    /// DeLong's test clustered by patient (Obuchowski 1997, [`delong::clustered_paired_test`]:
+    /// the variances and covariance are the clustered ones); `None` unless two patients have a
+    /// positive unit and two a negative one.
     pub delong: Option<DeLong>,
     /// DeLong p-value adjusted for testing every observation (Holm's step-down); `None` for
     /// sex and view.
@@ -327,20 +329,30 @@ pub fn compare(
         bootstrap::replicate_aucs(&ranked, &a.unit_patient, a.patient_ids.len(), &cfg)
     });
     let level = setup.bootstrap.map_or(0.95, |b| b.level);
+    // DeLong's test clustered by patient (Obuchowski 1997): a patient's images or studies are
+    // not independent, and the unclustered variance would make p too small.
     let delongs: Vec<Option<DeLong>> = a
         .tasks
         .iter()
         .zip(&b.tasks)
         .map(|(ta, tb)| {
-            let (mut labels, mut sa, mut sb) = (Vec::new(), Vec::new(), Vec::new());
-            for ((l, x), y) in ta.labels.iter().zip(&ta.scores).zip(&tb.scores) {
+            let (mut labels, mut sa, mut sb, mut patients) =
+                (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+            for (((l, x), y), p) in ta
+                .labels
+                .iter()
+                .zip(&ta.scores)
+                .zip(&tb.scores)
+                .zip(&a.unit_patient)
+            {
                 if let Some(l) = l {
                     labels.push(*l);
                     sa.push(*x);
                     sb.push(*y);
+                    patients.push(*p as usize);
                 }
             }
-            delong::paired_test(&labels, &sa, &sb)
+            delong::clustered_paired_test(&labels, &sa, &sb, &patients)
         })
         .collect();
     // The family adjusted over is the observations; sex and view answer other questions.
@@ -694,7 +706,10 @@ impl CompareReport {
             .iter()
             .any(|t| t.delong.is_none() && t.difference.is_some())
         {
-            let _ = writeln!(out, "DeLong n/a: fewer than two positives or negatives");
+            let _ = writeln!(
+                out,
+                "DeLong n/a: fewer than two patients with a positive or with a negative"
+            );
         }
         for (who, only) in [("A", &self.only_in_a), ("B", &self.only_in_b)] {
             if !only.is_empty() {

@@ -9,14 +9,16 @@
 //! between seeds is seed noise, whatever its p-value in one seed.
 //!
 //! An experiment directory holds `experiment.json` (written by its pipeline, see
-//! `pipelines/common.mk`) and, for every configuration `C` and seed `S`:
+//! `pipelines/common.mk`) and, for every test set `T` (`official`: the dataset's own evaluation
+//! set, the headline; `test`: held-out patients of the training file), configuration `C`, seed
+//! `S` and compared pair `A`, `B`:
 //!
 //! ```text
-//! eval/C__sS/metrics.json          cxr-eval score of the run's test predictions
-//! compare/C__sS/comparison.json    cxr-eval compare of C against the baseline, same seed
-//! preds/C__sS.parquet              the predictions (age is summarised from these: MAE with a
-//!                                  95% patient-bootstrap interval)
-//! figures/*.png                    cxr-eval curves of the runs
+//! eval/T/C__sS/metrics.json            cxr-eval score of the run's predictions on T
+//! compare/T/A_vs_B__sS/comparison.json cxr-eval compare of A against B, same seed
+//! preds/T/C__sS.parquet                the predictions (age is summarised from these: MAE with
+//!                                      a 95% patient-bootstrap interval)
+//! figures/*.png                        cxr-eval curves of the runs
 //! ```
 //!
 //! Missing files are reported as missing, never skipped silently.
@@ -44,9 +46,17 @@ pub struct Experiment {
     /// The question the experiment answers, one paragraph.
     #[serde(default)]
     pub question: String,
-    /// The configuration others are tested against (none: no tests).
+    /// The configuration others are tested against, when `comparisons` is empty (none: no
+    /// tests).
     #[serde(default)]
     pub baseline: Option<String>,
+    /// Pairs `[A, B]` tested on the same images: A minus B.
+    #[serde(default)]
+    pub comparisons: Vec<[String; 2]>,
+    /// The sets the runs were scored on, each with its own tables, in order; by default the
+    /// held-out test patients only.
+    #[serde(default)]
+    pub test_sets: Vec<TestSet>,
     pub configs: Vec<String>,
     pub seeds: Vec<u64>,
     /// Free-form notes (data used, what was left out and why).
@@ -55,6 +65,43 @@ pub struct Experiment {
     /// The manifest the runs were scored with (for age MAE).
     #[serde(default)]
     pub manifest: Option<PathBuf>,
+}
+
+/// A set of images the runs were scored on.
+#[derive(Debug, Clone, Deserialize)]
+pub struct TestSet {
+    /// The folder under `eval/`, `compare/` and `preds/` (the manifest's split name).
+    pub name: String,
+    /// What the set is, for the heading of its tables.
+    pub title: String,
+}
+
+impl Experiment {
+    /// The pairs compared: `comparisons`, or every configuration against `baseline`.
+    pub fn pairs(&self) -> Vec<[String; 2]> {
+        if !self.comparisons.is_empty() {
+            return self.comparisons.clone();
+        }
+        let Some(base) = &self.baseline else {
+            return Vec::new();
+        };
+        self.configs
+            .iter()
+            .filter(|c| *c != base)
+            .map(|c| [c.clone(), base.clone()])
+            .collect()
+    }
+
+    /// The test sets, `test` when the pipeline names none.
+    pub fn sets(&self) -> Vec<TestSet> {
+        if !self.test_sets.is_empty() {
+            return self.test_sets.clone();
+        }
+        vec![TestSet {
+            name: "test".into(),
+            title: "Held-out test patients".into(),
+        }]
+    }
 }
 
 /// One number of a run: an AUC (or MAE) with its interval.
@@ -280,16 +327,25 @@ type RunNumbers = (Vec<Endpoint>, Vec<Endpoint>);
 struct Loaded {
     exp: Experiment,
     dir: PathBuf,
+    /// The pairs compared, as [`Experiment::pairs`] gives them.
+    pairs: Vec<[String; 2]>,
+    /// One entry per test set.
+    sets: Vec<SetNumbers>,
+    missing: Vec<String>,
+}
+
+/// What was read for one test set.
+struct SetNumbers {
+    set: TestSet,
     /// `[config][seed]` headline numbers and per-task AUCs (`None`: missing file).
     runs: Vec<Vec<Option<RunNumbers>>>,
-    /// `[config][seed]` comparisons with the baseline.
+    /// `[pair][seed]` comparisons.
     diffs: Vec<Vec<Option<Vec<Difference>>>>,
-    missing: Vec<String>,
     /// The scoring's rule for leaving tasks out of means (from the first `metrics.json`).
     min_positives: Option<usize>,
 }
 
-impl Loaded {
+impl SetNumbers {
     /// The first run's number called `name`: a per-task AUC with `task`, else a headline one.
     fn first(&self, name: &str, task: bool) -> Option<&Endpoint> {
         self.runs
@@ -305,6 +361,11 @@ fn run_name(config: &str, seed: u64) -> String {
     format!("{config}__s{seed}")
 }
 
+/// The folder of a comparison of `a` against `b` (pipelines/common.mk names it the same way).
+fn pair_name([a, b]: &[String; 2], seed: u64) -> String {
+    run_name(&format!("{a}_vs_{b}"), seed)
+}
+
 fn load(dir: &Path) -> Result<Loaded> {
     let exp_path = dir.join("experiment.json");
     let exp: Experiment = serde_json::from_value(read_json(&exp_path)?).with_context(|| {
@@ -317,17 +378,46 @@ fn load(dir: &Path) -> Result<Loaded> {
         Some(m) if m.exists() => Some(Manifest::read(m)?),
         _ => None,
     };
+    let pairs = exp.pairs();
     let mut missing = Vec::new();
-    let mut runs = Vec::new();
-    let mut diffs = Vec::new();
+    let mut sets = Vec::new();
+    for set in exp.sets() {
+        let numbers = load_set(dir, &exp, &pairs, set, manifest.as_ref(), &mut missing)?;
+        sets.push(numbers);
+    }
+    Ok(Loaded {
+        exp,
+        dir: dir.to_path_buf(),
+        pairs,
+        sets,
+        missing,
+    })
+}
+
+/// The scores and comparisons of one test set; missing files are added to `missing`.
+fn load_set(
+    dir: &Path,
+    exp: &Experiment,
+    pairs: &[[String; 2]],
+    set: TestSet,
+    manifest: Option<&Manifest>,
+    missing: &mut Vec<String>,
+) -> Result<SetNumbers> {
     let mut min_positives = None;
+    let mut runs = Vec::new();
     for config in &exp.configs {
         let mut row = Vec::new();
-        let mut drow = Vec::new();
         for &seed in &exp.seeds {
             let name = run_name(config, seed);
-            let metrics = dir.join("eval").join(&name).join("metrics.json");
-            let preds = dir.join("preds").join(format!("{name}.parquet"));
+            let metrics = dir
+                .join("eval")
+                .join(&set.name)
+                .join(&name)
+                .join("metrics.json");
+            let preds = dir
+                .join("preds")
+                .join(&set.name)
+                .join(format!("{name}.parquet"));
             let entry = if metrics.exists() {
                 let json = read_json(&metrics)?;
                 min_positives = min_positives.or_else(|| {
@@ -336,7 +426,7 @@ fn load(dir: &Path) -> Result<Loaded> {
                         .map(|n| n as usize)
                 });
                 Some(endpoints(&json))
-            } else if let (true, Some(m)) = (preds.exists(), &manifest) {
+            } else if let (true, Some(m)) = (preds.exists(), manifest) {
                 let p = Predictions::read(&preds)?;
                 age_mae(&p, m).map(|e| (vec![e], Vec::new()))
             } else {
@@ -346,29 +436,31 @@ fn load(dir: &Path) -> Result<Loaded> {
                 missing.push(metrics.display().to_string());
             }
             row.push(entry);
-            let cmp = dir.join("compare").join(&name).join("comparison.json");
-            let d = match &exp.baseline {
-                Some(b) if b != config => {
-                    if cmp.exists() {
-                        Some(differences(&read_json(&cmp)?))
-                    } else {
-                        missing.push(cmp.display().to_string());
-                        None
-                    }
-                }
-                _ => None,
-            };
-            drow.push(d);
         }
         runs.push(row);
-        diffs.push(drow);
     }
-    Ok(Loaded {
-        exp,
-        dir: dir.to_path_buf(),
+    let mut diffs = Vec::new();
+    for pair in pairs {
+        let mut row = Vec::new();
+        for &seed in &exp.seeds {
+            let cmp = dir
+                .join("compare")
+                .join(&set.name)
+                .join(pair_name(pair, seed))
+                .join("comparison.json");
+            row.push(if cmp.exists() {
+                Some(differences(&read_json(&cmp)?))
+            } else {
+                missing.push(cmp.display().to_string());
+                None
+            });
+        }
+        diffs.push(row);
+    }
+    Ok(SetNumbers {
+        set,
         runs,
         diffs,
-        missing,
         min_positives,
     })
 }
@@ -500,7 +592,39 @@ fn section(l: &Loaded, report_dir: &Path, out: &mut String) {
             relative(report_dir, &path).display()
         );
     }
+    let several = l.sets.len() > 1;
+    for set in &l.sets {
+        if several {
+            let _ = writeln!(out, "### {}\n", set.set.title);
+        }
+        set_tables(exp, &l.pairs, set, out);
+    }
+    if !l.missing.is_empty() {
+        let _ = writeln!(
+            out,
+            "Missing (not run yet, or failed): {}\n",
+            l.missing
+                .iter()
+                .map(|m| format!("`{m}`"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
+}
 
+/// The tables of one test set: headline numbers, paired comparisons, per-task AUCs.
+fn set_tables(exp: &Experiment, pairs: &[[String; 2]], l: &SetNumbers, out: &mut String) {
+    headline_tables(exp, l, out);
+    if !pairs.is_empty() {
+        pair_table(exp, pairs, l, out);
+    }
+    task_table(exp, l, out);
+}
+
+/// One table per headline endpoint (a mean AUC, a single task's AUC, age's MAE): every
+/// configuration's value per seed and over seeds, beside the trivial baseline.
+fn headline_tables(exp: &Experiment, l: &SetNumbers, out: &mut String) {
+    let seeds = &exp.seeds;
     // Headline numbers: one table per endpoint name, in the order of the first run that has them.
     let mut names: Vec<String> = Vec::new();
     for run in l.runs.iter().flatten().flatten() {
@@ -516,11 +640,11 @@ fn section(l: &Loaded, report_dir: &Path, out: &mut String) {
         let counts = first
             .and_then(|e| e.counts)
             .map_or(String::new(), |(p, n)| {
-                format!("; test split: {p} positives, {n} negatives")
+                format!("; {p} positives, {n} negatives")
             });
         let _ = writeln!(
             out,
-            "**Test {}** (95% patient-bootstrap intervals{counts})\n",
+            "**{}** (95% patient-bootstrap intervals{counts})\n",
             if is_mae {
                 name.clone()
             } else {
@@ -528,23 +652,16 @@ fn section(l: &Loaded, report_dir: &Path, out: &mut String) {
             },
         );
         let trivial = first.and_then(|e| e.trivial);
-        let mut header = "| configuration |".to_string();
-        let mut rule = "| --- |".to_string();
-        for s in seeds {
-            let _ = write!(header, " seed {s} |");
-            rule.push_str(" --- |");
-        }
-        header.push_str(" mean over seeds |");
-        rule.push_str(" --- |");
-        if trivial.is_some() {
-            header.push_str(if is_mae {
-                " trivial: the training mean age |"
-            } else {
-                " trivial: chance |"
-            });
-            rule.push_str(" --- |");
-        }
-        let _ = writeln!(out, "{header}\n{rule}");
+        let trivial_column = match (trivial, is_mae) {
+            (None, _) => None,
+            (Some(_), true) => Some("trivial: the training mean age"),
+            (Some(_), false) => Some("trivial: chance"),
+        };
+        let last: Vec<&str> = ["mean over seeds"]
+            .into_iter()
+            .chain(trivial_column)
+            .collect();
+        table_head(out, &["configuration"], seeds, &["seed {s}"], &last);
         for (c, config) in exp.configs.iter().enumerate() {
             let has = |run: &Option<RunNumbers>| {
                 run.as_ref()
@@ -578,73 +695,90 @@ fn section(l: &Loaded, report_dir: &Path, out: &mut String) {
         }
         out.push('\n');
     }
+}
 
-    // Paired tests against the baseline.
-    if let Some(base) = &exp.baseline {
-        let _ = writeln!(
-            out,
-            "**Against `{base}`, paired on the same test images** (difference = configuration \
-             minus `{base}`, 95% paired patient-bootstrap interval; p: paired bootstrap for mean \
-             AUCs, DeLong for single tasks)\n"
-        );
-        let mut header = "| configuration | endpoint |".to_string();
-        let mut rule = "| --- | --- |".to_string();
-        for s in seeds {
-            let _ = write!(header, " seed {s}: ΔAUC | p |");
-            rule.push_str(" --- | --- |");
+/// A Markdown table's header and rule: the `first` columns, `per_seed` for each seed (`{s}`
+/// replaced by the seed) and the `last` ones.
+fn table_head(out: &mut String, first: &[&str], seeds: &[u64], per_seed: &[&str], last: &[&str]) {
+    let mut columns: Vec<String> = first.iter().map(|c| c.to_string()).collect();
+    for s in seeds {
+        columns.extend(per_seed.iter().map(|c| c.replace("{s}", &s.to_string())));
+    }
+    columns.extend(last.iter().map(|c| c.to_string()));
+    let _ = writeln!(
+        out,
+        "| {} |\n|{}",
+        columns.join(" | "),
+        " --- |".repeat(columns.len())
+    );
+}
+
+/// The paired comparisons: per pair and endpoint, each seed's difference and p, and whether
+/// they agree over the seeds.
+fn pair_table(exp: &Experiment, pairs: &[[String; 2]], l: &SetNumbers, out: &mut String) {
+    let seeds = &exp.seeds;
+    let _ = writeln!(
+        out,
+        "**Paired comparisons on the same images** (difference = first minus second \
+         configuration, 95% paired patient-bootstrap interval; p: paired bootstrap for mean \
+         AUCs, DeLong clustered by patient for single tasks)\n"
+    );
+    table_head(
+        out,
+        &["comparison", "endpoint"],
+        seeds,
+        &["seed {s}: ΔAUC", "p"],
+        &["over the seeds"],
+    );
+    for ([a, b], diffs) in pairs.iter().zip(&l.diffs) {
+        let label = format!("`{a}` vs `{b}`");
+        let mut endpoint_names: Vec<String> = Vec::new();
+        for d in diffs.iter().flatten().flatten() {
+            if !endpoint_names.contains(&d.name) {
+                endpoint_names.push(d.name.clone());
+            }
         }
-        header.push_str(" over the seeds |");
-        rule.push_str(" --- |");
-        let _ = writeln!(out, "{header}\n{rule}");
-        for (c, config) in exp.configs.iter().enumerate() {
-            if config == base {
-                continue;
-            }
-            let mut endpoint_names: Vec<String> = Vec::new();
-            for d in l.diffs[c].iter().flatten().flatten() {
-                if !endpoint_names.contains(&d.name) {
-                    endpoint_names.push(d.name.clone());
-                }
-            }
-            if endpoint_names.is_empty() {
-                let _ = writeln!(
-                    out,
-                    "| `{config}` | missing |{} |",
-                    " |".repeat(2 * seeds.len())
-                );
-                continue;
-            }
-            for name in &endpoint_names {
-                let mut line = format!("| `{config}` | {name} |");
-                let mut per_seed = Vec::new();
-                for d in &l.diffs[c] {
-                    match d.as_ref().and_then(|v| v.iter().find(|d| &d.name == name)) {
-                        Some(d) => {
-                            let _ = write!(line, " {} | {} |", fmt_diff(d), fmt_p(d.p));
-                            per_seed.push(d.clone());
-                        }
-                        None => {
-                            line.push_str(" missing | |");
-                            per_seed.push(Difference {
-                                name: name.clone(),
-                                difference: None,
-                                ci: None,
-                                p: None,
-                            });
-                        }
+        if endpoint_names.is_empty() {
+            let _ = writeln!(
+                out,
+                "| {label} | missing |{} |",
+                " |".repeat(2 * seeds.len())
+            );
+            continue;
+        }
+        for name in &endpoint_names {
+            let mut line = format!("| {label} | {name} |");
+            let mut per_seed = Vec::new();
+            for d in diffs {
+                match d.as_ref().and_then(|v| v.iter().find(|d| &d.name == name)) {
+                    Some(d) => {
+                        let _ = write!(line, " {} | {} |", fmt_diff(d), fmt_p(d.p));
+                        per_seed.push(d.clone());
+                    }
+                    None => {
+                        line.push_str(" missing | |");
+                        per_seed.push(Difference {
+                            name: name.clone(),
+                            difference: None,
+                            ci: None,
+                            p: None,
+                        });
                     }
                 }
-                let _ = writeln!(
-                    line,
-                    " {} |",
-                    describe(agreement(&per_seed), per_seed.len())
-                );
-                out.push_str(&line);
             }
+            let _ = writeln!(
+                line,
+                " {} |",
+                describe(agreement(&per_seed), per_seed.len())
+            );
+            out.push_str(&line);
         }
-        out.push('\n');
     }
+    out.push('\n');
+}
 
+/// Per-task AUCs, mean over seeds, when runs score several tasks behind a mean.
+fn task_table(exp: &Experiment, l: &SetNumbers, out: &mut String) {
     // Per-task AUCs, when runs score several tasks behind a mean.
     let mut tasks: Vec<String> = Vec::new();
     for run in l.runs.iter().flatten().flatten() {
@@ -659,8 +793,8 @@ fn section(l: &Loaded, report_dir: &Path, out: &mut String) {
     if !tasks.is_empty() {
         let _ = writeln!(
             out,
-            "**Test AUC per task, mean over seeds** (trivial: 0.5; n/a: one class only in the \
-             test set{})\n",
+            "**AUC per task, mean over seeds** (trivial: 0.5; n/a: one class only in this \
+             set{})\n",
             l.min_positives.map_or(String::new(), |n| format!(
                 "; †: fewer than {n} positives or negatives, too few to score reliably: shown, \
                  left out of every mean above"
@@ -668,7 +802,7 @@ fn section(l: &Loaded, report_dir: &Path, out: &mut String) {
         );
         let _ = writeln!(
             out,
-            "| task | test positives |{}\n| --- | --- |{}",
+            "| task | positives |{}\n| --- | --- |{}",
             exp.configs
                 .iter()
                 .map(|c| format!(" `{c}` |"))
@@ -699,17 +833,6 @@ fn section(l: &Loaded, report_dir: &Path, out: &mut String) {
             let _ = writeln!(out, "{line}");
         }
         out.push('\n');
-    }
-    if !l.missing.is_empty() {
-        let _ = writeln!(
-            out,
-            "Missing (not run yet, or failed): {}\n",
-            l.missing
-                .iter()
-                .map(|m| format!("`{m}`"))
-                .collect::<Vec<_>>()
-                .join(", ")
-        );
     }
 }
 

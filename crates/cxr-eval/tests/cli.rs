@@ -527,44 +527,46 @@ fn help_teaches_with_examples() {
 }
 
 /// `cxr-eval report` on an experiment laid out as the pipelines write it: two configurations
-/// (a noisy baseline and a better model) over two seeds, scored and compared by the binary.
+/// (a noisy baseline and a better model) over two seeds and two test sets, scored and compared
+/// by the binary.
 #[test]
 fn report_gathers_seeds_tests_and_figures() {
     let f = Fixture::new();
     let m = manifest();
     let exp = f.path("exp");
-    for seed in [0u64, 1] {
-        for (config, noise) in [("base", 0.9), ("better", 0.3)] {
-            let run = format!("{config}__s{seed}");
-            std::fs::create_dir_all(exp.join("preds")).unwrap();
-            predictions(&m, noise, 10 + seed)
-                .write(&exp.join(format!("preds/{run}.parquet")))
-                .unwrap();
-            let preds = format!("exp/preds/{run}.parquet");
-            let eval = format!("exp/eval/{run}");
-            let common = [
-                "-m",
-                "manifest.parquet",
-                "--bootstrap",
-                "1000",
-                "--no-plots",
-            ];
-            let mut args = vec!["score", preds.as_str(), "--out", eval.as_str()];
-            args.extend(common);
-            ok(&f.run(&args));
-            if config == "better" {
-                let base = format!("exp/preds/base__s{seed}.parquet");
-                let cmp = format!("exp/compare/{run}");
-                let mut args = vec![
-                    "compare",
-                    preds.as_str(),
-                    base.as_str(),
-                    "--out",
-                    cmp.as_str(),
-                ];
+    let common = [
+        "-m",
+        "manifest.parquet",
+        "--bootstrap",
+        "1000",
+        "--no-plots",
+    ];
+    for (set, extra) in [("official", 0), ("test", 100)] {
+        std::fs::create_dir_all(exp.join("preds").join(set)).unwrap();
+        for seed in [0u64, 1] {
+            for (config, noise) in [("base", 0.9), ("better", 0.3)] {
+                let run = format!("{config}__s{seed}");
+                let preds = format!("exp/preds/{set}/{run}.parquet");
+                predictions(&m, noise, 10 + seed + extra)
+                    .write(&f.path(&preds))
+                    .unwrap();
+                let eval = format!("exp/eval/{set}/{run}");
+                let mut args = vec!["score", preds.as_str(), "--out", eval.as_str()];
                 args.extend(common);
                 ok(&f.run(&args));
             }
+            let better = format!("exp/preds/{set}/better__s{seed}.parquet");
+            let base = format!("exp/preds/{set}/base__s{seed}.parquet");
+            let cmp = format!("exp/compare/{set}/better_vs_base__s{seed}");
+            let mut args = vec![
+                "compare",
+                better.as_str(),
+                base.as_str(),
+                "--out",
+                cmp.as_str(),
+            ];
+            args.extend(common);
+            ok(&f.run(&args));
         }
     }
     std::fs::create_dir_all(exp.join("figures/pretraining")).unwrap();
@@ -572,7 +574,10 @@ fn report_gathers_seeds_tests_and_figures() {
     std::fs::write(exp.join("figures/pretraining/loss.png"), b"png").unwrap();
     std::fs::write(
         exp.join("experiment.json"),
-        r#"{"title": "Better vs base", "question": "Is better better?", "baseline": "base",
+        r#"{"title": "Better vs base", "question": "Is better better?",
+            "comparisons": [["better", "base"]],
+            "test_sets": [{"name": "official", "title": "The official set"},
+                          {"name": "test", "title": "Held-out patients"}],
             "configs": ["base", "better", "absent"], "seeds": [0, 1], "notes": ["a note"]}"#,
     )
     .unwrap();
@@ -585,22 +590,39 @@ fn report_gathers_seeds_tests_and_figures() {
         "](../exp/figures/loss.png)",
         "![pretraining: training (solid) and validation (dashed) loss](../exp/figures/pretraining/loss.png)",
         "| configuration | seed 0 | seed 1 | mean over seeds | trivial: chance |",
-        "| task | test positives |",
+        "| task | positives |",
         "†: fewer than 10 positives or negatives",
-        "**Against `base`",
+        "**Paired comparisons on the same images**",
+        "| `better` vs `base` |",
         "holds: same sign and p < 0.05 in all 2 seeds",
         "| Edema |",
         "Missing (not run yet, or failed)",
-        "exp/eval/absent__s0/metrics.json",
+        "exp/eval/official/absent__s0/metrics.json",
+        "exp/eval/test/absent__s1/metrics.json",
     ] {
         assert!(text.contains(want), "missing {want:?} in\n{text}");
     }
-    // Every AUC the report shows for `better` seed 0 is the one score wrote.
-    let json: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(exp.join("eval/better__s0/metrics.json")).unwrap())
-            .unwrap();
-    let mean = json["means"][0]["auc"].as_f64().unwrap();
-    assert!(text.contains(&format!("{mean:.3} [")), "{text}");
+    // One section per test set, the official one first.
+    let official = text.find("### The official set").expect("official heading");
+    let held_out = text
+        .find("### Held-out patients")
+        .expect("held-out heading");
+    assert!(official < held_out, "{text}");
+    // Every AUC the report shows for `better` seed 0 is the one score wrote, in its set's
+    // section.
+    for (set, range) in [
+        ("official", official..held_out),
+        ("test", held_out..text.len()),
+    ] {
+        let path = exp.join(format!("eval/{set}/better__s0/metrics.json"));
+        let json: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
+        let mean = json["means"][0]["auc"].as_f64().unwrap();
+        assert!(
+            text[range].contains(&format!("{mean:.3} [")),
+            "{set}: {text}"
+        );
+    }
     // A directory without experiment.json is an error naming the file.
     std::fs::create_dir_all(f.path("empty")).unwrap();
     let e = err(&f.run(&["report", "empty", "--out", "r.md"]));

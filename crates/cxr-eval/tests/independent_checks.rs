@@ -149,7 +149,12 @@ fn paired_bootstrap_of_mean_difference_matches_numpy_and_scikit_learn() {
         "{:?}",
         mean.p_value
     );
-    // DeLong through the report agrees with the direct call.
-    let d = r.tasks[0].delong.unwrap();
-    assert!(close(d.p_value, DELONG_P));
+    // The report's per-task test is DeLong clustered by patient (checked against its own
+    // independent computation in clustered_delong.rs), on these units' patients.
+    let [(labels, xa, xb), _] = data();
+    let patients: Vec<usize> = a.unit_patient.iter().map(|&p| p as usize).collect();
+    assert_eq!(
+        r.tasks[0].delong,
+        cxr_eval::delong::clustered_paired_test(&labels, &xa, &xb, &patients)
+    );
 }

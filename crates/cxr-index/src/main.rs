@@ -35,8 +35,10 @@ const EXAMPLES: &str = "Examples:
       --seed 1 --out nih.parquet
 
 Paths in the manifest are relative to --root; CSV paths are read relative to --root too when
-they do not exist as given. Splits are per patient (a seeded hash of the patient id); CheXpert's
-valid.csv rows keep their own split `valid`.";
+they do not exist as given. Splits are per patient (a seeded hash of the patient id) into
+train, valid (checkpoint selection) and test (a held-out slice of the training file). The
+dataset's own evaluation set stays apart in split `official`, to be scored only: CheXpert's
+valid.csv rows, and the images of --official-list (NIH's test_list.txt).";
 
 #[derive(Subcommand)]
 enum Dataset {
@@ -70,6 +72,11 @@ struct Options {
     /// Keep these projections only (comma-separated: AP, PA, LL, RL, unknown)
     #[arg(long, value_delimiter = ',', value_parser = parse_projection)]
     projection: Vec<Projection>,
+    /// Image ids (one per line, as NIH's test_list.txt) that form the official evaluation
+    /// set, split `official`; CheXpert's valid.csv rows are there without a list. The list
+    /// must hold whole patients (a patient in two splits is an error)
+    #[arg(long, value_name = "FILE")]
+    official_list: Option<PathBuf>,
     /// Keep rows of this dataset's own split only (train or valid)
     #[arg(long, value_parser = parse_split)]
     source_split: Option<Split>,
@@ -92,7 +99,7 @@ fn parse_projection(s: &str) -> Result<Projection, String> {
 }
 
 fn parse_split(s: &str) -> Result<Split, String> {
-    Split::parse(s).ok_or_else(|| format!("`{s}` is not one of train, valid, test"))
+    Split::parse(s).ok_or_else(|| format!("`{s}` is not one of train, valid"))
 }
 
 fn main() {
@@ -112,7 +119,12 @@ fn run(cli: Cli) -> Result<()> {
         projections: opts.projection.clone(),
         source_split: opts.source_split,
     };
-    let splitter = Splitter::new(opts.fractions, opts.seed);
+    let mut splitter = Splitter::new(opts.fractions, opts.seed);
+    if let Some(list) = &opts.official_list {
+        splitter
+            .read_official_list(list)
+            .map_err(anyhow::Error::msg)?;
+    }
     let mut indexer = Indexer::new(filter, splitter, opts.lenient);
     for csv in &opts.csv {
         let csv = resolve(csv, opts.root.as_deref());
@@ -128,6 +140,16 @@ fn run(cli: Cli) -> Result<()> {
     }
     let mut rows = indexer.columns;
     split::check_patients(&rows).map_err(anyhow::Error::msg)?;
+    if let Some(list) = &opts.official_list {
+        let listed = rows.rows().filter(|r| r.split == Split::Official).count();
+        if listed == 0 {
+            bail!(
+                "none of the images in the official list {} is in the label files: is it the \
+                 list of this dataset (image ids such as 00000003_000.png, one per line)?",
+                list.display()
+            );
+        }
+    }
     let missing = check_images(&opts, is_nih, &mut rows)?;
 
     let mut summary = Summary::of(&rows);

@@ -3,11 +3,18 @@
 //! Views and follow-ups of one patient are correlated, so a split by image leaks: every image of a
 //! patient goes to the same split. The split is a seeded hash of the dataset and patient id
 //! (see [`cxr_core::hash`]), so it is the same on every machine and does not move when rows are
-//! added or filtered. Rows of a dataset's own held-out split (CheXpert's `valid.csv`) keep it.
+//! added or filtered.
+//!
+//! A dataset's own evaluation set stays out of the patient split altogether, in split
+//! `official`: CheXpert's `valid.csv` (radiologist consensus labels, where published CheXpert
+//! numbers come from) and the images of an official test list (NIH's `test_list.txt`). Scoring
+//! there makes a study comparable with the literature; checkpoints are selected on `valid`, a
+//! patient slice of the training file, so the official set is never looked at before scoring.
 
 use cxr_core::hash::{seeded_hash, unit_interval};
 use cxr_core::{Dataset, ManifestColumns, ManifestRow, Split};
-use rustc_hash::FxHashMap;
+use rustc_hash::{FxHashMap, FxHashSet};
+use std::path::Path;
 
 /// Fractions of patients in train, valid and test; they sum to 1.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -47,6 +54,8 @@ impl std::str::FromStr for Fractions {
 pub struct Splitter {
     fractions: Fractions,
     seed: u64,
+    /// Image ids of an official test list (`--official-list`).
+    official: FxHashSet<String>,
     /// The last patient hashed and its split: label files list a patient's images together, so
     /// a patient is hashed once per run of its rows.
     last: Option<(Dataset, String, Split)>,
@@ -57,14 +66,37 @@ impl Splitter {
         Splitter {
             fractions,
             seed,
+            official: FxHashSet::default(),
             last: None,
         }
     }
 
-    /// The split of `row`'s patient (or the dataset's own held-out split).
+    /// Put the images listed in `path` (one image id per line, as NIH's `test_list.txt`) in
+    /// split `official`. Returns how many ids it lists.
+    pub fn read_official_list(&mut self, path: &Path) -> Result<usize, String> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read the official list {}: {e}", path.display()))?;
+        self.official = text
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .map(String::from)
+            .collect();
+        if self.official.is_empty() {
+            return Err(format!(
+                "the official list {} names no image: expected one image id per line",
+                path.display()
+            ));
+        }
+        Ok(self.official.len())
+    }
+
+    /// The split of `row`'s patient, or `official` for the dataset's own evaluation set
+    /// (CheXpert's `valid.csv`, an official list's images).
     pub fn split(&mut self, row: &ManifestRow<&str>) -> Split {
-        if let Some(official) = row.source_split.filter(|&s| s != Split::Train) {
-            return official;
+        let own_evaluation_set = row.source_split.is_some_and(|s| s != Split::Train);
+        if own_evaluation_set || self.official.contains(row.image_id) {
+            return Split::Official;
         }
         if let Some((dataset, patient, split)) = &self.last {
             if *dataset == row.dataset && patient == row.patient_id {
@@ -110,7 +142,8 @@ pub fn check_patients(rows: &ManifestColumns) -> Result<(), String> {
         if split != row.split {
             return Err(format!(
                 "patient {} is in split `{split}` (row {first}) and `{}` (row {i}, {}): a patient's images must \
-                 share one split; is the same patient in both the train and valid CSVs?",
+                 share one split; is the same patient in both the train and valid CSVs, or only some of \
+                 their images in the official list?",
                 row.patient_id, row.split, row.image_id
             ));
         }

@@ -98,7 +98,7 @@ fn chexpert_valid_golden() {
     assert!(m
         .rows
         .iter()
-        .all(|r| r.split == Split::Valid && r.source_split == Some(Split::Valid)));
+        .all(|r| r.split == Split::Official && r.source_split == Some(Split::Valid)));
     assert!(m
         .rows
         .iter()
@@ -288,6 +288,60 @@ fn a_patient_in_two_official_splits_is_refused() {
         err.contains("patient00001") && err.contains("share one split"),
         "{err}"
     );
+}
+
+/// NIH's official test list puts whole patients in split `official`; a list that splits a
+/// patient, names nothing of the dataset or nothing at all is refused.
+#[test]
+fn an_official_list_holds_whole_patients() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("m.parquet");
+    let csv = shared().join("nih/Data_Entry_2017_v2020.csv.gz");
+    let list = dir.path().join("test_list.txt");
+    let run = |lines: &str| {
+        std::fs::write(&list, lines).unwrap();
+        index(&[
+            "nih",
+            "--csv",
+            csv.to_str().unwrap(),
+            "--official-list",
+            list.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ])
+    };
+    // Patient 00000001 has three images.
+    let ok = run("00000001_000.png\n00000001_001.png\n00000001_002.png\n");
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    let m = Manifest::read(&out).unwrap();
+    let official: Vec<&str> = m
+        .rows
+        .iter()
+        .filter(|r| r.split == Split::Official)
+        .map(|r| r.image_id.as_str())
+        .collect();
+    assert_eq!(
+        official,
+        ["00000001_000.png", "00000001_001.png", "00000001_002.png"]
+    );
+    assert_patients_in_one_split(&m);
+
+    let err = String::from_utf8_lossy(&run("00000001_001.png\n").stderr).into_owned();
+    assert!(
+        err.contains("patient 00000001") && err.contains("share one split"),
+        "{err}"
+    );
+    let err = String::from_utf8_lossy(&run("patient64541/view1.jpg\n").stderr).into_owned();
+    assert!(
+        err.contains("none of the images in the official list"),
+        "{err}"
+    );
+    let err = String::from_utf8_lossy(&run("\n\n").stderr).into_owned();
+    assert!(err.contains("names no image"), "{err}");
 }
 
 #[test]

@@ -8,14 +8,21 @@ use cxr_preprocess::{run, ArrayTask, JpegScaling, Options, Target};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+/// `--resize`: how a film becomes a square.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum ResizeArg {
+    Pad,
+    CentreCrop,
+}
+
 const EXAMPLES: &str = "\
 Examples:
-  # NIH at 224x224, centre crop (shorter side to 224, then the middle square):
-  cxr-preprocess --manifest nih.parquet --root /data/nih --size 224 --out shards/nih-224
+  # CheXpert at 320x320, whole films (longer side to 320, centred on black), on 8 threads:
+  cxr-preprocess --manifest chexpert.parquet --root /data --size 320 --jobs 8 --out shards/cx-320
 
-  # Keep whole films, padded with black, on 8 threads:
-  cxr-preprocess --manifest chexpert.parquet --root /data --size 320 --pad \\
-      --jobs 8 --out shards/cx-320
+  # NIH at 224x224, centre crop (shorter side to 224, then the middle square):
+  cxr-preprocess --manifest nih.parquet --root /data/nih --size 224 --resize centre-crop \\
+      --out shards/nih-224
 
   # A Slurm job array: each task makes every 16th shard; the last one to finish writes
   # index.json. Task numbers come from SLURM_ARRAY_TASK_ID/_MIN/_COUNT:
@@ -66,10 +73,11 @@ struct Args {
     #[arg(long, value_name = "N", default_value_t = 1024)]
     shard_rows: usize,
 
-    /// Keep the whole image: longer side to S, centred on black. Default: shorter side to S, then
-    /// the centre S x S.
-    #[arg(long)]
-    pad: bool,
+    /// pad: keep the whole film, longer side to S, centred on black. centre-crop: shorter side
+    /// to S, then the middle S x S, which cuts the apices and costophrenic angles off portrait
+    /// films (most of CheXpert), so it is not the default
+    #[arg(long, value_enum, default_value = "pad")]
+    resize: ResizeArg,
 
     /// Decode every JPEG pixel instead of a scaled decode that keeps at least 2x the output size
     /// (several times slower on large JPEGs; output differs by a few grey levels at most).
@@ -94,7 +102,7 @@ struct Args {
     num_shards: Option<usize>,
 
     /// Only (re)write index.json and errors.csv from the finished shards in --out.
-    #[arg(long, conflicts_with_all = ["manifest", "root", "size", "pad", "full_decode", "shard_index"])]
+    #[arg(long, conflicts_with_all = ["manifest", "root", "size", "resize", "full_decode", "shard_index"])]
     index_only: bool,
 }
 
@@ -135,10 +143,9 @@ fn execute(args: &Args) -> Result<ExitCode> {
         out: out.clone(),
         target: Target::new(
             size,
-            if args.pad {
-                Resize::Pad
-            } else {
-                Resize::CentreCrop
+            match args.resize {
+                ResizeArg::Pad => Resize::Pad,
+                ResizeArg::CentreCrop => Resize::CentreCrop,
             },
         ),
         shard_rows: args.shard_rows,

@@ -366,7 +366,7 @@ fn help_teaches_with_examples() {
     for needle in [
         "Examples:",
         "--shard-index",
-        "--pad",
+        "--resize",
         "--allow-errors",
         "SLURM_ARRAY_TASK_ID",
         "Exit status",

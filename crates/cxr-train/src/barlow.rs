@@ -329,7 +329,7 @@ pub fn pretrain(config: &PretrainConfig, options: &FitOptions) -> Result<Pretrai
     let set = Arc::new(ShardSet::open(&config.shards, &manifest)?);
     let (train, valid) = config
         .subset
-        .select(&set, &manifest, &[], config.batch_size)?;
+        .select(&set, &manifest, [&[], &[]], config.batch_size)?;
     let train_groups = groups(&train, &manifest, config.positives);
     let valid_groups = groups(&valid, &manifest, config.positives);
     let paired = train_groups.iter().filter(|g| g.len() > 1).count();

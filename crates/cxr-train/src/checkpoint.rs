@@ -51,7 +51,9 @@ pub struct Best {
 pub struct RunState {
     /// Optimiser steps completed.
     pub step: u64,
-    /// The optimiser's own step count (bias correction); equals `step` unless steps were skipped.
+    /// The optimiser's count of its updates; equals `step` unless steps were skipped. The
+    /// per-parameter counts Adam's bias correction uses (PyTorch's `state['step']`) are in
+    /// `optim.safetensors`; a state without them gives this count to every updated parameter.
     pub optimizer_steps: u64,
     /// Directory (relative to the run directory) holding the model and optimiser state.
     pub resume_dir: String,

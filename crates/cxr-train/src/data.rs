@@ -33,13 +33,15 @@ pub struct Filter {
 }
 
 impl Subset {
-    /// The training and validation samples. Fails on an unknown split or projection name, or
-    /// when fewer training images than one batch remain.
+    /// The training samples with `heads`' targets and the validation samples with
+    /// `valid_heads`' (selection compares runs, so every run selects on the same labels). Fails
+    /// on an unknown split or projection name, or when fewer training images than one batch
+    /// remain.
     pub fn select(
         &self,
         set: &Arc<ShardSet>,
         manifest: &Manifest,
-        heads: &[HeadTask],
+        [heads, valid_heads]: [&[HeadTask]; 2],
         batch_size: usize,
     ) -> Result<(Samples, Samples)> {
         let projections = self
@@ -50,9 +52,16 @@ impl Subset {
                     .with_context(|| format!("projection `{p}`: use PA, AP, LL or RL"))
             })
             .collect::<Result<Vec<_>>>()?;
-        let select = |name: &str| -> Result<Samples> {
+        let select = |name: &str, heads: &[HeadTask]| -> Result<Samples> {
             let split = Split::parse(name)
                 .with_context(|| format!("split `{name}`: use train, valid or test"))?;
+            if split == Split::Official {
+                bail!(
+                    "split `official` is the dataset's own evaluation set (CheXpert's valid.csv): \
+                     it is only scored (cxr-train predict --split official), never trained on or \
+                     used to select checkpoints; select on `valid`"
+                );
+            }
             let filter = Filter {
                 split,
                 frontal_only: self.frontal_only,
@@ -60,7 +69,8 @@ impl Subset {
             };
             Ok(Samples::select(set.clone(), manifest, &filter, heads))
         };
-        let (train, valid) = (select(&self.train_split)?, select(&self.valid_split)?);
+        let train = select(&self.train_split, heads)?;
+        let valid = select(&self.valid_split, valid_heads)?;
         if train.len() < batch_size {
             bail!(
                 "{} training images after filtering, fewer than one batch of {batch_size}: check \

@@ -206,26 +206,33 @@ enum LossName {
 
 const PRETRAIN_EXAMPLES: &str = "\
 Examples:
-  # Barlow Twins on NIH, positives from augmentation (the paper's setting), then fine-tune
+  # Barlow Twins on NIH as in-domain studies run it: positives are two images of one patient;
+  # keep the last weights, as the reference does; then fine-tune from them
   cxr-train pretrain --manifest nih.parquet --shards shards/nih-224 --run-dir runs/bt \\
-      --arch resnet50 --projector 2048,2048,2048 --lambda 5e-3 --batch-size 64 --epochs 20
+      --arch resnet50 --positives patient --projector 8192,8192,8192 --lambda 0.0051 \\
+      --batch-size 256 --epochs 100 --keep last
   cxr-train fit --manifest chexpert.parquet --shards shards/chexpert-224 --run-dir runs/bt-ft \\
-      --arch resnet50 --init checkpoint:runs/bt/best.safetensors
+      --arch resnet50 --init checkpoint:runs/bt/last.safetensors
 
-  # Multi-instance positives: another image of the same patient (or --positives study)
-  cxr-train pretrain ... --positives patient
+  # Positives from two augmentations of one image (the Barlow Twins paper on ImageNet)
+  cxr-train pretrain ... --positives augment
 
   # The paper's optimiser: LARS, learning rate 0.2 x batch / 256, cosine after 10 warm-up
   # epochs (NIH's 112,120 images split 0.8 for training: 350 steps of 256 per epoch)
   cxr-train pretrain ... --batch-size 256 --optimizer lars --lr 0.2 --weight-decay 1.5e-6 \\
       --schedule cosine --warmup-steps 3500
 
-Augmentations, drawn independently for each view: the centre crop is cxr-preprocess's (shorter
-side to the size, middle square), then --crop (default resized:0.5, a random resized crop; none
-keeps the centre crop as it is), --hflip (on; --hflip false), --brightness/--contrast (0.4) and
---rotate (10 degrees). The run
-directory is laid out as fit's; best.safetensors has the lowest validation Barlow Twins loss and
-holds the backbone with a placeholder head that fine-tuning replaces.";
+The reference recipe (Zbontar et al. 2021) is LARS, batch 2048, an 8192-8192-8192 projector,
+lambda 0.0051 and 1000 epochs; pipelines/pretraining.mk uses it on real data except batch and
+epochs, and says so in its report. Study and patient positives are refused when no training
+image has a partner (NIH has one image per study: use patient).
+
+Augmentations, drawn independently for each view: cxr-preprocess's square (the whole film,
+padded, by default), then --crop (default resized:0.5, a random resized crop; none keeps the
+square as it is), --hflip (on; --hflip false), --brightness/--contrast (0.4) and --rotate (10
+degrees). The run directory is laid out as fit's; best.safetensors has the lowest validation
+Barlow Twins loss, last.safetensors (with --keep last) the last weights; both hold the backbone
+with a placeholder head that fine-tuning replaces.";
 
 #[derive(Clone, Copy, ValueEnum)]
 enum PretrainOptimizer {
@@ -577,7 +584,8 @@ struct PredictArgs {
     shards: PathBuf,
     #[arg(long)]
     manifest: PathBuf,
-    /// train, valid or test.
+    /// train, valid, test (the held-out patients of the training file) or official (the
+    /// dataset's own evaluation set: CheXpert's valid.csv).
     #[arg(long, default_value = "test")]
     split: String,
     /// Keep frontal images only.
@@ -820,8 +828,9 @@ fn main() -> Result<()> {
             }
         }
         Command::Predict(a) => {
-            let split = Split::parse(&a.split)
-                .with_context(|| format!("--split `{}`: use train, valid or test", a.split))?;
+            let split = Split::parse(&a.split).with_context(|| {
+                format!("--split `{}`: use train, valid, test or official", a.split)
+            })?;
             let n = predict::run(&predict::PredictOptions {
                 checkpoint: &a.checkpoint,
                 shards: &a.shards,

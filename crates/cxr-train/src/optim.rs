@@ -4,8 +4,13 @@
 //! (weight decay added to the gradient, i.e. L2, which is *not* AdamW) and SGD with momentum.
 //! The formulas here follow PyTorch's documentation line by line, so a learning rate or weight
 //! decay taken from a paper means the same thing. The state (moments, momentum buffers, step
-//! count) is exposed as named tensors so that a checkpoint can store it and `--resume` can
+//! counts) is exposed as named tensors so that a checkpoint can store it and `--resume` can
 //! continue bit for bit.
+//!
+//! As in PyTorch, each parameter counts its own updates (`state['step']`), and a parameter
+//! without a gradient in a step is skipped without counting it: a backbone frozen for the
+//! first epochs (`--freeze-epochs`) starts its Adam moments, and its bias correction, at its
+//! first update, not at the optimiser's.
 
 use anyhow::{bail, Result};
 use candle_core::backprop::GradStore;
@@ -29,8 +34,11 @@ pub struct Optimizer {
     dual: Option<Dual>,
     /// PESG: updates since the reference point last moved (LibAUC's `T`).
     since_reference: u64,
-    /// Updates applied so far (PyTorch's `state['step']`, shared by all parameters here).
+    /// Calls to [`Optimizer::step`] so far, whichever parameters they updated.
     steps: u64,
+    /// Updates each parameter received (PyTorch's per-parameter `state['step']`): counted only
+    /// in steps that gave it a gradient. Adam's bias correction uses these.
+    parameter_steps: Vec<u64>,
 }
 
 /// The AUC-margin variables PESG updates besides the weights.
@@ -53,6 +61,7 @@ impl Optimizer {
             dual: None,
             since_reference: 0,
             steps: 0,
+            parameter_steps: vec![0; n],
         }
     }
 
@@ -88,9 +97,16 @@ impl Optimizer {
         Ok(())
     }
 
-    /// Updates applied so far.
+    /// Calls to [`Optimizer::step`] so far (the training step, whichever parameters had
+    /// gradients).
     pub fn steps(&self) -> u64 {
         self.steps
+    }
+
+    /// Updates each parameter has received, in the order of the parameter list: PyTorch's
+    /// per-parameter `state['step']`. A parameter without a gradient (frozen) does not count.
+    pub fn parameter_steps(&self) -> &[u64] {
+        &self.parameter_steps
     }
 
     /// Scale the gradients so that their global L2 norm is at most `max_norm`, as
@@ -120,17 +136,21 @@ impl Optimizer {
         Ok(norm)
     }
 
-    /// Apply one update with learning rate `lr`. Parameters without a gradient are left alone.
+    /// Apply one update with learning rate `lr`. Parameters without a gradient are left alone
+    /// and their step counts stay (as PyTorch's), so Adam's bias correction for a parameter
+    /// released from a freeze starts at its own first update.
     ///
     /// Gradients and parameters are detached first: a gradient can carry the op graph of the
     /// forward pass, and a moment built from it would keep every step's activations alive.
     pub fn step(&mut self, grads: &GradStore, lr: f64) -> Result<()> {
         self.steps += 1;
-        let t = self.steps as i32;
         for (i, var) in self.vars.iter().enumerate() {
             let Some(grad) = grads.get(var.as_tensor()) else {
                 continue;
             };
+            self.parameter_steps[i] += 1;
+            // `powi` takes an i32; beyond it the bias correction is 1 to the last bit anyway.
+            let t = i32::try_from(self.parameter_steps[i]).unwrap_or(i32::MAX);
             let p = &var.as_tensor().detach();
             let grad = &grad.detach();
             match self.config {
@@ -251,10 +271,16 @@ impl Optimizer {
         Ok(())
     }
 
-    /// The state as named tensors (`first.{i}`, `second.{i}`, `third.{i}`, and for PESG
-    /// `dual.alpha` and `dual.since_reference`) plus the step count.
+    /// The state as named tensors (`first.{i}`, `second.{i}`, `third.{i}`, the per-parameter
+    /// update counts `steps` (I64, one per parameter: f32 would stop counting at 2^24), and for
+    /// PESG `dual.alpha` and `dual.since_reference`) plus the count of [`Optimizer::step`] calls.
     pub fn state(&self) -> (HashMap<String, Tensor>, u64) {
         let mut map = HashMap::new();
+        let counts: Vec<i64> = self.parameter_steps.iter().map(|&t| t as i64).collect();
+        map.insert(
+            PARAMETER_STEPS.to_string(),
+            Tensor::new(counts, &candle_core::Device::Cpu).expect("a vector"),
+        );
         for (kind, list) in [
             ("first", &self.first),
             ("second", &self.second),
@@ -279,8 +305,34 @@ impl Optimizer {
     }
 
     /// Restore a state written by [`Optimizer::state`] for the same parameter list.
+    ///
+    /// A state written before the counts were kept per parameter (no `steps` tensor) gives
+    /// `steps` to every parameter with a moment or buffer and 0 to the others: exact unless a
+    /// parameter was frozen for a while after the start.
     pub fn load_state(&mut self, mut map: HashMap<String, Tensor>, steps: u64) -> Result<()> {
         let device = self.vars.first().map(|v| v.device().clone());
+        let counts = match map.remove(PARAMETER_STEPS) {
+            Some(t) => {
+                let counts = t
+                    .to_device(&candle_core::Device::Cpu)?
+                    .to_dtype(candle_core::DType::I64)?
+                    .flatten_all()?
+                    .to_vec1::<i64>()?;
+                if counts.len() != self.vars.len() {
+                    bail!(
+                        "optimiser state counts steps for {} parameters but there are {}; \
+                         the checkpoint belongs to another model",
+                        counts.len(),
+                        self.vars.len()
+                    );
+                }
+                if let Some(bad) = counts.iter().find(|&&c| c < 0) {
+                    bail!("optimiser state holds a negative step count ({bad}): it is corrupt");
+                }
+                Some(counts.into_iter().map(|c| c as u64).collect::<Vec<_>>())
+            }
+            None => None,
+        };
         if let Some(dual) = &self.dual {
             if let Some(alpha) = map.remove("dual.alpha") {
                 dual.alpha.set(&alpha.to_device(dual.alpha.device())?)?;
@@ -314,10 +366,26 @@ impl Optimizer {
         if let Some(extra) = map.keys().next() {
             bail!("optimiser state holds `{extra}`, which no parameter matches; the checkpoint belongs to another model");
         }
+        self.parameter_steps = match counts {
+            Some(counts) => counts,
+            None => (0..self.vars.len())
+                .map(|i| {
+                    let updated = self.first[i].is_some() || self.second[i].is_some();
+                    if updated {
+                        steps
+                    } else {
+                        0
+                    }
+                })
+                .collect(),
+        };
         self.steps = steps;
         Ok(())
     }
 }
+
+/// The name of the per-parameter step counts in [`Optimizer::state`].
+const PARAMETER_STEPS: &str = "steps";
 
 /// LARS's step for a weight tensor before momentum: `d = g + weight_decay * w`, scaled by the
 /// trust ratio `eta * ||w|| / ||d||` (1 where either norm is 0, as in Barlow Twins' code).

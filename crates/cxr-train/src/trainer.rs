@@ -127,18 +127,27 @@ fn prepare(config: &TrainConfig) -> Result<Prepared> {
         .iter()
         .map(|o| Observation::parse(o))
         .collect::<cxr_core::Result<Vec<_>>>()?;
-    let mut heads = vec![HeadTask::new(config.task, 1.0, &observations, &policy)];
-    for aux in &config.aux {
-        if aux.task == config.task {
-            bail!("aux task `{}` is also the main task", aux.task.name());
+    // Checkpoints are selected on U-Ignore labels (explicit positives and negatives) whatever
+    // the training policy: a U-Ones run selected with uncertain counted positive would be
+    // chosen on other labels than the U-Ignore run it is compared with.
+    let selection = LabelPolicy::parse("u-ignore", blank)?;
+    let heads_under = |policy: &LabelPolicy| -> Result<Vec<HeadTask>> {
+        let mut heads = vec![HeadTask::new(config.task, 1.0, &observations, policy)];
+        for aux in &config.aux {
+            if aux.task == config.task {
+                bail!("aux task `{}` is also the main task", aux.task.name());
+            }
+            heads.push(HeadTask::new(aux.task, aux.weight, &observations, policy));
         }
-        heads.push(HeadTask::new(aux.task, aux.weight, &observations, &policy));
-    }
+        Ok(heads)
+    };
+    let (heads, valid_heads) = (heads_under(&policy)?, heads_under(&selection)?);
     let manifest = Manifest::read(&config.manifest)?;
     let set = Arc::new(ShardSet::open(&config.shards, &manifest)?);
-    let (train, valid) = config
-        .subset
-        .select(&set, &manifest, &heads, config.batch_size)?;
+    let (train, valid) =
+        config
+            .subset
+            .select(&set, &manifest, [&heads, &valid_heads], config.batch_size)?;
     Ok(Prepared {
         heads,
         train: Arc::new(train),

@@ -354,3 +354,50 @@ fn precision_is_part_of_a_run_only_when_it_is_bf16() {
     assert_eq!(serde_json::to_value(&bf16).unwrap()["precision"], "bf16");
     assert_ne!(run_key(&bf16), run_key(&config));
 }
+
+/// A U-Ones run is selected on the labels a U-Ignore run is selected on: the validation AUC
+/// that chose its checkpoint counts uncertain Atelectasis as unknown, not as positive.
+#[test]
+fn checkpoints_are_selected_on_u_ignore_labels_whatever_the_training_policy() {
+    let dir = tempfile::tempdir().unwrap();
+    let (manifest, shards) = train_fixture::dataset(dir.path(), 60, 32);
+    let run = dir.path().join("run");
+    let mut config = train_fixture::config(&manifest, &shards, &run);
+    config.task = Task::Pathologies;
+    config.pathologies = vec!["Atelectasis".into(), "Cardiomegaly".into()];
+    config.policy = "u-ones".into();
+    fit(&config, &options(false, None)).unwrap();
+
+    let best: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(run.join("best.json")).unwrap()).unwrap();
+    let selected = best["auc"]["Atelectasis"].as_f64().unwrap();
+    // The best model's validation predictions, scored two ways.
+    let preds = Predictions::read(&run.join("valid_predictions.parquet")).unwrap();
+    let scores = preds.task("Atelectasis").unwrap();
+    let m = cxr_core::Manifest::read(&manifest).unwrap();
+    let state = |id: &str| {
+        let row = m.rows.iter().find(|r| r.image_id == id).unwrap();
+        row.label(cxr_core::Observation::parse("Atelectasis").unwrap())
+    };
+    let labels = |uncertain: Option<bool>| -> Vec<Option<bool>> {
+        preds
+            .image_ids
+            .iter()
+            .map(|id| match state(id) {
+                cxr_core::LabelState::Positive => Some(true),
+                cxr_core::LabelState::Uncertain => uncertain,
+                _ => Some(false),
+            })
+            .collect()
+    };
+    let auc = |uncertain| cxr_eval::auc::roc_auc_known(&labels(uncertain), scores).unwrap();
+    let (u_ignore, u_ones) = (auc(None), auc(Some(true)));
+    assert!(
+        (u_ignore - u_ones).abs() > 1e-3,
+        "the fixture must tell them apart"
+    );
+    assert!(
+        (selected - u_ignore).abs() < 1e-9,
+        "{selected} vs U-Ignore {u_ignore}, U-Ones {u_ones}"
+    );
+}

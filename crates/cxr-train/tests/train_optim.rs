@@ -1,5 +1,6 @@
-//! Optimiser updates against values computed by hand from PyTorch's documented update rules,
-//! gradient clipping, and the learning-rate schedules.
+//! Optimiser updates against values computed by hand from PyTorch's documented update rules
+//! and against PyTorch's own numbers (a frozen parameter), gradient clipping, resuming, and the
+//! learning-rate schedules.
 
 use candle_core::{Device, Tensor, Var};
 use cxr_train::config::{OptimizerConfig, ScheduleConfig};
@@ -235,6 +236,7 @@ fn optimiser_state_round_trips() {
     let mut other = Optimizer::new(config, vec![var.clone()]);
     other.load_state(state, steps).unwrap();
     assert_eq!(other.steps(), 1);
+    assert_eq!(other.parameter_steps(), &[1]);
     let bad = Var::new(&[1f32, 2.0, 3.0], &dev).unwrap();
     let (state, steps) = opt.state();
     let err = Optimizer::new(config, vec![bad])
@@ -380,4 +382,257 @@ fn pesg_steps_match_libauc_by_hand() {
         aucm2.alpha.as_tensor().to_vec1::<f32>().unwrap(),
         aucm.alpha.as_tensor().to_vec1::<f32>().unwrap()
     );
+}
+
+/// `tests/fixtures/optim/adam_freeze.golden.json`, written by `make_adam_freeze.py` next to it
+/// with PyTorch: Adam and AdamW over a "backbone" without a gradient for the first steps (as
+/// `--freeze-epochs` has it) and a "head", the parameters after every step.
+fn freeze_golden() -> serde_json::Value {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../tests/fixtures/optim/adam_freeze.golden.json"
+    );
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{path}: {e}"));
+    serde_json::from_str(&text).unwrap()
+}
+
+fn f64s(v: &serde_json::Value) -> Vec<f64> {
+    let list = v.as_array().expect("a list of numbers");
+    list.iter().map(|x| x.as_f64().expect("a number")).collect()
+}
+
+/// The golden file's problem in candle: loss = sum(c1 b^2) / 2 + sum(c2 h b[:3]) + sum(c3 h^2) / 2
+/// over the backbone `b` and the head `h`.
+struct FreezeProblem {
+    backbone: Var,
+    head: Var,
+    c: [Tensor; 3],
+}
+
+impl FreezeProblem {
+    /// At the golden file's initial values, or at `values` (backbone, head).
+    fn new(golden: &serde_json::Value, values: Option<(Vec<f32>, Vec<f32>)>) -> Self {
+        let dev = Device::Cpu;
+        let f32s = |key: &str| f64s(&golden[key]).iter().map(|&x| x as f32).collect();
+        let (b, h): (Vec<f32>, Vec<f32>) =
+            values.unwrap_or_else(|| (f32s("backbone0"), f32s("head0")));
+        let c = ["c1", "c2", "c3"].map(|k| Tensor::new(f32s(k), &dev).unwrap());
+        FreezeProblem {
+            backbone: Var::new(b, &dev).unwrap(),
+            head: Var::new(h, &dev).unwrap(),
+            c,
+        }
+    }
+
+    fn vars(&self) -> Vec<Var> {
+        vec![self.backbone.clone(), self.head.clone()]
+    }
+
+    /// The gradients; a frozen backbone enters the loss detached, so it has none.
+    fn grads(&self, frozen: bool) -> candle_core::backprop::GradStore {
+        let b = match frozen {
+            true => self.backbone.as_tensor().detach(),
+            false => self.backbone.as_tensor().clone(),
+        };
+        let h = self.head.as_tensor();
+        let [c1, c2, c3] = &self.c;
+        let backbone_term = (c1.mul(&b.sqr().unwrap()).unwrap().sum_all().unwrap() / 2.0).unwrap();
+        let cross = c2
+            .mul(h)
+            .unwrap()
+            .mul(&b.narrow(0, 0, 3).unwrap())
+            .unwrap()
+            .sum_all()
+            .unwrap();
+        let head_term = (c3.mul(&h.sqr().unwrap()).unwrap().sum_all().unwrap() / 2.0).unwrap();
+        let loss = ((backbone_term + cross).unwrap() + head_term).unwrap();
+        let grads = loss.backward().unwrap();
+        assert_eq!(grads.get(self.backbone.as_tensor()).is_none(), frozen);
+        assert!(grads.get(self.head.as_tensor()).is_some());
+        grads
+    }
+
+    fn values(&self) -> (Vec<f32>, Vec<f32>) {
+        let values = |v: &Var| v.as_tensor().to_vec1::<f32>().unwrap();
+        (values(&self.backbone), values(&self.head))
+    }
+}
+
+/// The golden file's optimiser `name` ("adam", "adamw") as our configuration, and its steps.
+fn freeze_schedule(
+    golden: &serde_json::Value,
+    name: &str,
+) -> (OptimizerConfig, f64, Vec<serde_json::Value>) {
+    let run = &golden[name];
+    let [beta1, beta2] = f64s(&golden["betas"])[..] else {
+        panic!("betas")
+    };
+    let (eps, weight_decay) = (
+        golden["eps"].as_f64().unwrap(),
+        run["weight_decay"].as_f64().unwrap(),
+    );
+    let config = match name {
+        "adam" => OptimizerConfig::Adam {
+            beta1,
+            beta2,
+            eps,
+            weight_decay,
+        },
+        "adamw" => OptimizerConfig::AdamW {
+            beta1,
+            beta2,
+            eps,
+            weight_decay,
+        },
+        _ => panic!("{name}"),
+    };
+    let steps = run["steps"].as_array().unwrap().clone();
+    let frozen = golden["frozen_steps"].as_u64().unwrap() as usize;
+    assert_eq!(
+        steps.len(),
+        frozen + golden["released_steps"].as_u64().unwrap() as usize
+    );
+    (config, golden["lr"].as_f64().unwrap(), steps)
+}
+
+/// Panics unless the problem's parameters are PyTorch's after golden step `step` (0-based) to
+/// 1e-6 relative; returns the largest relative difference.
+fn check_golden_step(
+    name: &str,
+    step: usize,
+    problem: &FreezeProblem,
+    want: &serde_json::Value,
+) -> f64 {
+    let (backbone, head) = problem.values();
+    let mut worst = 0f64;
+    for (what, got) in [("backbone", &backbone), ("head", &head)] {
+        let want = f64s(&want[what]);
+        assert_eq!(got.len(), want.len());
+        for (j, (&g, &w)) in got.iter().zip(&want).enumerate() {
+            let rel = (g as f64 - w).abs() / w.abs().max(1e-3);
+            assert!(
+                rel <= 1e-6,
+                "{name} step {}: {what}[{j}] is {g} but PyTorch's is {w} (relative difference \
+                 {rel:.2e}); all {what}: {got:?} vs {want:?}",
+                step + 1
+            );
+            worst = worst.max(rel);
+        }
+    }
+    worst
+}
+
+/// Adam's bias correction counts each parameter's own updates, as PyTorch's `state['step']`:
+/// a backbone without a gradient for the first steps starts its correction at its first
+/// update. (Counted once for all parameters, the backbone's first update after 3 frozen steps
+/// was 0.58 of PyTorch's, and after many steps it is 3.2 times PyTorch's.)
+#[test]
+fn adam_with_a_frozen_backbone_matches_pytorch() {
+    check_freeze_schedule("adam");
+}
+
+/// The same for AdamW, whose decoupled decay also skips the frozen backbone.
+#[test]
+fn adamw_with_a_frozen_backbone_matches_pytorch() {
+    check_freeze_schedule("adamw");
+}
+
+fn check_freeze_schedule(name: &str) {
+    let golden = freeze_golden();
+    let (config, lr, steps) = freeze_schedule(&golden, name);
+    let problem = FreezeProblem::new(&golden, None);
+    let mut opt = Optimizer::new(config, problem.vars());
+    let mut worst = 0f64;
+    for (step, want) in steps.iter().enumerate() {
+        let frozen = want["backbone_frozen"].as_bool().unwrap();
+        opt.step(&problem.grads(frozen), lr).unwrap();
+        worst = worst.max(check_golden_step(name, step, &problem, want));
+    }
+    let frozen = golden["frozen_steps"].as_u64().unwrap();
+    let n = steps.len() as u64;
+    assert_eq!(opt.steps(), n);
+    assert_eq!(opt.parameter_steps(), &[n - frozen, n]);
+    eprintln!("{name}: largest relative difference from PyTorch {worst:.2e}");
+}
+
+/// Resuming from a state saved (through safetensors, as a checkpoint does) while the backbone
+/// is frozen, or after it was released, continues exactly as the uninterrupted run: the
+/// per-parameter step counts travel with the moments.
+#[test]
+fn resuming_keeps_per_parameter_step_counts() {
+    let golden = freeze_golden();
+    let dir = tempfile::tempdir().unwrap();
+    for name in ["adam", "adamw"] {
+        let (config, lr, steps) = freeze_schedule(&golden, name);
+        let frozen = |s: usize| steps[s]["backbone_frozen"].as_bool().unwrap();
+        for resume_at in [2, 4] {
+            let problem = FreezeProblem::new(&golden, None);
+            let mut opt = Optimizer::new(config, problem.vars());
+            for s in 0..resume_at {
+                opt.step(&problem.grads(frozen(s)), lr).unwrap();
+            }
+            let (state, count) = opt.state();
+            let path = dir.path().join(format!("{name}-{resume_at}.safetensors"));
+            candle_core::safetensors::save(&state, &path).unwrap();
+            let state = candle_core::safetensors::load(&path, &Device::Cpu).unwrap();
+            let resumed = FreezeProblem::new(&golden, Some(problem.values()));
+            let mut other = Optimizer::new(config, resumed.vars());
+            other.load_state(state, count).unwrap();
+            assert_eq!(other.steps(), opt.steps());
+            assert_eq!(other.parameter_steps(), opt.parameter_steps());
+            for (s, want) in steps.iter().enumerate().skip(resume_at) {
+                opt.step(&problem.grads(frozen(s)), lr).unwrap();
+                other.step(&resumed.grads(frozen(s)), lr).unwrap();
+                assert_eq!(
+                    resumed.values(),
+                    problem.values(),
+                    "{name}, resumed after {resume_at} steps: step {} differs",
+                    s + 1
+                );
+                check_golden_step(name, s, &resumed, want);
+            }
+            assert_eq!(other.parameter_steps(), opt.parameter_steps());
+        }
+    }
+}
+
+/// A state saved before the counts were kept per parameter (no `steps` tensor) still loads: a
+/// parameter with moments gets the shared count, one without (still frozen) none. A count
+/// vector for another parameter list is refused.
+#[test]
+fn a_state_without_per_parameter_counts_still_loads() {
+    let golden = freeze_golden();
+    let (config, lr, _) = freeze_schedule(&golden, "adam");
+    let problem = FreezeProblem::new(&golden, None);
+    let mut opt = Optimizer::new(config, problem.vars());
+    for _ in 0..2 {
+        opt.step(&problem.grads(true), lr).unwrap();
+    }
+    let (mut state, count) = opt.state();
+    assert!(state.remove("steps").is_some());
+    let mut other = Optimizer::new(config, problem.vars());
+    other.load_state(state, count).unwrap();
+    assert_eq!(other.parameter_steps(), &[0, 2]);
+
+    opt.step(&problem.grads(false), lr).unwrap();
+    let (mut state, count) = opt.state();
+    assert_eq!(opt.parameter_steps(), &[1, 3]);
+    state.remove("steps");
+    let mut other = Optimizer::new(config, problem.vars());
+    other.load_state(state, count).unwrap();
+    assert_eq!(
+        other.parameter_steps(),
+        &[3, 3],
+        "the old format's approximation"
+    );
+
+    let (mut state, count) = opt.state();
+    state.insert(
+        "steps".into(),
+        Tensor::new(&[1i64, 3, 3], &Device::Cpu).unwrap(),
+    );
+    let err = Optimizer::new(config, problem.vars())
+        .load_state(state, count)
+        .unwrap_err();
+    assert!(err.to_string().contains("another model"), "{err}");
 }
