@@ -193,16 +193,21 @@ SCHEDULE_FLAGS = --schedule $(SCHEDULE)$(if $(filter cosine,$(SCHEDULE)), --warm
 KEEP ?= best
 EVAL_FLAGS ?= --blank negative --bootstrap $(BOOTSTRAP)
 ENV = $(if $(THREADS),RAYON_NUM_THREADS=$(THREADS) )
+# A launcher prefix for every training and prediction command, e.g. Slurm:
+#   make -j 32 -f pipelines/pretraining.mk ... LAUNCH='srun --gres=gpu:1 --ntasks=1 --exclusive'
+# (the run store's lock keeps two jobs off one run).
+LAUNCH ?=
+LAUNCHER = $(if $(strip $(LAUNCH)),$(strip $(LAUNCH)) )
 
 .SECONDEXPANSION:
 
 $(EXP)/runs/%/best.safetensors: $$(call shards_of,$$(call cfg,$$*))/index.json $$(DEPS_$$(call cfg,$$*)) $$(call init_deps,$$(call cfg,$$*))
-	$(ENV)$(BIN)/cxr-train fit --manifest $(TARGET_MANIFEST) --shards $(call shards_of,$(call cfg,$*)) --run-dir $(@D) \
+	$(ENV)$(LAUNCHER)$(BIN)/cxr-train fit --manifest $(TARGET_MANIFEST) --shards $(call shards_of,$(call cfg,$*)) --run-dir $(@D) \
 	  --seed $(call seed,$*) $(call train_flags,$(call cfg,$*)) $(FLAGS_$(call cfg,$*)) --run-store $(OUT)/run-store \
 	  --keep $(KEEP)
 
 $(EXP)/preds/%.parquet: $(EXP)/runs/$$(call run_of,$$*)/best.safetensors
-	$(ENV)$(BIN)/cxr-train predict --checkpoint $< --shards $(call shards_of,$(call cfg,$(call run_of,$*))) \
+	$(ENV)$(LAUNCHER)$(BIN)/cxr-train predict --checkpoint $< --shards $(call shards_of,$(call cfg,$(call run_of,$*))) \
 	  --manifest $(TARGET_MANIFEST) --split $(call set_of,$*) $(TARGET_FILTER) --device $(DEVICE) --out $@
 
 $(EXP)/eval/%/metrics.json: $(EXP)/preds/%.parquet

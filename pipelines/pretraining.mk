@@ -112,12 +112,12 @@ EXTRA_REPORT_DEPS := $(EXP)/figures/pretraining-nih-view/loss.png $(EXP)/figures
 
 # Both in-domain arms pretrain from random weights: what they learn is NIH's alone.
 $(PRE)/nih-view/best.safetensors: $(NIH_SHARDS)/index.json
-	$(ENV)$(BIN)/cxr-train fit --manifest $(NIH_MANIFEST) --shards $(NIH_SHARDS) --run-dir $(@D) --task view \
+	$(ENV)$(LAUNCHER)$(BIN)/cxr-train fit --manifest $(NIH_MANIFEST) --shards $(NIH_SHARDS) --run-dir $(@D) --task view \
 	  --arch $(ARCH) --batch-size $(BATCH) --epochs $(PRE_EPOCHS) --lr $(LR) --weight-decay $(WD) $(SCHEDULE_FLAGS) \
 	  --hflip --crop $(CROP) --log-every $(LOG_EVERY) --device $(DEVICE) --seed $(PRE_SEED) --resume --keep $(KEEP)
 
 $(PRE)/barlow/last.safetensors: $(NIH_SHARDS)/index.json
-	$(ENV)$(BIN)/cxr-train pretrain --manifest $(NIH_MANIFEST) --shards $(NIH_SHARDS) --run-dir $(@D) \
+	$(ENV)$(LAUNCHER)$(BIN)/cxr-train pretrain --manifest $(NIH_MANIFEST) --shards $(NIH_SHARDS) --run-dir $(@D) \
 	  --arch $(ARCH) --projector $(PROJECTOR) --lambda $(LAMBDA) --positives $(POSITIVES) \
 	  --batch-size $(BT_BATCH) --epochs $(BT_EPOCHS) --optimizer $(BT_OPTIMIZER) --lr $(BT_LR) \
 	  --weight-decay $(BT_WD) --schedule cosine --warmup-steps $(BT_WARMUP) \

@@ -48,4 +48,12 @@ has "$steps" "pretrain .*--positives patient .*--optimizer lars .*--keep last" "
 has "$steps" "fit .*--init checkpoint:$e/pre/barlow/last.safetensors" "pretraining: fine-tuning does not start from Barlow Twins' last weights"
 has "$(cat "$e/experiment.json")" "Batch 256 instead of 2048\. Epochs 100 instead of 1000\." \
   "pretraining: the report does not state the reductions of the Barlow Twins recipe"
-echo "tests/pipelines.sh: 7 real pipelines plan official and held-out scoring, ImageNet inits and every pretraining pair"
+# A launcher (Slurm's srun) prefixes every training and prediction command, and only those.
+steps=$(plan -f pipelines/pretraining.mk PT_ARCH=resnet50 CHEXPERT=/data/chexpert NIH=/data/nih OUT="$out" BIN="$BIN" \
+  LAUNCH='srun --gres=gpu:1 --ntasks=1')
+trains=$(grep -c "$BIN/cxr-train " <<<"$steps")
+launched=$(grep -c "srun --gres=gpu:1 --ntasks=1 $BIN/cxr-train " <<<"$steps")
+[ "$trains" -gt 0 ] && [ "$trains" = "$launched" ] || fail "LAUNCH prefixes $launched of $trains cxr-train commands"
+grep -q "srun.*cxr-eval\|srun.*cxr-preprocess" <<<"$steps" && fail "LAUNCH prefixes a command that needs no GPU"
+
+echo "tests/pipelines.sh: 7 real pipelines plan official and held-out scoring, ImageNet inits, every pretraining pair and LAUNCH"

@@ -34,7 +34,11 @@ where
         let _ = fs::remove_file(&tmp);
         return Err(Error::io(path, e));
     }
-    fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
+    // A failed rename (the target is a directory, say) must not leave the temporary file behind.
+    fs::rename(&tmp, path).map_err(|e| {
+        let _ = fs::remove_file(&tmp);
+        Error::io(path, e)
+    })
 }
 
 /// Write `bytes` to `path` atomically.
@@ -54,5 +58,20 @@ mod tests {
         write_bytes(&path, b"new contents").unwrap();
         assert_eq!(fs::read(&path).unwrap(), b"new contents");
         assert!(!temp_path(&path).exists());
+    }
+
+    #[test]
+    fn a_failed_rename_leaves_no_temp() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("out");
+        fs::create_dir(&path).unwrap();
+        fs::write(path.join("inside"), b"kept").unwrap();
+        let e = write_bytes(&path, b"new contents").unwrap_err();
+        assert!(
+            e.to_string().starts_with(&path.display().to_string()),
+            "{e}"
+        );
+        assert!(!temp_path(&path).exists());
+        assert_eq!(fs::read(path.join("inside")).unwrap(), b"kept");
     }
 }

@@ -11,6 +11,7 @@ pub mod hash;
 pub mod label;
 pub mod manifest;
 pub mod observation;
+pub mod paths;
 pub mod predictions;
 pub mod runlog;
 pub mod shard;

@@ -328,8 +328,14 @@ impl Manifest {
                 .i8()
                 .map_err(|_| format!("label column `{}` should be i8", o.name()))?;
             for (i, code) in codes.iter().enumerate() {
-                labels[i][o.index()] = LabelState::from_code(code)
-                    .ok_or_else(|| format!("row {i}: `{}` has unknown state {code:?}", o.name()))?;
+                labels[i][o.index()] = LabelState::from_code(code).ok_or_else(|| {
+                    format!(
+                        "row {i}: `{}` has unknown state {} (expected 1 positive, 0 negative, \
+                         -1 uncertain or empty for not mentioned)",
+                        o.name(),
+                        code.map_or("empty".to_string(), |c| c.to_string())
+                    )
+                })?;
             }
         }
         let rows = (0..n)
@@ -442,6 +448,29 @@ mod tests {
         };
         manifest.write(&path).unwrap();
         assert_eq!(Manifest::read(&path).unwrap(), manifest);
+    }
+
+    #[test]
+    fn an_unknown_label_code_is_named_as_the_number() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m.parquet");
+        let manifest = Manifest {
+            rows: (0..3).map(sample_row).collect(),
+        };
+        manifest.write(&path).unwrap();
+        let mut df = ParquetReader::new(File::open(&path).unwrap())
+            .finish()
+            .unwrap();
+        df.with_column(Column::new("Edema".into(), [Some(0i8), None, Some(7)]))
+            .unwrap();
+        ParquetWriter::new(File::create(&path).unwrap())
+            .finish(&mut df)
+            .unwrap();
+        let err = Manifest::read(&path).unwrap_err().to_string();
+        assert!(
+            err.contains("row 2: `Edema` has unknown state 7 (") && !err.contains("Some("),
+            "{err}"
+        );
     }
 
     #[test]

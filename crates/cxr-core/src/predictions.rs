@@ -17,8 +17,10 @@
 //!
 //! Files are written as Parquet (zstd, f64 scores), atomically; [`Predictions::read`] takes
 //! Parquet or CSV. Every reader error names the file, and the row or line and the column.
-//! NaN scores are refused on read and on write: a NaN has no rank, and a diverged model should
-//! fail loudly rather than produce a plausible AUC.
+//! NaN and infinite scores are refused on read and on write: a NaN has no rank, infinities of one
+//! sign all tie (a column of `inf` scores AUC 0.5 whatever the labels), and both come from an
+//! overflow or a diverged model, which should fail loudly rather than produce a plausible AUC.
+//! Probabilities are always finite; finite logits carry every ranking an infinite one could.
 
 use crate::atomic;
 use polars::prelude::*;
@@ -61,7 +63,7 @@ pub enum PredictionsError {
 type Result<T, E = PredictionsError> = std::result::Result<T, E>;
 
 impl Predictions {
-    /// Build predictions, checking that every task has one finite-or-infinite (never NaN) score
+    /// Build predictions, checking that every task has one finite (never NaN or infinite) score
     /// per image, that image ids and task names are unique, and that no task is called
     /// `image_id`.
     pub fn new(image_ids: Vec<String>, tasks: Vec<String>, scores: Vec<Vec<f64>>) -> Result<Self> {
@@ -116,11 +118,11 @@ impl Predictions {
                     self.image_ids.len()
                 ));
             }
-            if let Some(i) = self.scores[t].iter().position(|s| s.is_nan()) {
+            if let Some(i) = self.scores[t].iter().position(|s| !s.is_finite()) {
                 return Err(format!(
-                    "row {i} (image `{}`): `{name}` is NaN; a NaN score has no rank, so fix the \
-                     model or drop the row",
-                    self.image_ids[i]
+                    "row {i} (image `{}`): `{name}` is {}",
+                    self.image_ids[i],
+                    not_finite(self.scores[t][i])
                 ));
             }
         }
@@ -274,11 +276,11 @@ impl Predictions {
                         names[c]
                     ))
                 })?;
-                if value.is_nan() {
+                if !value.is_finite() {
                     return Err(invalid(format!(
-                        "line {line} (image `{id}`): `{}` is NaN; a NaN score has no rank, so fix \
-                         the model or drop the row",
-                        names[c]
+                        "line {line} (image `{id}`): `{}` is {}",
+                        names[c],
+                        not_finite(value)
                     )));
                 }
                 scores[t].push(value);
@@ -336,6 +338,19 @@ impl Predictions {
     }
 }
 
+/// Why a score that is not finite cannot be ranked: the value and what to do.
+fn not_finite(value: f64) -> String {
+    if value.is_nan() {
+        "NaN; a NaN score has no rank, so fix the model or drop the row".to_string()
+    } else {
+        format!(
+            "{value}; infinite scores tie with each other whatever the labels (a column of them \
+             scores AUC 0.5) and come from an overflow or a diverged model, so fix the model or \
+             write probabilities or finite logits"
+        )
+    }
+}
+
 /// The id column among `names`: `image_id`, else one of [`ID_ALIASES`].
 fn id_column(names: &[String]) -> Result<&'static str, String> {
     std::iter::once(IMAGE_ID)
@@ -362,10 +377,7 @@ mod tests {
         Predictions::new(
             vec!["a.png".into(), "b.png".into(), "c.png".into()],
             vec!["prob_Edema".into(), "sex".into()],
-            vec![
-                vec![0.1, 0.25, f64::INFINITY],
-                vec![-3.5, 1e-300, 0.1 + 0.2],
-            ],
+            vec![vec![0.1, 0.25, f64::MAX], vec![-3.5, 1e-300, 0.1 + 0.2]],
         )
         .unwrap()
     }
@@ -469,5 +481,63 @@ mod tests {
             err.contains("nan.parquet") && err.contains("row 1") && err.contains("`y`"),
             "{err}"
         );
+    }
+
+    /// A column of `inf` scored AUC 0.5 whatever the labels: infinities are refused as NaN is,
+    /// naming the file, the first row and the column, in memory, in Parquet (f64 and f32) and
+    /// in CSV.
+    #[test]
+    fn infinities_are_refused_like_nan() {
+        for inf in [f64::INFINITY, f64::NEG_INFINITY] {
+            let err = Predictions::new(
+                vec!["a".into(), "b".into()],
+                vec!["Edema".into()],
+                vec![vec![0.5, inf]],
+            )
+            .unwrap_err()
+            .to_string();
+            assert!(
+                err.contains("row 1 (image `b`): `Edema` is") && err.contains("infinite"),
+                "{err}"
+            );
+        }
+        let dir = tempfile::tempdir().unwrap();
+        for (name, column) in [
+            (
+                "inf64.parquet",
+                Column::new("Edema".into(), [0.5, f64::INFINITY, f64::INFINITY]),
+            ),
+            (
+                "inf32.parquet",
+                Column::new("Edema".into(), [0.5f32, f32::NEG_INFINITY, 0.25]),
+            ),
+        ] {
+            let path = dir.path().join(name);
+            let ids = Column::new("image_id".into(), ["x", "y", "z"]);
+            let mut df = DataFrame::new(3, vec![ids, column]).unwrap();
+            ParquetWriter::new(File::create(&path).unwrap())
+                .finish(&mut df)
+                .unwrap();
+            let err = Predictions::read(&path).unwrap_err().to_string();
+            assert!(
+                err.contains(name)
+                    && err.contains("row 1 (image `y`)")
+                    && err.contains("`Edema` is")
+                    && err.contains("inf;"),
+                "{err}"
+            );
+        }
+        let path = dir.path().join("inf.csv");
+        for text in ["inf", "-inf", "Infinity"] {
+            std::fs::write(&path, format!("image_id,Edema\na,0.1\nb,{text}\n")).unwrap();
+            let err = Predictions::read(&path).unwrap_err().to_string();
+            assert!(
+                err.contains("inf.csv")
+                    && err.contains("line 3 (image `b`)")
+                    && err.contains("`Edema` is")
+                    && err.contains("infinite"),
+                "{err}"
+            );
+        }
     }
 }

@@ -11,7 +11,9 @@
 //! failed to decode. That fixed assignment is what makes a re-run resume (a shard with its
 //! [`ShardInfo`] sidecar is done) and lets cluster array tasks split one job with a union identical,
 //! byte for byte, to a single run. The [`ShardIndex`] (`index.json`) lists every shard with its
-//! checksum.
+//! checksum, and [`ShardIndex::open_all`] checks every file against it: a shard damaged on disk or
+//! changed since is an error naming it, never images silently wrong. The index only ever names
+//! plain files inside its own directory.
 
 use crate::atomic;
 use crate::hash::sha256_hex;
@@ -158,15 +160,73 @@ pub struct Shard {
     image_ids: Vec<String>,
 }
 
+/// Map a shard file into memory.
+fn map(path: &Path) -> Result<Mmap> {
+    let file = File::open(path).map_err(|e| Error::io(path, e))?;
+    // SAFETY: shards are written once, atomically (a new file renamed over the old), and never
+    // modified in place.
+    unsafe { Mmap::map(&file) }.map_err(|e| Error::io(path, e))
+}
+
+/// Check a shard's bytes against the SHA-256 that `record` (index or sidecar) holds for it.
+fn check_sha256(path: &Path, bytes: &[u8], recorded: &str, record: &Path) -> Result<()> {
+    let found = sha256_hex(bytes);
+    if found == recorded {
+        return Ok(());
+    }
+    let short = |hash: &str| hash.chars().take(16).collect::<String>();
+    Err(Error::Shard {
+        path: path.to_path_buf(),
+        reason: format!(
+            "corrupted: its SHA-256 is {}..., but {} records {}... for it, so the file was damaged \
+             or changed after cxr-preprocess wrote it; run the cxr-preprocess command that made it \
+             again (same --out): it remakes shards that fail their checksum",
+            short(&found),
+            record.display(),
+            short(recorded)
+        ),
+    })
+}
+
+/// Why `name` is not a plain file name (one that stays inside the directory it is joined to).
+fn file_name_problem(name: &str) -> Option<&'static str> {
+    let path = Path::new(name);
+    if name.is_empty() {
+        Some("is empty")
+    } else if path.is_absolute() || name.starts_with(['/', '\\']) {
+        Some("is absolute")
+    } else if name.split(['/', '\\']).any(|part| part == "..") {
+        Some("goes up with `..`")
+    } else if name.contains(['/', '\\']) {
+        Some("is a path, not a file name")
+    } else if name == "." || path.components().count() != 1 || name.contains(['\0', ':']) {
+        Some("is not a plain file name")
+    } else {
+        None
+    }
+}
+
 impl Shard {
+    /// Open a shard as it is, without checking its checksum: readers of a shard directory use
+    /// [`ShardIndex::open_all`], which does.
     pub fn open(path: &Path) -> Result<Shard> {
+        Shard::parse(path, map(path)?)
+    }
+
+    /// Open a shard whose bytes must hash to `sha256`, the checksum that `record` (the
+    /// `index.json` or sidecar naming the shard) holds for it. The whole file is hashed first, so
+    /// damage anywhere, header included, is reported as a corrupted shard.
+    pub fn open_checked(path: &Path, sha256: &str, record: &Path) -> Result<Shard> {
+        let mmap = map(path)?;
+        check_sha256(path, &mmap, sha256, record)?;
+        Shard::parse(path, mmap)
+    }
+
+    fn parse(path: &Path, mmap: Mmap) -> Result<Shard> {
         let bad = |reason: String| Error::Shard {
             path: path.to_path_buf(),
             reason,
         };
-        let file = File::open(path).map_err(|e| Error::io(path, e))?;
-        // SAFETY: shards are written once, atomically, and never modified in place.
-        let mmap = unsafe { Mmap::map(&file) }.map_err(|e| Error::io(path, e))?;
         let (_, meta) = SafeTensors::read_metadata(&mmap).map_err(|e| bad(e.to_string()))?;
         let tensors = SafeTensors::deserialize(&mmap).map_err(|e| bad(e.to_string()))?;
         let info = meta.metadata().clone().unwrap_or_default();
@@ -250,10 +310,14 @@ impl Shard {
         for (&row, id) in self.rows.iter().zip(&self.image_ids) {
             let found = manifest.rows.get(row).map(|r| r.image_id.as_str());
             if found != Some(id.as_str()) {
+                let here = match found {
+                    Some(other) => format!("that row is `{other}` here"),
+                    None => format!("this manifest has {} rows", manifest.rows.len()),
+                };
                 return Err(Error::Shard {
                     path: self.path.clone(),
                     reason: format!(
-                        "image `{id}` is row {row} of the manifest it was made from, but that row is {found:?} here: \
+                        "image `{id}` is row {row} of the manifest it was made from, but {here}: \
                          pass the manifest given to cxr-preprocess"
                     ),
                 });
@@ -291,11 +355,31 @@ impl ShardInfo {
         atomic::write_bytes(&dir.join(info_file(k)), &json)
     }
 
-    /// The sidecar of shard `k` if that shard is complete (sidecar and file both present).
+    /// The sidecar of shard `k` if that shard is complete (sidecar and file both present). A
+    /// sidecar that does not parse, or names a file other than shard `k`'s, does not count. The
+    /// file's checksum is not checked here: see [`ShardInfo::verify`].
     pub fn read_done(dir: &Path, k: usize) -> Option<ShardInfo> {
         let bytes = std::fs::read(dir.join(info_file(k))).ok()?;
         let info: ShardInfo = serde_json::from_slice(&bytes).ok()?;
-        dir.join(&info.file).exists().then_some(info)
+        (info.file == shard_file(k) && dir.join(&info.file).exists()).then_some(info)
+    }
+
+    /// Check the shard file in `dir` against this record's checksum; `record` is the file that
+    /// holds the record (sidecar or index), for the message. A mismatch is an [`Error::Shard`]
+    /// naming the shard file; a file that cannot be read is an [`Error::Io`].
+    pub fn verify(&self, dir: &Path, record: &Path) -> Result<()> {
+        if let Some(problem) = file_name_problem(&self.file) {
+            return Err(Error::Shard {
+                path: record.to_path_buf(),
+                reason: format!(
+                    "shard file `{}` {problem}: shard files are plain names inside the shard \
+                     directory",
+                    self.file
+                ),
+            });
+        }
+        let path = dir.join(&self.file);
+        check_sha256(&path, &map(&path)?, &self.sha256, record)
     }
 }
 
@@ -316,6 +400,23 @@ impl ShardIndex {
                 ),
             });
         }
+        // Shards are opened by joining these names to `dir`: `../x` or `/etc/passwd` would read
+        // files outside it.
+        for (i, shard) in index.shards.iter().enumerate() {
+            if let Some(problem) = file_name_problem(&shard.file) {
+                return Err(Error::Shard {
+                    reason: format!(
+                        "shard {i} names file `{}`, which {problem}: shard files must be plain \
+                         names inside the shard directory (cxr-preprocess writes \
+                         `shard-NNNNN.safetensors`); rebuild the index with \
+                         `cxr-preprocess --out {} --index-only`",
+                        shard.file,
+                        dir.display()
+                    ),
+                    path,
+                });
+            }
+        }
         Ok(index)
     }
 
@@ -334,12 +435,34 @@ impl ShardIndex {
         self.shards.iter().map(|s| s.images).sum()
     }
 
-    /// Open every shard.
+    /// Open every shard, checking each file against its checksum in `index.json` (see
+    /// [`Shard::open_checked`]). Hashing reads every byte once, so the shards are hashed on all
+    /// cores; a corrupted shard is an error naming it.
     pub fn open_all(&self, dir: &Path) -> Result<Vec<Shard>> {
-        self.shards
-            .iter()
-            .map(|s| Shard::open(&dir.join(&s.file)))
-            .collect()
+        let record = dir.join(INDEX_FILE);
+        let open = |s: &ShardInfo| Shard::open_checked(&dir.join(&s.file), &s.sha256, &record);
+        let threads = std::thread::available_parallelism()
+            .map_or(1, |n| n.get())
+            .min(self.shards.len());
+        if threads <= 1 {
+            return self.shards.iter().map(open).collect();
+        }
+        let open = &open;
+        std::thread::scope(|scope| {
+            let parts: Vec<_> = self
+                .shards
+                .chunks(self.shards.len().div_ceil(threads))
+                .map(|part| scope.spawn(move || part.iter().map(open).collect::<Result<Vec<_>>>()))
+                .collect();
+            let mut shards = Vec::with_capacity(self.shards.len());
+            for part in parts {
+                let opened = part
+                    .join()
+                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+                shards.extend(opened?);
+            }
+            Ok(shards)
+        })
     }
 }
 
@@ -373,6 +496,44 @@ mod tests {
         );
     }
 
+    /// A shard read with another manifest names what that manifest has instead, never as
+    /// `Some("...")`.
+    #[test]
+    fn a_shard_checked_against_another_manifest_names_the_row_found() {
+        let dir = tempfile::tempdir().unwrap();
+        let bytes = encode(&[0; 8], &[1, 2], &["a.png", "b.png"], 2, Resize::Pad).unwrap();
+        ShardInfo::new(0, 1, 2, &bytes, 2, vec![])
+            .write_shard(dir.path(), 0, &bytes)
+            .unwrap();
+        let shard = Shard::open(&dir.path().join(shard_file(0))).unwrap();
+        let manifest = |ids: &[&str]| Manifest {
+            rows: ids
+                .iter()
+                .map(|&id| crate::ManifestRow::unlabelled(crate::Dataset::Nih, id, id, "p", "p/s"))
+                .collect(),
+        };
+        assert!(shard
+            .check_against(&manifest(&["x.png", "a.png", "b.png"]))
+            .is_ok());
+        let err = shard
+            .check_against(&manifest(&["x.png", "c.png", "b.png"]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("image `a.png` is row 1") && err.contains("that row is `c.png` here"),
+            "{err}"
+        );
+        let err = shard
+            .check_against(&manifest(&["x.png"]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("image `a.png` is row 1") && err.contains("this manifest has 1 rows"),
+            "{err}"
+        );
+        assert!(!err.contains("Some(") && !err.contains("None"), "{err}");
+    }
+
     #[test]
     fn encoding_is_byte_for_byte_reproducible() {
         let encode_once = || encode(&[9; 8], &[3, 5], &["a", "b\"c"], 2, Resize::Pad).unwrap();
@@ -381,6 +542,109 @@ mod tests {
         assert!((0..20).all(|_| encode_once() == first));
         let text = String::from_utf8_lossy(&first);
         assert!(text.contains(r#"{"__metadata__":{"format""#), "{text}");
+    }
+
+    /// A directory holding one finished shard (rows 7 and 9) and its index.
+    fn one_shard_dir() -> (tempfile::TempDir, ShardIndex) {
+        let dir = tempfile::tempdir().unwrap();
+        let images: Vec<u8> = (0..2 * 16).map(|i| i as u8).collect();
+        let bytes = encode(&images, &[7, 9], &["a.png", "b.png"], 4, Resize::Pad).unwrap();
+        let info = ShardInfo::new(0, 6, 4, &bytes, 2, vec![]);
+        info.write_shard(dir.path(), 0, &bytes).unwrap();
+        let index = ShardIndex {
+            format: FORMAT.to_string(),
+            size: 4,
+            resize: Resize::Pad,
+            shard_rows: 4,
+            manifest_rows: 10,
+            shards: vec![info],
+        };
+        index.write(dir.path()).unwrap();
+        (dir, index)
+    }
+
+    #[test]
+    fn a_shard_that_fails_its_checksum_is_refused_as_corrupted() {
+        let (dir, index) = one_shard_dir();
+        assert_eq!(index.open_all(dir.path()).unwrap()[0].rows(), &[7, 9]);
+        let path = dir.path().join(shard_file(0));
+        let good = std::fs::read(&path).unwrap();
+        // One pixel changed (the images are the last tensor), then one byte of the header's image
+        // ids: both still parse as a shard, and both must be reported as corruption.
+        let header = good.windows(5).position(|w| w == b"a.png").unwrap();
+        for at in [good.len() - 3, header] {
+            let mut bad = good.clone();
+            bad[at] ^= 0x01;
+            std::fs::write(&path, &bad).unwrap();
+            assert!(
+                Shard::open(&path).is_ok(),
+                "the damage leaves a valid shard"
+            );
+            let err = index.open_all(dir.path()).err().unwrap().to_string();
+            assert!(
+                err.contains("shard-00000.safetensors")
+                    && err.contains("corrupted")
+                    && err.contains("index.json")
+                    && err.contains("run the cxr-preprocess command"),
+                "{err}"
+            );
+            let sidecar = dir.path().join(info_file(0));
+            let err = index.shards[0].verify(dir.path(), &sidecar).unwrap_err();
+            assert!(matches!(err, Error::Shard { .. }), "{err}");
+            assert!(err.to_string().contains("shard-00000.json"), "{err}");
+        }
+        std::fs::write(&path, b"").unwrap();
+        let err = index.open_all(dir.path()).err().unwrap().to_string();
+        assert!(err.contains("corrupted"), "{err}");
+        std::fs::write(&path, &good).unwrap();
+        index.shards[0]
+            .verify(dir.path(), &dir.path().join(info_file(0)))
+            .unwrap();
+    }
+
+    #[test]
+    fn index_entries_must_be_plain_file_names_inside_the_directory() {
+        let (dir, mut index) = one_shard_dir();
+        for (file, problem) in [
+            ("../../outside/x.safetensors", "goes up with `..`"),
+            ("/etc/passwd", "is absolute"),
+            ("..", "goes up with `..`"),
+            ("sub/shard-00000.safetensors", "is a path"),
+            ("sub\\x", "is a path"),
+            ("", "is empty"),
+            (".", "is not a plain file name"),
+        ] {
+            index.shards[0].file = file.to_string();
+            index.write(dir.path()).unwrap();
+            let err = ShardIndex::read(dir.path()).unwrap_err().to_string();
+            assert!(
+                err.contains("index.json")
+                    && err.contains(&format!("shard 0 names file `{file}`, which {problem}")),
+                "{err}"
+            );
+            let err = index.shards[0]
+                .verify(dir.path(), Path::new("x.json"))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(problem), "{err}");
+        }
+        index.shards[0].file = shard_file(0);
+        index.write(dir.path()).unwrap();
+        assert_eq!(ShardIndex::read(dir.path()).unwrap(), index);
+    }
+
+    #[test]
+    fn a_sidecar_naming_another_file_is_not_a_finished_shard() {
+        let (dir, index) = one_shard_dir();
+        assert!(ShardInfo::read_done(dir.path(), 0).is_some());
+        std::fs::write(dir.path().join("x.safetensors"), b"").unwrap();
+        let info = ShardInfo {
+            file: "x.safetensors".to_string(),
+            ..index.shards[0].clone()
+        };
+        let json = serde_json::to_vec(&info).unwrap();
+        std::fs::write(dir.path().join(info_file(0)), json).unwrap();
+        assert_eq!(ShardInfo::read_done(dir.path(), 0), None);
     }
 
     #[test]

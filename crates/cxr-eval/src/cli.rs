@@ -2,12 +2,13 @@
 //! printing and drawing. Everything it computes lives in the library modules.
 
 use crate::bootstrap::{Bootstrap, Interval};
-use crate::labels::{self, Aggregate, EvalSet, Task};
+use crate::labels::{self, Aggregate, EvalSet, SplitRule, Task};
 use crate::plot::{self, RocPanel, RunCurves, XAxis};
 use crate::{auc::RocCurve, bench};
 use crate::{report, study};
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use cxr_core::paths::{self, Named};
 use cxr_core::predictions::Predictions;
 use cxr_core::{runlog, BlankRule, LabelPolicy, Manifest};
 use std::collections::HashSet;
@@ -44,6 +45,14 @@ Consolidation, Edema, Pleural Effusion) and all defined observations (sex and vi
 Intervals resample patients, not images (a patient's views are correlated), with a fixed seed;
 results do not depend on the thread count (RAYON_NUM_THREADS).
 
+Splits: the table and metrics.json (\"splits\": {\"test\": 48}) say which manifest split(s) the
+scored images come from. Images of the train split are refused (a model's AUC on the images it
+was fitted to says nothing about new patients) unless --allow-train-split says the model never
+trained on them (e.g. it was trained on another dataset). Images of several splits at once
+(test with official, or with valid, which chose the checkpoint) are refused too, since one AUC
+over them describes none of the sets, unless --allow-mixed-splits pools them on purpose. Score
+each split (cxr-train predict --split) on its own.
+
 Examples:
   cxr-eval score preds.parquet -m chexpert.parquet
   cxr-eval score preds.csv -m nih.parquet --bootstrap 10000 --seed 7 --out eval/nih
@@ -54,6 +63,10 @@ A and B must score the same images (in any row order). Per task: both AUCs, thei
 with a paired patient-bootstrap interval, and DeLong's test (fast form of Sun & Xu, 2014) with
 p-values also adjusted over tasks (Holm). For the mean AUCs: the difference, its paired-bootstrap
 interval and p-value. Tasks in only one file are listed, not compared.
+
+Splits as for score: the images' manifest split(s) are shown and kept in comparison.json;
+training images and several splits at once are refused unless --allow-train-split or
+--allow-mixed-splits says so.
 
 Examples:
   cxr-eval compare in-domain.parquet imagenet.parquet -m chexpert.parquet
@@ -152,6 +165,22 @@ pub struct LabelArgs {
     /// Write only JSON and CSV under --out, no ROC plots (without --out nothing is written)
     #[arg(long)]
     pub no_plots: bool,
+    /// Score images of the manifest's train split too: only for a model that never trained on
+    /// them (e.g. one trained on another dataset)
+    #[arg(long)]
+    pub allow_train_split: bool,
+    /// Pool images of several manifest splits (e.g. test and official) into one score
+    #[arg(long)]
+    pub allow_mixed_splits: bool,
+}
+
+impl LabelArgs {
+    fn split_rule(&self) -> SplitRule {
+        SplitRule {
+            allow_train: self.allow_train_split,
+            allow_mixed: self.allow_mixed_splits,
+        }
+    }
 }
 
 #[derive(Debug, Args)]
@@ -226,6 +255,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Compare(args) => compare(&args),
         Command::Curves(args) => curves(&args),
         Command::Report(args) => {
+            refuse_report_over_inputs(&args)?;
             let intro = match &args.intro {
                 Some(p) => Some(
                     std::fs::read_to_string(p)
@@ -321,6 +351,8 @@ fn announce(written: &[PathBuf]) {
 
 fn score(args: &ScoreArgs) -> Result<()> {
     let la = &args.labels;
+    let read = [("predictions", args.predictions.as_path())];
+    refuse_out_over_inputs(la, &SCORE_FILES, &read)?;
     let (predictions, tasks, skipped) = read_predictions(&args.predictions)?;
     let inputs = inputs(la)?;
     let set = labels::join(
@@ -332,6 +364,7 @@ fn score(args: &ScoreArgs) -> Result<()> {
         &inputs.policy,
         la.aggregate,
     )?;
+    la.split_rule().check(&set.splits, &args.predictions)?;
     let setup = report::setup(
         &set,
         &la.manifest,
@@ -366,6 +399,11 @@ fn score(args: &ScoreArgs) -> Result<()> {
 
 fn compare(args: &CompareArgs) -> Result<()> {
     let la = &args.labels;
+    let read = [
+        ("predictions A", args.a.as_path()),
+        ("predictions B", args.b.as_path()),
+    ];
+    refuse_out_over_inputs(la, &COMPARE_FILES, &read)?;
     let (pa, tasks_a, _) = read_predictions(&args.a)?;
     let (pb, tasks_b, _) = read_predictions(&args.b)?;
     same_images(&pa, &args.a, &pb, &args.b)?;
@@ -404,6 +442,7 @@ fn compare(args: &CompareArgs) -> Result<()> {
         )
     };
     let set_a = join(&pa, &args.a, &common_a)?;
+    la.split_rule().check(&set_a.splits, &args.a)?;
     let set_b = join(&pb, &args.b, &common_b)?;
     let setup = report::setup(
         &set_a,
@@ -451,6 +490,47 @@ fn compare(args: &CompareArgs) -> Result<()> {
     Ok(())
 }
 
+/// What score, compare and curves write in --out (see `report` and `plot`).
+const SCORE_FILES: [&str; 4] = ["metrics.json", "metrics.csv", "roc.png", "roc.svg"];
+const COMPARE_FILES: [&str; 4] = [
+    "comparison.json",
+    "comparison.csv",
+    "roc_compare.png",
+    "roc_compare.svg",
+];
+const CURVES_FILES: [&str; 4] = ["loss.png", "loss.svg", "valid_auc.png", "valid_auc.svg"];
+
+/// Refuse, before any work, a score or compare --out that is, or would write over, one of the
+/// predictions files or the manifest.
+fn refuse_out_over_inputs(la: &LabelArgs, written: &[&str], predictions: &[Named]) -> Result<()> {
+    if let Some(dir) = &la.out {
+        let mut inputs = predictions.to_vec();
+        inputs.push(("--manifest", &la.manifest));
+        paths::refuse_output_dir_among_inputs(("--out", dir), written, &inputs)?;
+    }
+    Ok(())
+}
+
+/// Refuse a report --out that is its --intro or an experiment (directory or experiment.json).
+fn refuse_report_over_inputs(args: &ReportArgs) -> Result<()> {
+    let described: Vec<PathBuf> = args
+        .experiments
+        .iter()
+        .map(|e| e.join("experiment.json"))
+        .collect();
+    let mut inputs: Vec<Named> = args
+        .intro
+        .iter()
+        .map(|p| ("--intro", p.as_path()))
+        .collect();
+    for (dir, json) in args.experiments.iter().zip(&described) {
+        inputs.push(("EXPERIMENT", dir));
+        inputs.push(("EXPERIMENT", json));
+    }
+    paths::refuse_output_among_inputs(("--out", &args.out), &inputs)?;
+    Ok(())
+}
+
 /// A and B must score the same images; name the first one that differs.
 fn same_images(a: &Predictions, a_path: &Path, b: &Predictions, b_path: &Path) -> Result<()> {
     let in_a: HashSet<&str> = a.image_ids.iter().map(String::as_str).collect();
@@ -491,6 +571,8 @@ fn curves(args: &CurvesArgs) -> Result<()> {
             }
         })
         .collect();
+    let inputs: Vec<Named> = files.iter().map(|f| ("RUN", f.as_path())).collect();
+    paths::refuse_output_dir_among_inputs(("--out", &args.out), &CURVES_FILES, &inputs)?;
     let short: Vec<String> = args
         .runs
         .iter()
@@ -509,8 +591,8 @@ fn curves(args: &CurvesArgs) -> Result<()> {
     let unique = short.iter().collect::<HashSet<_>>().len() == short.len();
     let mut runs = Vec::new();
     for (i, file) in files.iter().enumerate() {
-        let records = runlog::read(file)
-            .with_context(|| format!("reading run {}", args.runs[i].display()))?;
+        // The error names the file (the run directory's metrics.jsonl), and the line if any.
+        let records = runlog::read(file)?;
         let name = if unique {
             short[i].clone()
         } else {

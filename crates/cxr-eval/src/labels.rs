@@ -20,7 +20,7 @@
 
 use anyhow::{bail, Result};
 use cxr_core::predictions::Predictions;
-use cxr_core::{LabelPolicy, Manifest, ManifestRow, Observation, Projection, Sex};
+use cxr_core::{LabelPolicy, Manifest, ManifestRow, Observation, Projection, Sex, Split};
 use std::collections::HashMap;
 use std::path::Path;
 
@@ -175,7 +175,77 @@ pub struct EvalSet {
     pub patient_ids: Vec<String>,
     /// Images scored (before aggregation).
     pub n_images: usize,
+    /// The manifest splits of the images scored, in [`Split::ALL`] order, each with its count.
+    pub splits: Vec<SplitCount>,
     pub tasks: Vec<TaskData>,
+}
+
+/// How many scored images come from one manifest split, and the first of them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SplitCount {
+    pub split: Split,
+    pub images: usize,
+    /// Row in the predictions file and image id of the first image of this split.
+    pub first: (usize, String),
+}
+
+/// Which manifest splits may be scored: `train` and more than one split at once need leave.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SplitRule {
+    /// Score images of the `train` split (models are fitted to them).
+    pub allow_train: bool,
+    /// Score images of several splits together (e.g. `test` with `official`).
+    pub allow_mixed: bool,
+}
+
+impl SplitRule {
+    /// Refuse, naming `predictions_path`, images of the train split and mixtures of splits that
+    /// the rule does not allow.
+    pub fn check(self, splits: &[SplitCount], predictions_path: &Path) -> Result<()> {
+        let total: usize = splits.iter().map(|s| s.images).sum();
+        if let (false, Some(train)) = (
+            self.allow_train,
+            splits.iter().find(|s| s.split == Split::Train),
+        ) {
+            bail!(
+                "{}: {} of {total} predicted images are in the manifest's `train` split (the \
+                 first is `{}`, row {}); AUCs on the images a model was fitted to say nothing \
+                 about how it does on new patients. Predict the `test` or `official` split \
+                 (cxr-train predict --split test), or pass --allow-train-split if the model never \
+                 trained on this manifest's train split (e.g. it was trained on another dataset)",
+                predictions_path.display(),
+                train.images,
+                train.first.1,
+                train.first.0
+            );
+        }
+        if !self.allow_mixed && splits.len() > 1 {
+            bail!(
+                "{}: the predicted images come from {} manifest splits ({}); one AUC over \
+                 several splits describes none of them (`official` has its own labels, `valid` \
+                 chose the checkpoint). Score each split on its own (cxr-train predict --split), \
+                 or pass --allow-mixed-splits to pool them",
+                predictions_path.display(),
+                splits.len(),
+                describe_splits(splits)
+            );
+        }
+        Ok(())
+    }
+}
+
+/// Each split with its image count and first image, for messages.
+pub fn describe_splits(splits: &[SplitCount]) -> String {
+    splits
+        .iter()
+        .map(|s| {
+            format!(
+                "{}: {} images, the first `{}` at row {}",
+                s.split, s.images, s.first.1, s.first.0
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 /// Join `predictions` (read from `predictions_path`) to `manifest` and build the units.
@@ -214,6 +284,19 @@ pub fn join(
     if rows.is_empty() {
         bail!("{}: no predictions to score", predictions_path.display());
     }
+    let mut splits: Vec<SplitCount> = Vec::new();
+    for &(pos, i) in &rows {
+        let split = manifest.rows[pos].split;
+        match splits.iter_mut().find(|s| s.split == split) {
+            Some(s) => s.images += 1,
+            None => splits.push(SplitCount {
+                split,
+                images: 1,
+                first: (i, predictions.image_ids[i].clone()),
+            }),
+        }
+    }
+    splits.sort_unstable_by_key(|s| s.split);
     // Manifest order, so results never depend on the order of the predictions file's rows.
     rows.sort_unstable();
     let columns: Vec<&[f64]> = tasks
@@ -307,6 +390,7 @@ pub fn join(
         unit_patient,
         patient_ids,
         n_images: rows.len(),
+        splits,
         tasks: task_data,
     })
 }

@@ -18,6 +18,7 @@ use crate::labels::{Aggregate, EvalSet, TaskData, TaskKind};
 use anyhow::Result;
 use cxr_core::{atomic, COMPETITION_5};
 use serde::Serialize;
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
@@ -29,6 +30,9 @@ pub struct Setup {
     pub policy: String,
     pub aggregate: Aggregate,
     pub n_images: usize,
+    /// Images scored per manifest split (`{"test": 48}`): held-out, official, or (only when
+    /// allowed) training images.
+    pub splits: BTreeMap<String, usize>,
     /// Units scored: images, or studies when aggregated.
     pub n_units: usize,
     pub n_patients: usize,
@@ -92,6 +96,11 @@ pub fn setup(
         policy: policy.to_string(),
         aggregate: set.aggregate,
         n_images: set.n_images,
+        splits: set
+            .splits
+            .iter()
+            .map(|s| (s.split.to_string(), s.images))
+            .collect(),
         n_units: set.unit_ids.len(),
         n_patients: set.patient_ids.len(),
         bootstrap,
@@ -477,6 +486,21 @@ fn header(out: &mut String, s: &Setup) {
         "labels     {}, policy {}, unit: {unit}",
         s.manifest, s.policy
     );
+    if !s.splits.is_empty() {
+        let listed: Vec<String> = s
+            .splits
+            .iter()
+            .map(|(split, n)| format!("{split} ({n} images)"))
+            .collect();
+        let mut line = match listed.len() {
+            1 => format!("split      {}", listed[0]),
+            _ => format!("splits     {}, pooled", listed.join(", ")),
+        };
+        if s.splits.contains_key("train") {
+            line.push_str("; training images (--allow-train-split)");
+        }
+        let _ = writeln!(out, "{line}");
+    }
     let _ = match s.bootstrap {
         Some(b) => writeln!(
             out,
@@ -847,6 +871,7 @@ mod tests {
             unit_patient: vec![0, 0, 1, 1, 2, 2],
             patient_ids: vec!["a".into(), "b".into(), "c".into()],
             n_images: 6,
+            splits: Vec::new(),
             tasks: vec![
                 task("Edema", known.clone()),
                 task("Pneumonia", known),

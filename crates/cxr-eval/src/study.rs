@@ -343,6 +343,9 @@ struct SetNumbers {
     diffs: Vec<Vec<Option<Vec<Difference>>>>,
     /// The scoring's rule for leaving tasks out of means (from the first `metrics.json`).
     min_positives: Option<usize>,
+    /// The manifest splits of the scored images (`metrics.json`'s `splits`), each different
+    /// description once: `test (48 images)`. Several mean the runs scored different images.
+    splits: Vec<String>,
 }
 
 impl SetNumbers {
@@ -404,6 +407,7 @@ fn load_set(
     missing: &mut Vec<String>,
 ) -> Result<SetNumbers> {
     let mut min_positives = None;
+    let mut splits: Vec<String> = Vec::new();
     let mut runs = Vec::new();
     for config in &exp.configs {
         let mut row = Vec::new();
@@ -425,6 +429,16 @@ fn load_set(
                         .and_then(Value::as_u64)
                         .map(|n| n as usize)
                 });
+                if let Some(found) = json.get("splits").and_then(Value::as_object) {
+                    let text = found
+                        .iter()
+                        .map(|(split, n)| format!("`{split}` ({n} images)"))
+                        .collect::<Vec<_>>()
+                        .join(", ");
+                    if !splits.contains(&text) {
+                        splits.push(text);
+                    }
+                }
                 Some(endpoints(&json))
             } else if let (true, Some(m)) = (preds.exists(), manifest) {
                 let p = Predictions::read(&preds)?;
@@ -462,6 +476,7 @@ fn load_set(
         runs,
         diffs,
         min_positives,
+        splits,
     })
 }
 
@@ -614,6 +629,19 @@ fn section(l: &Loaded, report_dir: &Path, out: &mut String) {
 
 /// The tables of one test set: headline numbers, paired comparisons, per-task AUCs.
 fn set_tables(exp: &Experiment, pairs: &[[String; 2]], l: &SetNumbers, out: &mut String) {
+    match l.splits.as_slice() {
+        [] => {}
+        [one] => {
+            let _ = writeln!(out, "Scored images: manifest split {one}.\n");
+        }
+        several => {
+            let _ = writeln!(
+                out,
+                "Scored images differ between runs: {}.\n",
+                several.join("; ")
+            );
+        }
+    }
     headline_tables(exp, l, out);
     if !pairs.is_empty() {
         pair_table(exp, pairs, l, out);

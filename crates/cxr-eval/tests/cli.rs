@@ -595,6 +595,7 @@ fn report_gathers_seeds_tests_and_figures() {
         "**Paired comparisons on the same images**",
         "| `better` vs `base` |",
         "holds: same sign and p < 0.05 in all 2 seeds",
+        "Scored images: manifest split `valid` (150 images).",
         "| Edema |",
         "Missing (not run yet, or failed)",
         "exp/eval/official/absent__s0/metrics.json",
@@ -627,4 +628,345 @@ fn report_gathers_seeds_tests_and_figures() {
     std::fs::create_dir_all(f.path("empty")).unwrap();
     let e = err(&f.run(&["report", "empty", "--out", "r.md"]));
     assert!(e.contains("experiment.json"), "{e}");
+}
+
+/// A column of `inf` (or `-inf`) scored AUC 0.5 with exit status 0: infinities are refused as
+/// NaN is, naming the file, the first line and the column.
+#[test]
+fn infinite_scores_are_refused_naming_file_line_and_column() {
+    let f = Fixture::new();
+    for inf in ["inf", "-inf"] {
+        let mut text = String::from("image_id,Edema\n");
+        for r in &manifest().rows {
+            text.push_str(&format!("{},{inf}\n", r.image_id));
+        }
+        std::fs::write(f.path("inf.csv"), text).unwrap();
+        let out = f.run(&["score", "inf.csv", "-m", "manifest.parquet"]);
+        assert_eq!(out.status.code(), Some(1));
+        let e = err(&out);
+        assert!(
+            e.contains("inf.csv")
+                && e.contains("line 2 (image `")
+                && e.contains(&format!("`Edema` is {inf};"))
+                && e.contains("infinite"),
+            "{e}"
+        );
+    }
+}
+
+/// The manifest with each image's split set by `split_of(row)`.
+fn manifest_with_splits(split_of: impl Fn(&ManifestRow) -> Split) -> Manifest {
+    let mut m = manifest();
+    for r in &mut m.rows {
+        r.split = split_of(r);
+    }
+    m
+}
+
+/// The predictions of `file` for the images `keep` accepts.
+fn subset(f: &Fixture, file: &str, out: &str, keep: impl Fn(&str) -> bool) {
+    let p = Predictions::read(&f.path(file)).unwrap();
+    let rows: Vec<usize> = (0..p.len()).filter(|&i| keep(&p.image_ids[i])).collect();
+    Predictions::new(
+        rows.iter().map(|&i| p.image_ids[i].clone()).collect(),
+        p.tasks.clone(),
+        p.scores
+            .iter()
+            .map(|s| rows.iter().map(|&i| s[i]).collect())
+            .collect(),
+    )
+    .unwrap()
+    .write(&f.path(out))
+    .unwrap();
+}
+
+fn json(f: &Fixture, path: &str) -> serde_json::Value {
+    serde_json::from_slice(&std::fs::read(f.path(path)).unwrap()).unwrap()
+}
+
+/// Score and compare say which manifest split the images come from (table and JSON), refuse
+/// training images and mixtures of splits unless told, and score `test` and `official` apart
+/// without flags, as the pipelines do.
+#[test]
+fn splits_are_reported_and_train_or_mixed_splits_refused() {
+    let f = Fixture::new();
+    let quick = ["-m", "manifest.parquet", "--bootstrap", "0", "--no-plots"];
+    let with = |args: &[&str], extra: &[&str]| -> Vec<String> {
+        let mut v: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+        v.extend(extra.iter().map(|s| s.to_string()));
+        v
+    };
+    let run = |args: Vec<String>| f.run(&args.iter().map(String::as_str).collect::<Vec<_>>());
+
+    // The fixture's images are all in `valid`: one split, scored without a flag.
+    let table = ok(&run(with(
+        &["score", "a.parquet", "--out", "valid"],
+        &quick,
+    )));
+    assert!(table.contains("split      valid (150 images)"), "{table}");
+    assert_eq!(
+        json(&f, "valid/metrics.json")["splits"],
+        serde_json::json!({"valid": 150})
+    );
+
+    // Training images: refused, saying why, unless --allow-train-split.
+    manifest_with_splits(|_| Split::Train)
+        .write(&f.path("manifest.parquet"))
+        .unwrap();
+    for args in [
+        with(&["score", "a.parquet"], &quick),
+        with(&["compare", "a.parquet", "b.parquet"], &quick),
+    ] {
+        let out = run(args);
+        assert_eq!(out.status.code(), Some(1));
+        let e = err(&out);
+        assert!(
+            e.contains(
+                "a.parquet: 150 of 150 predicted images are in the manifest's `train` split"
+            ) && e.contains("say nothing about")
+                && e.contains("--allow-train-split"),
+            "{e}"
+        );
+    }
+    let table = ok(&run(with(
+        &[
+            "score",
+            "a.parquet",
+            "--out",
+            "train",
+            "--allow-train-split",
+        ],
+        &quick,
+    )));
+    assert!(
+        table.contains("split      train (150 images); training images"),
+        "{table}"
+    );
+    assert_eq!(
+        json(&f, "train/metrics.json")["splits"],
+        serde_json::json!({"train": 150})
+    );
+
+    // Held-out patients and the official set together: refused unless pooled on purpose.
+    let test_patient = |r: &ManifestRow| r.patient_id.as_str() < "patient00030";
+    manifest_with_splits(|r| {
+        if test_patient(r) {
+            Split::Test
+        } else {
+            Split::Official
+        }
+    })
+    .write(&f.path("manifest.parquet"))
+    .unwrap();
+    let m = Manifest::read(&f.path("manifest.parquet")).unwrap();
+    let n_test = m.rows.iter().filter(|r| r.split == Split::Test).count();
+    let n_official = 150 - n_test;
+    assert!(n_test > 20 && n_official > 20, "{n_test}");
+    for args in [
+        with(&["score", "a.parquet"], &quick),
+        with(&["compare", "a.parquet", "b.parquet"], &quick),
+    ] {
+        let e = err(&run(args));
+        assert!(
+            e.contains("a.parquet: the predicted images come from 2 manifest splits")
+                && e.contains(&format!("test: {n_test} images"))
+                && e.contains(&format!("official: {n_official} images"))
+                && e.contains("--allow-mixed-splits"),
+            "{e}"
+        );
+    }
+    let table = ok(&run(with(
+        &[
+            "score",
+            "a.parquet",
+            "--out",
+            "mixed",
+            "--allow-mixed-splits",
+        ],
+        &quick,
+    )));
+    assert!(table.contains("splits     official ("), "{table}");
+    assert_eq!(
+        json(&f, "mixed/metrics.json")["splits"],
+        serde_json::json!({"official": n_official, "test": n_test})
+    );
+
+    // One split at a time, as the pipelines score them: no flag needed.
+    let split_of: std::collections::HashMap<String, Split> = m
+        .rows
+        .iter()
+        .map(|r| (r.image_id.clone(), r.split))
+        .collect();
+    for (split, n) in [(Split::Test, n_test), (Split::Official, n_official)] {
+        for file in ["a", "b"] {
+            subset(
+                &f,
+                &format!("{file}.parquet"),
+                &format!("{file}_{split}.parquet"),
+                |id| split_of[id] == split,
+            );
+        }
+        let (a, b) = (format!("a_{split}.parquet"), format!("b_{split}.parquet"));
+        let out = format!("eval_{split}");
+        ok(&run(with(&["score", &a, "--out", &out], &quick)));
+        assert_eq!(
+            json(&f, &format!("{out}/metrics.json"))["splits"],
+            serde_json::json!({split.as_str(): n})
+        );
+        let out = format!("cmp_{split}");
+        ok(&run(with(&["compare", &a, &b, "--out", &out], &quick)));
+        assert_eq!(
+            json(&f, &format!("{out}/comparison.json"))["splits"],
+            serde_json::json!({split.as_str(): n})
+        );
+    }
+}
+
+/// Errors meant for users: `cxr-eval: error: ...` on one line and exit status 1, each cause
+/// once (the OS's message was printed twice), and no backtrace whatever RUST_BACKTRACE says.
+#[test]
+fn errors_are_one_line_without_backtrace_or_repeats() {
+    let f = Fixture::new();
+    for backtrace in ["1", "full"] {
+        let env = [("RUST_BACKTRACE", backtrace), ("RUST_LIB_BACKTRACE", "1")];
+        for args in [
+            &["score", "absent.parquet", "-m", "manifest.parquet"][..],
+            &["score", "a.parquet", "-m", "absent.parquet"],
+        ] {
+            let out = f.run_env(args, &env);
+            assert_eq!(out.status.code(), Some(1));
+            let e = err(&out);
+            assert!(e.starts_with("cxr-eval: error: absent.parquet: "), "{e}");
+            assert!(!e.to_lowercase().contains("backtrace"), "{e}");
+            assert_eq!(e.lines().count(), 1, "{e}");
+            assert_eq!(e.matches("(os error 2)").count(), 1, "{e}");
+        }
+    }
+}
+
+/// `score ev/metrics.csv --out ev` replaced the predictions with the metrics, exit 0; `report
+/// --intro intro.md --out intro.md` the intro with the report. Outputs that are (or would write
+/// over) inputs are refused before any work, and the inputs stay as they were.
+#[test]
+fn outputs_that_are_inputs_are_refused() {
+    let f = Fixture::new();
+    std::fs::create_dir(f.path("ev")).unwrap();
+    std::fs::copy(f.path("a.csv"), f.path("ev/metrics.csv")).unwrap();
+    std::fs::create_dir_all(f.path("runs/r")).unwrap();
+    for step in 1..=3u64 {
+        let rec = MetricRecord {
+            step,
+            epoch: step as f64,
+            phase: Phase::Train,
+            loss: 1.0 / step as f64,
+            lr: None,
+            images_per_s: None,
+            data_wait: None,
+            auc: None,
+        };
+        runlog::append(&f.path("runs/r/metrics.jsonl"), &rec).unwrap();
+    }
+    std::fs::write(f.path("intro.md"), "# intro\n").unwrap();
+    let inputs = [
+        "ev/metrics.csv",
+        "manifest.parquet",
+        "a.parquet",
+        "runs/r/metrics.jsonl",
+        "intro.md",
+    ];
+    let before: Vec<Vec<u8>> = inputs
+        .iter()
+        .map(|p| std::fs::read(f.path(p)).unwrap())
+        .collect();
+    let cases: [(&[&str], &str); 6] = [
+        (
+            &[
+                "score",
+                "ev/metrics.csv",
+                "-m",
+                "manifest.parquet",
+                "--out",
+                "ev",
+            ],
+            "--out ev would write ev/metrics.csv, which is an input (predictions ev/metrics.csv)",
+        ),
+        (
+            &[
+                "score",
+                "a.parquet",
+                "-m",
+                "manifest.parquet",
+                "--out",
+                "manifest.parquet",
+            ],
+            "--out manifest.parquet is also an input (--manifest manifest.parquet)",
+        ),
+        (
+            &[
+                "compare",
+                "a.parquet",
+                "b.parquet",
+                "-m",
+                "manifest.parquet",
+                "--out",
+                "./a.parquet",
+            ],
+            "--out ./a.parquet is the same file as an input (predictions A a.parquet)",
+        ),
+        (
+            &["curves", "runs/r", "--out", "runs/r/metrics.jsonl"],
+            "--out runs/r/metrics.jsonl is also an input (RUN runs/r/metrics.jsonl)",
+        ),
+        (
+            &["report", "runs", "--intro", "intro.md", "--out", "intro.md"],
+            "--out intro.md is also an input (--intro intro.md)",
+        ),
+        (
+            &["report", "runs", "--out", "runs/experiment.json"],
+            "--out runs/experiment.json is also an input (EXPERIMENT runs/experiment.json)",
+        ),
+    ];
+    for (args, expected) in cases {
+        let out = f.run(args);
+        let text = err(&out);
+        assert_eq!(out.status.code(), Some(1), "{text}");
+        assert_eq!(
+            text.trim_end(),
+            format!(
+                "cxr-eval: error: {expected}: refusing to overwrite it; choose another output path"
+            ),
+            "{args:?}"
+        );
+    }
+    for (path, bytes) in inputs.iter().zip(&before) {
+        assert_eq!(&std::fs::read(f.path(path)).unwrap(), bytes, "{path}");
+    }
+    assert!(!f.path("runs/experiment.json").exists());
+    // Figures beside a run's log overwrite nothing: allowed.
+    ok(&f.run(&["curves", "runs/r", "--out", "runs/r"]));
+}
+
+/// An output that cannot be renamed into place (a directory holds its name) fails, and leaves
+/// no temporary file behind.
+#[test]
+fn a_failed_write_leaves_no_temporary_file() {
+    let f = Fixture::new();
+    std::fs::create_dir_all(f.path("ev/metrics.json")).unwrap();
+    let text = err(&f.run(&[
+        "score",
+        "a.parquet",
+        "-m",
+        "manifest.parquet",
+        "--bootstrap",
+        "0",
+        "--no-plots",
+        "--out",
+        "ev",
+    ]));
+    assert!(text.contains("ev/metrics.json: Is a directory"), "{text}");
+    let names: Vec<String> = std::fs::read_dir(f.path("ev"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(names, ["metrics.json"]);
 }

@@ -91,6 +91,7 @@ fn eval_set(models: usize) -> EvalSet {
         unit_patient: (0..N).map(|i| (i * PATIENTS / N) as u32).collect(),
         patient_ids: (0..PATIENTS).map(|p| format!("p{p}")).collect(),
         n_images: N,
+        splits: Vec::new(),
         tasks,
     }
 }

@@ -76,7 +76,8 @@ impl LabelFile {
 
 /// Open `path`, find its columns with `find`, turn each record into a row with `row` and hand it
 /// to `sink`. Rows borrow from the record (and from the columns' scratch text): none is copied
-/// until the sink stores it.
+/// until the sink stores it. A file with a header and no records is an error
+/// ([`IndexError::NoRows`]): it would index to nothing without a word.
 pub fn for_each_row<C>(
     path: &Path,
     find: impl FnOnce(&LabelFile) -> Result<C, IndexError>,
@@ -86,17 +87,32 @@ pub fn for_each_row<C>(
     let mut file = LabelFile::open(path)?;
     let mut columns = find(&file)?;
     let mut record = csv::ByteRecord::new();
+    let mut records = 0u64;
     loop {
         match file.next_record(&mut record) {
+            Ok(false) if records == 0 => {
+                return Err(IndexError::NoRows {
+                    file: file.path.clone(),
+                })
+            }
             Ok(false) => return Ok(()),
-            Err(e) => sink(Err(e))?,
+            Err(e) => {
+                records += 1;
+                let line = match &e {
+                    IndexError::Csv { line, .. } => *line,
+                    _ => 0,
+                };
+                sink(line, Err(e))?
+            }
             Ok(true) => {
+                records += 1;
+                let line = record.position().map_or(0, |p| p.line());
                 let cell = Cell {
                     file: &file.path,
-                    line: record.position().map_or(0, |p| p.line()),
+                    line,
                     record: &record,
                 };
-                sink(row(&mut columns, &cell))?;
+                sink(line, row(&mut columns, &cell))?;
             }
         }
     }

@@ -1,6 +1,6 @@
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
-use cxr_core::{ManifestColumns, Projection, Split};
+use cxr_core::{paths, ManifestColumns, Projection, Split};
 use cxr_index::filter::Filter;
 use cxr_index::split::{self, Fractions, Splitter};
 use cxr_index::summary::Summary;
@@ -103,10 +103,7 @@ fn parse_split(s: &str) -> Result<Split, String> {
 }
 
 fn main() {
-    if let Err(e) = run(Cli::parse()) {
-        eprintln!("cxr-index: error: {e:#}");
-        std::process::exit(1);
-    }
+    cxr_core::error::exit_on_error("cxr-index", run(Cli::parse()))
 }
 
 fn run(cli: Cli) -> Result<()> {
@@ -114,6 +111,7 @@ fn run(cli: Cli) -> Result<()> {
         Dataset::Chexpert(o) => (false, o),
         Dataset::Nih(o) => (true, o),
     };
+    refuse_overwriting_inputs(&opts)?;
     let filter = Filter {
         frontal_only: opts.frontal_only,
         projections: opts.projection.clone(),
@@ -128,13 +126,15 @@ fn run(cli: Cli) -> Result<()> {
     let mut indexer = Indexer::new(filter, splitter, opts.lenient);
     for csv in &opts.csv {
         let csv = resolve(csv, opts.root.as_deref());
-        let sink: &mut Sink = &mut |row| indexer.add(row);
+        indexer.begin_file(&csv);
+        let sink: &mut Sink = &mut |line, row| indexer.add(line, row);
         if is_nih {
             nih::read(&csv, sink)?;
         } else {
             chexpert::read(&csv, sink)?;
         }
     }
+    indexer.check_unique_ids()?;
     for skipped in indexer.skipped.iter().take(5) {
         eprintln!("cxr-index: skipped: {skipped}");
     }
@@ -151,6 +151,15 @@ fn run(cli: Cli) -> Result<()> {
         }
     }
     let missing = check_images(&opts, is_nih, &mut rows)?;
+    if rows.is_empty() {
+        bail!(
+            "no rows to write to {}: {} rows read ({} unreadable skipped), none kept (see \
+             --projection, --frontal-only, --source-split, --drop-missing)",
+            opts.out.display(),
+            indexer.read,
+            indexer.skipped.len()
+        );
+    }
 
     let mut summary = Summary::of(&rows);
     summary.missing_images = missing;
@@ -198,6 +207,35 @@ fn check_images(opts: &Options, is_nih: bool, rows: &mut ManifestColumns) -> Res
         return Ok(Some(0));
     }
     Ok(Some(missing.len()))
+}
+
+/// Refuse an output (--out, --summary-json) that is one of the inputs, before reading anything.
+fn refuse_overwriting_inputs(opts: &Options) -> Result<()> {
+    let csvs: Vec<PathBuf> = opts
+        .csv
+        .iter()
+        .map(|csv| resolve(csv, opts.root.as_deref()))
+        .collect();
+    let mut inputs: Vec<(&str, &std::path::Path)> =
+        csvs.iter().map(|c| ("--csv", c.as_path())).collect();
+    inputs.extend(
+        opts.official_list
+            .iter()
+            .map(|p| ("--official-list", p.as_path())),
+    );
+    inputs.extend(opts.root.iter().map(|p| ("--root", p.as_path())));
+    paths::refuse_output_among_inputs(("--out", &opts.out), &inputs)?;
+    if let Some(json) = &opts.summary_json {
+        paths::refuse_output_among_inputs(("--summary-json", json), &inputs)?;
+        if paths::same_file(json, &opts.out) {
+            bail!(
+                "--summary-json {} and --out {} are the same file: choose two output paths",
+                json.display(),
+                opts.out.display()
+            );
+        }
+    }
+    Ok(())
 }
 
 /// A label file path as given, or under the root if it is not found as given.

@@ -387,3 +387,203 @@ fn images_on_disk_are_counted_required_or_dropped() {
         .all(|r| r.path.starts_with("images/") && nih.join(&r.path).is_file()));
     assert_eq!(count(&m, |r| r.projection == Projection::Pa), 417);
 }
+
+/// Errors meant for users: `cxr-index: error: ...` and exit status 1, each cause once, never a
+/// backtrace, whatever RUST_BACKTRACE says.
+#[test]
+fn errors_print_no_backtrace_and_each_cause_once() {
+    let dir = tempfile::tempdir().unwrap();
+    for backtrace in ["1", "full"] {
+        let out = Command::new(env!("CARGO_BIN_EXE_cxr-index"))
+            .current_dir(dir.path())
+            .args(["nih", "--csv", "absent.csv", "--out", "m.parquet"])
+            .env("RUST_BACKTRACE", backtrace)
+            .env("RUST_LIB_BACKTRACE", "1")
+            .output()
+            .unwrap();
+        let text = String::from_utf8(out.stderr).unwrap();
+        assert_eq!(out.status.code(), Some(1), "{text}");
+        assert!(text.starts_with("cxr-index: error: absent.csv: "), "{text}");
+        assert!(!text.to_lowercase().contains("backtrace"), "{text}");
+        assert_eq!(text.lines().count(), 1, "{text}");
+        assert_eq!(text.matches("(os error 2)").count(), 1, "{text}");
+    }
+}
+
+/// The repo's 500-row NIH demo label file, copied to `dir` as `x.csv`.
+fn nih_demo_csv(dir: &Path) -> PathBuf {
+    let from = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../data/nih-demo/Data_Entry_2017_v2020.demo.csv");
+    let path = dir.join("x.csv");
+    std::fs::copy(from, &path).unwrap();
+    path
+}
+
+fn nih_args(csvs: &[&Path], out: &Path, extra: &[&str]) -> Vec<String> {
+    let mut args = chexpert(csvs, out, extra);
+    args[0] = "nih".to_string();
+    args
+}
+
+/// `cxr-index nih --csv x.csv --out x.csv` replaced the label file with the manifest and exited
+/// 0. An output that is an input, by any path to it, is refused before anything is read.
+#[test]
+fn an_output_that_is_an_input_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let csv = nih_demo_csv(dir.path());
+    let before = std::fs::read(&csv).unwrap();
+    let soft = dir.path().join("soft.csv");
+    let hard = dir.path().join("hard.csv");
+    #[cfg(unix)]
+    std::os::unix::fs::symlink(&csv, &soft).unwrap();
+    #[cfg(not(unix))]
+    std::fs::copy(&csv, &soft).unwrap();
+    std::fs::hard_link(&csv, &hard).unwrap();
+
+    let err = stderr_of(&nih_args(&[&csv], &csv, &[]));
+    let x = csv.display();
+    assert_eq!(
+        err.trim_end(),
+        format!(
+            "cxr-index: error: --out {x} is also an input (--csv {x}): refusing to overwrite it; \
+             choose another output path"
+        )
+    );
+    std::fs::create_dir(dir.path().join("sub")).unwrap();
+    let dotted = dir.path().join("sub/../x.csv");
+    for out in [&dotted, &hard, &soft] {
+        let err = stderr_of(&nih_args(&[&csv], out, &[]));
+        assert!(
+            err.contains(&format!(
+                "--out {} is the same file as an input (--csv {x})",
+                out.display()
+            )),
+            "{err}"
+        );
+    }
+    let m = dir.path().join("m.parquet");
+    let err = stderr_of(&nih_args(&[&csv], &m, &["--summary-json", &x.to_string()]));
+    assert!(
+        err.contains("--summary-json") && err.contains("also an input"),
+        "{err}"
+    );
+    let err = stderr_of(&nih_args(
+        &[&csv],
+        &m,
+        &["--summary-json", &m.display().to_string()],
+    ));
+    assert!(err.contains("are the same file"), "{err}");
+    let list = dir.path().join("list.txt");
+    std::fs::write(&list, "00000075_000.png\n").unwrap();
+    let official = ["--official-list", list.to_str().unwrap()];
+    let err = stderr_of(&nih_args(&[&csv], &list, &official));
+    assert!(err.contains("is also an input (--official-list"), "{err}");
+    assert_eq!(
+        std::fs::read_to_string(&list).unwrap(),
+        "00000075_000.png\n"
+    );
+    assert_eq!(
+        std::fs::read(&csv).unwrap(),
+        before,
+        "the label file must be untouched"
+    );
+    assert!(!m.exists());
+}
+
+/// Indexing a label file twice gave 400 rows for 200 images; two files with one image under
+/// different labels let scoring keep either. Both rows are named, file and line.
+#[test]
+fn duplicate_image_ids_are_refused_naming_both_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    let csv = nih_demo_csv(dir.path());
+    let out = dir.path().join("m.parquet");
+    let x = csv.display();
+
+    let err = stderr_of(&nih_args(&[&csv, &csv], &out, &[]));
+    assert!(
+        err.contains(&format!(
+            "image `00000075_000.png` is in the label files twice: {x}:2 and {x}:2 (the same \
+             file given twice?)"
+        )),
+        "{err}"
+    );
+
+    let text = std::fs::read_to_string(&csv).unwrap();
+    let header = text.lines().next().unwrap();
+    let other = dir.path().join("y.csv");
+    let row = "00000100_000.png,No Finding,0,100,60,M,PA,2500,2048,0.171,0.171";
+    std::fs::write(&other, format!("{header}\n{row}\n")).unwrap();
+    let err = stderr_of(&nih_args(&[&csv, &other], &out, &[]));
+    assert!(
+        err.contains(&format!(
+            "image `00000100_000.png` is in the label files twice: {x}:3 and {}:2;",
+            other.display()
+        )),
+        "{err}"
+    );
+
+    // Within one file, and under --lenient too.
+    let mut lines: Vec<&str> = text.lines().collect();
+    lines.insert(40, lines[7]);
+    std::fs::write(&other, lines.join("\n")).unwrap();
+    let id = lines[7].split(',').next().unwrap();
+    let err = stderr_of(&nih_args(&[&other], &out, &["--lenient"]));
+    let y = other.display();
+    assert!(
+        err.contains(&format!(
+            "image `{id}` is in the label files twice: {y}:8 and {y}:41;"
+        )),
+        "{err}"
+    );
+    assert!(!out.exists(), "nothing may be written");
+
+    // CheXpert: the image id is the path.
+    let train = chexpert_csv(dir.path(), &format!("{GOOD}{GOOD}"));
+    let err = stderr_of(&chexpert(&[&train], &out, &[]));
+    assert!(
+        err.contains("train.csv:2 and") && err.contains("train.csv:3;"),
+        "{err}"
+    );
+}
+
+/// A header-only label file, and options that keep no row, gave an empty manifest and exit 0.
+#[test]
+fn label_files_and_manifests_without_rows_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let csv = nih_demo_csv(dir.path());
+    let out = dir.path().join("m.parquet");
+    let text = std::fs::read_to_string(&csv).unwrap();
+    let empty = dir.path().join("empty.csv");
+    std::fs::write(&empty, format!("{}\n", text.lines().next().unwrap())).unwrap();
+    let err = stderr_of(&nih_args(&[&empty], &out, &[]));
+    assert!(
+        err.contains(&format!("{}: no rows", empty.display())),
+        "{err}"
+    );
+    let err = stderr_of(&nih_args(&[&csv, &empty], &out, &[]));
+    assert!(err.contains("empty.csv: no rows"), "{err}");
+    let err = stderr_of(&nih_args(&[&csv], &out, &["--projection", "LL"]));
+    assert!(
+        err.contains("no rows to write") && err.contains("500 rows read"),
+        "{err}"
+    );
+    assert!(!out.exists());
+}
+
+/// `--out` an existing directory: the write fails, and its temporary file must not stay behind.
+#[test]
+fn a_failed_write_leaves_no_temporary_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let csv = nih_demo_csv(dir.path());
+    let out = dir.path().join("out");
+    std::fs::create_dir(&out).unwrap();
+    let err = stderr_of(&nih_args(&[&csv], &out, &[]));
+    assert!(err.contains("out: Is a directory"), "{err}");
+    let mut names: Vec<String> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["out", "x.csv"]);
+    assert_eq!(std::fs::read_dir(&out).unwrap().count(), 0);
+}

@@ -71,9 +71,68 @@ pub enum ModelError {
         source: std::io::Error,
     },
 
+    /// A weight file holds NaN or infinite values: every tensor that does is listed.
+    #[error("{}", describe_non_finite(path, tensors))]
+    NonFinite {
+        /// The file.
+        path: PathBuf,
+        /// Its tensors holding non-finite values, in file order.
+        tensors: Vec<NonFiniteTensor>,
+    },
+
     /// A tensor operation failed inside candle.
     #[error("tensor operation failed: {0}")]
     Candle(#[from] candle_core::Error),
+}
+
+/// A tensor holding NaN or infinite values (see [`crate::check_finite`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NonFiniteTensor {
+    /// Its name in the file.
+    pub name: String,
+    /// How many of its values are NaN.
+    pub nan: usize,
+    /// How many are +-infinity.
+    pub infinite: usize,
+    /// How many values it has.
+    pub total: usize,
+}
+
+/// Tensors listed by name in a [`ModelError::NonFinite`] message; the rest are counted.
+const NON_FINITE_LISTED: usize = 10;
+
+fn describe_non_finite(path: &std::path::Path, tensors: &[NonFiniteTensor]) -> String {
+    let mut text = format!(
+        "{} holds non-finite values (NaN or infinity) in {} tensor{}, so it cannot be used:",
+        path.display(),
+        tensors.len(),
+        if tensors.len() == 1 { "" } else { "s" }
+    );
+    for t in tensors.iter().take(NON_FINITE_LISTED) {
+        let kinds: Vec<String> = [(t.nan, "NaN"), (t.infinite, "infinite")]
+            .iter()
+            .filter(|(n, _)| *n > 0)
+            .map(|(n, kind)| format!("{n} {kind}"))
+            .collect();
+        text.push_str(&format!(
+            "\n  {}: {} of {} values non-finite ({})",
+            t.name,
+            t.nan + t.infinite,
+            t.total,
+            kinds.join(", ")
+        ));
+    }
+    if tensors.len() > NON_FINITE_LISTED {
+        text.push_str(&format!(
+            "\n  and {} more tensors",
+            tensors.len() - NON_FINITE_LISTED
+        ));
+    }
+    text.push_str(
+        "\nhint: the run that wrote it diverged, or the file is damaged; use an earlier \
+         checkpoint, or copy it again from its source",
+    );
+    text
 }
 
 /// One tensor whose shape or dtype differs between the model and a checkpoint.

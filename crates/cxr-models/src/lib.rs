@@ -42,6 +42,7 @@ pub mod cudnn;
 mod densenet;
 mod device;
 mod error;
+mod finite;
 mod heads;
 mod init;
 mod kernels;
@@ -58,7 +59,8 @@ pub use config::{
     ARCHITECTURE_NAMES, TINY_ARCHITECTURE_NAMES,
 };
 pub use device::{device, gpu_memory, GpuMemory};
-pub use error::{ModelError, Result, TensorMismatch, WeightMismatch};
+pub use error::{ModelError, NonFiniteTensor, Result, TensorMismatch, WeightMismatch};
+pub use finite::check_finite;
 pub use kernels::with_candle_ops;
 pub use layers::Mode;
 pub use loss::bce_with_logits;

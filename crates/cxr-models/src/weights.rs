@@ -10,6 +10,8 @@
 //!
 //! Loading checks everything before changing anything: a checkpoint that does not fit is
 //! reported in full (missing, unexpected and mis-shaped tensors) and the model is left as it was.
+//! A file holding NaN or infinite values is refused as it is read, naming those tensors
+//! (`finite.rs`).
 //!
 //! Saving writes safetensors (f32; `num_batches_tracked` as i64, as torchvision does) with the
 //! model configuration and the caller's training configuration and code revision as metadata,
@@ -25,6 +27,7 @@ use candle_core::{DType, Device, Tensor};
 
 use crate::config::{Architecture, HeadSpec, ModelConfig};
 use crate::error::{ModelError, Result, TensorMismatch, WeightMismatch};
+use crate::finite::check_finite;
 use crate::heads::AUX_PREFIX;
 use crate::model::Model;
 use crate::state::{Slot, StatField};
@@ -120,6 +123,7 @@ impl fmt::Display for LoadReport {
 }
 
 /// Reads every tensor of a safetensors or zip-format PyTorch file, sorted by name, on `device`.
+/// A file holding NaN or infinite values is refused ([`check_finite`]), naming those tensors.
 pub fn read_weights(path: impl AsRef<Path>, device: &Device) -> Result<Vec<(String, Tensor)>> {
     let path = path.as_ref();
     let err = |reason: String| ModelError::ReadWeights {
@@ -130,14 +134,11 @@ pub fn read_weights(path: impl AsRef<Path>, device: &Device) -> Result<Vec<(Stri
     File::open(path)
         .and_then(|mut f| f.read_exact(&mut magic))
         .map_err(|e| err(e.to_string()))?;
+    // Read to the CPU, where the values are checked before they go to `device`.
     let mut tensors: Vec<(String, Tensor)> = if magic == *b"PK\x03\x04" {
-        read_pth(path)
-            .map_err(|e| err(format!("cannot parse the PyTorch zip file: {e}")))?
-            .into_iter()
-            .map(|(name, t)| Ok((name, t.to_device(device)?)))
-            .collect::<Result<_>>()?
+        read_pth(path).map_err(|e| err(format!("cannot parse the PyTorch zip file: {e}")))?
     } else {
-        match candle_core::safetensors::load(path, device) {
+        match candle_core::safetensors::load(path, &Device::Cpu) {
             Ok(map) => map.into_iter().collect(),
             // Old torch.save files are a bare pickle stream: protocol 2, then the magic number.
             Err(_) if magic[..3] == [0x80, 0x02, 0x8a] => {
@@ -156,7 +157,11 @@ pub fn read_weights(path: impl AsRef<Path>, device: &Device) -> Result<Vec<(Stri
         }
     };
     tensors.sort_by(|a, b| a.0.cmp(&b.0));
-    Ok(tensors)
+    check_finite(path, tensors.iter().map(|(name, t)| (name.as_str(), t)))?;
+    tensors
+        .into_iter()
+        .map(|(name, t)| Ok((name, t.to_device(device)?)))
+        .collect()
 }
 
 /// A `torch.save`d state dict, bare or under a usual key.

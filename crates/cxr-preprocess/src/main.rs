@@ -2,7 +2,7 @@
 
 use anyhow::Result;
 use clap::Parser;
-use cxr_core::shard::Resize;
+use cxr_core::shard::{Resize, INDEX_FILE};
 use cxr_preprocess::output::{self, Finish, ERRORS_FILE};
 use cxr_preprocess::{run, ArrayTask, JpegScaling, Options, Target};
 use std::path::PathBuf;
@@ -38,7 +38,8 @@ shard-NNNNN.json (sidecar: checksum, rows, failed images), index.json and errors
 other settings is refused instead of mixing shards).
 
 Interrupting is safe: every file is written under a temporary name and renamed, so re-running the
-same command skips finished shards and redoes only those in flight.
+same command skips finished shards and redoes only those in flight, and any shard whose file no
+longer matches the checksum in its sidecar (readers refuse such a shard).
 
 Grey levels: colour is converted with Pillow's ITU-R 601 luma (0.299 R + 0.587 G + 0.114 B;
 colour JPEGs give their Y channel, the same luma), alpha is dropped, 16-bit samples are scaled
@@ -61,8 +62,8 @@ struct Args {
     #[arg(long, value_name = "DIR", required_unless_present = "index_only")]
     root: Option<PathBuf>,
 
-    /// Side of the output squares, in pixels (224 for ImageNet-style models).
-    #[arg(long, value_name = "S", required_unless_present = "index_only")]
+    /// Side of the output squares, in pixels, 16 to 4096 (224 for ImageNet-style models).
+    #[arg(long, value_name = "S", required_unless_present = "index_only", value_parser = parse_size)]
     size: Option<usize>,
 
     /// Output directory (created if missing; an existing one is resumed).
@@ -106,15 +107,19 @@ struct Args {
     index_only: bool,
 }
 
+/// `--size`, refused by clap (exit status 2) outside [`Target::SIZES`].
+fn parse_size(text: &str) -> Result<usize, String> {
+    let size = text
+        .parse()
+        .map_err(|e| format!("`{text}` is not a number of pixels: {e}"))?;
+    Target::check_size(size)?;
+    Ok(size)
+}
+
 fn main() -> ExitCode {
     let args = Args::parse();
-    match execute(&args) {
-        Ok(code) => code,
-        Err(e) => {
-            eprintln!("cxr-preprocess: error: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    // Errors exit with status 1; 0 and 3 (some images unusable) come from `execute`.
+    cxr_core::error::exit_on_error("cxr-preprocess", execute(&args))
 }
 
 fn execute(args: &Args) -> Result<ExitCode> {
@@ -137,6 +142,12 @@ fn execute(args: &Args) -> Result<ExitCode> {
     let (Some(manifest), Some(root), Some(size)) = (&args.manifest, &args.root, args.size) else {
         unreachable!("clap requires --manifest, --root and --size without --index-only")
     };
+    // Before any work: --out must not be (nor write its fixed files over) the manifest or root.
+    cxr_core::paths::refuse_output_dir_among_inputs(
+        ("--out", out),
+        &[INDEX_FILE, output::SETTINGS_FILE, ERRORS_FILE],
+        &[("--manifest", manifest), ("--root", root)],
+    )?;
     let options = Options {
         manifest: manifest.clone(),
         root: root.clone(),

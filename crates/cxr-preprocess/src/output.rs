@@ -3,6 +3,9 @@
 //! - `preprocess.json` records the settings the shards were made with (size, resize, rows per
 //!   shard, JPEG scaling and a fingerprint of the manifest's ids and paths). A re-run that would
 //!   mix shards of another size or manifest into the directory is refused instead of "resuming".
+//!   It is written once the first shard has been made in memory, just before that shard is
+//!   written (with nothing to make, at the end), so a run whose settings fail before that (a
+//!   shard too large for memory, say) leaves the directory free for other settings.
 //! - `errors.csv` (`row,path,reason`) lists every image left out, gathered from the shards'
 //!   sidecars; it is written together with `index.json`, once every shard exists, so both always
 //!   describe the complete output.
@@ -13,9 +16,11 @@
 
 use anyhow::{bail, ensure, Context, Result};
 use cxr_core::hash::sha256_hex;
-use cxr_core::shard::{ImageError, ShardIndex, ShardInfo, FORMAT};
+use cxr_core::shard::{info_file, ImageError, ShardIndex, ShardInfo, FORMAT};
 use cxr_core::{atomic, Manifest};
+use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
+use std::collections::HashSet;
 use std::fs::{self, File, OpenOptions};
 use std::path::Path;
 
@@ -61,16 +66,23 @@ impl Settings {
     }
 
     /// Record these settings in a new output directory, or check that an existing one was made
-    /// with the same.
+    /// with the same. Every shard is written after a successful claim, so two runs with different
+    /// settings never both write into one directory.
     pub fn claim(&self, out: &Path) -> Result<()> {
         let _lock = lock(out)?;
+        if !self.check(out)? {
+            let json = serde_json::to_vec_pretty(self).expect("serialisable");
+            atomic::write_bytes(&out.join(SETTINGS_FILE), &json)?;
+        }
+        Ok(())
+    }
+
+    /// Check, without writing anything, that the directory was not made with other settings:
+    /// `true` if it records these, `false` if it records none yet.
+    pub fn check(&self, out: &Path) -> Result<bool> {
         match Settings::read(out)? {
-            None => {
-                let json = serde_json::to_vec_pretty(self).expect("serialisable");
-                atomic::write_bytes(&out.join(SETTINGS_FILE), &json)?;
-                Ok(())
-            }
-            Some(found) if found == *self => Ok(()),
+            None => Ok(false),
+            Some(found) if found == *self => Ok(true),
             Some(found) => bail!(
                 "{} already holds shards made with other settings ({}); \
                  choose another --out, or delete that directory to start over",
@@ -128,7 +140,8 @@ impl Settings {
     }
 
     /// Shard `k`'s sidecar if the shard is complete; an error if the sidecar contradicts these
-    /// settings (a directory tampered with, or shards copied from another run).
+    /// settings (a directory tampered with, or shards copied from another run). The shard file is
+    /// not hashed here: see [`Settings::state`].
     pub fn done(&self, out: &Path, k: usize) -> Result<Option<ShardInfo>> {
         let Some(info) = ShardInfo::read_done(out, k) else {
             return Ok(None);
@@ -146,6 +159,36 @@ impl Settings {
         );
         Ok(Some(info))
     }
+
+    /// Whether shard `k` is done, missing, or written but failing its sidecar's checksum.
+    pub fn state(&self, out: &Path, k: usize) -> Result<ShardState> {
+        let Some(info) = self.done(out, k)? else {
+            return Ok(ShardState::Missing);
+        };
+        match info.verify(out, &out.join(info_file(k))) {
+            Ok(()) => Ok(ShardState::Done(info)),
+            Err(e @ cxr_core::Error::Shard { .. }) => Ok(ShardState::Corrupted(e.to_string())),
+            // Gone since `done` looked: a run remaking it, or someone cleaning up.
+            Err(cxr_core::Error::Io { source, .. })
+                if source.kind() == std::io::ErrorKind::NotFound =>
+            {
+                Ok(ShardState::Missing)
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+}
+
+/// What an output directory holds of one shard.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ShardState {
+    /// Shard and sidecar are there, and the shard matches the sidecar's checksum.
+    Done(ShardInfo),
+    /// No (complete) sidecar: the shard is still to make.
+    Missing,
+    /// The shard does not match its sidecar's checksum (damaged, or changed since): the reason.
+    /// A run makes it again; nothing may read it.
+    Corrupted(String),
 }
 
 /// Hold the output directory's lock until the returned file is dropped.
@@ -175,8 +218,15 @@ pub enum Finish {
     Missing(Vec<usize>),
 }
 
-/// Write `errors.csv` and `index.json` if every shard of the run exists.
+/// Write `errors.csv` and `index.json` if every shard of the run exists, after checking every
+/// shard file against its sidecar's checksum: an index is never written over a corrupted shard.
 pub fn finish(out: &Path) -> Result<Finish> {
+    finish_trusting(out, &HashSet::new())
+}
+
+/// [`finish`], without hashing again the shards in `verified` (ones this process has just
+/// written or checked).
+pub fn finish_trusting(out: &Path, verified: &HashSet<usize>) -> Result<Finish> {
     let _lock = lock(out)?;
     let settings = Settings::read(out)?.with_context(|| {
         format!(
@@ -184,12 +234,25 @@ pub fn finish(out: &Path) -> Result<Finish> {
             out.display()
         )
     })?;
+    let states = (0..settings.shard_count())
+        .into_par_iter()
+        .map(|k| match settings.done(out, k)? {
+            Some(info) if verified.contains(&k) => Ok(ShardState::Done(info)),
+            Some(_) => settings.state(out, k),
+            None => Ok(ShardState::Missing),
+        })
+        .collect::<Result<Vec<_>>>()?;
     let mut shards = Vec::new();
     let mut missing = Vec::new();
-    for k in 0..settings.shard_count() {
-        match settings.done(out, k)? {
-            Some(info) => shards.push(info),
-            None => missing.push(k),
+    for (k, state) in states.into_iter().enumerate() {
+        match state {
+            ShardState::Done(info) => shards.push(info),
+            ShardState::Missing => missing.push(k),
+            ShardState::Corrupted(reason) => bail!(
+                "{} cannot be indexed: shard {k} must first be made again by the command that made \
+                 it (--index-only cannot): {reason}",
+                out.display()
+            ),
         }
     }
     if !missing.is_empty() {

@@ -40,6 +40,24 @@ impl Target {
         Target { size, resize }
     }
 
+    /// The output sides a run accepts.
+    pub const SIZES: std::ops::RangeInclusive<usize> = 16..=4096;
+
+    /// Refuse output sides outside [`Target::SIZES`], saying why they are bounded.
+    pub fn check_size(size: usize) -> Result<(), String> {
+        if Self::SIZES.contains(&size) {
+            return Ok(());
+        }
+        Err(format!(
+            "--size {size} is out of range: it must be {} to {} pixels. Below {0} px nothing of a \
+             chest film is left to learn from; above {1} px is more than the films hold (NIH's are \
+             1024 px, CheXpert's at most about 3000) and every shard in progress holds \
+             --shard-rows x size x size bytes in memory (1024 rows at {1} px: 16 GiB)",
+            Self::SIZES.start(),
+            Self::SIZES.end()
+        ))
+    }
+
     /// Whether an image decoded at `width x height` keeps [`Target::decode_margin`] times the
     /// output resolution along the side that is scaled to `size`.
     pub fn decodes_from(&self, width: usize, height: usize) -> bool {
@@ -111,6 +129,18 @@ thread_local! {
 mod tests {
     use super::*;
     use fast_image_resize::CpuExtensions;
+
+    #[test]
+    fn sizes_are_bounded_with_a_reason() {
+        assert!(Target::check_size(16).is_ok() && Target::check_size(4096).is_ok());
+        for size in [0, 15, 4097, 100_000] {
+            let err = Target::check_size(size).unwrap_err();
+            assert!(
+                err.contains("must be 16 to 4096 pixels") && err.contains("memory"),
+                "{err}"
+            );
+        }
+    }
 
     fn gradient(width: usize, height: usize) -> Grey {
         let pixels = (0..width * height)

@@ -2,21 +2,24 @@
 //!
 //! Shard `k` covers manifest rows `[k * shard_rows, (k + 1) * shard_rows)` whatever happens, so
 //! everything about a shard is decided by the manifest and the settings alone: a re-run skips the
-//! shards whose sidecar exists, an array task takes the shards with `k % N == I`, and no two tasks
-//! ever write the same file. Shards are made in parallel and the images inside each shard too
+//! shards whose sidecar exists and whose file matches the sidecar's checksum (a shard that fails
+//! it is made again), an array task takes the shards with `k % N == I`, and no two tasks ever
+//! write the same file. Shards are made in parallel and the images inside each shard too
 //! (rayon steals across both levels), so both cores stay busy while a finished shard is hashed and
 //! written.
 
 use crate::decode::{self, JpegScaling};
-use crate::output::{self, Finish, Settings};
+use crate::output::{self, Finish, Settings, ShardState};
 use crate::resize::Target;
 use anyhow::{bail, ensure, Context, Result};
-use cxr_core::shard::{self, ImageError, ShardInfo, FORMAT};
+use cxr_core::shard::{self, shard_file, ImageError, ShardInfo, FORMAT};
 use cxr_core::{Manifest, ManifestRow};
 use indicatif::{ProgressBar, ProgressStyle};
 use rayon::prelude::*;
+use std::collections::HashSet;
 use std::fmt;
 use std::path::{Component, Path, PathBuf};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 /// Which share of the shards this process makes: those with `k % count == index`.
@@ -106,6 +109,9 @@ pub struct Summary {
     /// Shards (and their images) of this task that an earlier run had finished.
     pub shards_skipped: usize,
     pub images_skipped: usize,
+    /// Shards an earlier run had finished but whose files failed their checksum, made again (and
+    /// counted in `shards_written`).
+    pub shards_remade: Vec<usize>,
     /// Images that failed in this run.
     pub new_errors: Vec<ImageError>,
     /// Images recorded as failed in the shards skipped.
@@ -142,6 +148,14 @@ impl fmt::Display for Summary {
         )?;
         if self.old_errors > 0 {
             write!(f, " ({} from earlier runs)", self.old_errors)?;
+        }
+        if let Some(first) = self.shards_remade.first() {
+            write!(
+                f,
+                "; {} corrupted shards (failing their checksum) made again, first {}",
+                self.shards_remade.len(),
+                shard_file(*first)
+            )?;
         }
         write!(
             f,
@@ -182,10 +196,10 @@ pub fn run(options: &Options) -> Result<Summary> {
     let Options {
         target, shard_rows, ..
     } = *options;
-    ensure!(target.size > 0, "--size must be at least 1");
+    Target::check_size(target.size).map_err(anyhow::Error::msg)?;
     ensure!(shard_rows > 0, "--shard-rows must be at least 1");
-    let manifest = Manifest::read(&options.manifest)
-        .with_context(|| format!("reading manifest {}", options.manifest.display()))?;
+    // Manifest errors name the file.
+    let manifest = Manifest::read(&options.manifest).context("reading the manifest")?;
     ensure!(
         !manifest.is_empty(),
         "manifest {} has no rows",
@@ -217,18 +231,44 @@ pub fn run(options: &Options) -> Result<Summary> {
         manifest_rows: manifest.len(),
         manifest_sha256: Settings::fingerprint(&manifest),
     };
-    settings.claim(out)?;
+    // Refuse other settings now, but record ours only once a shard has been made with them, just
+    // before it is written: a run that fails before (a shard too large for memory, say) must not
+    // lock the directory to settings that do not work.
+    settings.check(out)?;
+    let mut pool = rayon::ThreadPoolBuilder::new();
+    if let Some(jobs) = options.jobs {
+        pool = pool.num_threads(jobs);
+    }
+    let pool = pool.build().context("starting worker threads")?;
 
+    // Shards done by an earlier run count only if they still match their checksums (hashed in
+    // parallel: this reads every finished shard once).
+    let owned: Vec<usize> = (0..settings.shard_count())
+        .filter(|&k| options.task.owns(k))
+        .collect();
+    let states: Vec<ShardState> = pool.install(|| {
+        owned
+            .par_iter()
+            .map(|&k| settings.state(out, k))
+            .collect::<Result<_>>()
+    })?;
     let mut todo = Vec::new();
+    let mut verified = HashSet::new();
+    let mut shards_remade = Vec::new();
     let (mut shards_skipped, mut images_skipped, mut old_errors) = (0, 0, 0);
-    for k in (0..settings.shard_count()).filter(|&k| options.task.owns(k)) {
-        match settings.done(out, k)? {
-            Some(info) => {
+    for (&k, state) in owned.iter().zip(states) {
+        match state {
+            ShardState::Done(info) => {
                 shards_skipped += 1;
                 images_skipped += info.images;
                 old_errors += info.errors.len();
+                verified.insert(k);
             }
-            None => todo.push(k),
+            ShardState::Missing => todo.push(k),
+            ShardState::Corrupted(_) => {
+                shards_remade.push(k);
+                todo.push(k);
+            }
         }
     }
 
@@ -251,26 +291,26 @@ pub fn run(options: &Options) -> Result<Summary> {
         target,
         jpeg: options.jpeg,
         progress: &progress,
+        claimed: Mutex::new(false),
     };
-    let mut pool = rayon::ThreadPoolBuilder::new();
-    if let Some(jobs) = options.jobs {
-        pool = pool.num_threads(jobs);
-    }
-    let pool = pool.build().context("starting worker threads")?;
     let made: Vec<ShardInfo> = pool.install(|| {
         todo.par_iter()
             .map(|&k| job.make_shard(k))
             .collect::<Result<_>>()
     })?;
     progress.finish_and_clear();
+    // Nothing to make (all done, or a task that owns no shard): the settings are recorded now.
+    job.claim()?;
 
-    let finish = output::finish(out)?;
+    verified.extend(todo.iter().copied());
+    let finish = pool.install(|| output::finish_trusting(out, &verified))?;
     Ok(Summary {
         task: options.task,
         shards_written: made.len(),
         images_written: made.iter().map(|s| s.images).sum(),
         shards_skipped,
         images_skipped,
+        shards_remade,
         new_errors: made.into_iter().flat_map(|s| s.errors).collect(),
         old_errors,
         elapsed: start.elapsed(),
@@ -288,14 +328,38 @@ struct Job<'a> {
     target: Target,
     jpeg: JpegScaling,
     progress: &'a ProgressBar,
+    /// Whether this run has recorded (or found) its settings in the directory.
+    claimed: Mutex<bool>,
 }
 
 impl Job<'_> {
+    /// Record the settings in the directory before its first shard is written (once per run).
+    fn claim(&self) -> Result<()> {
+        let mut claimed = self.claimed.lock().unwrap_or_else(|e| e.into_inner());
+        if !*claimed {
+            self.settings.claim(self.out)?;
+            *claimed = true;
+        }
+        Ok(())
+    }
+
     /// Decode and resize shard `k`'s images, then write the shard and its sidecar.
     fn make_shard(&self, k: usize) -> Result<ShardInfo> {
         let rows = self.settings.rows_of(k);
         let area = self.target.size * self.target.size;
-        let mut images = vec![0u8; rows.len() * area];
+        // Fallible, so that a shard too large for the machine is a message, not an abort.
+        let mut images = Vec::new();
+        if images.try_reserve_exact(rows.len() * area).is_err() {
+            bail!(
+                "cannot allocate {} MiB for the images of shard {k} ({} rows of {s} x {s} px; \
+                 every shard in progress holds its images in memory): lower --shard-rows, --jobs \
+                 or --size",
+                (rows.len() * area) >> 20,
+                rows.len(),
+                s = self.target.size
+            );
+        }
+        images.resize(rows.len() * area, 0);
         let outcomes: Vec<Result<(), String>> = images
             .par_chunks_mut(area)
             .zip(rows.clone().into_par_iter())
@@ -329,6 +393,7 @@ impl Job<'_> {
             .collect();
         let bytes = shard::encode(&images, &kept, &ids, self.target.size, self.target.resize)?;
         let info = ShardInfo::new(k, rows.start, rows.len(), &bytes, kept.len(), errors);
+        self.claim()?;
         info.write_shard(self.out, k, &bytes)
             .with_context(|| format!("writing shard {k} to {}", self.out.display()))?;
         Ok(info)

@@ -356,6 +356,113 @@ fn index_only_rebuilds_index_and_errors_report() {
     assert!(text.contains("1 shards missing (first: [5])"), "{text}");
 }
 
+/// Every pixel of a shard inverted, as a damaged disk or a stray script might leave it: the file
+/// still parses, only its checksum tells.
+fn invert_pixels(path: &Path) {
+    let mut bytes = std::fs::read(path).unwrap();
+    let header = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let meta: serde_json::Value = serde_json::from_slice(&bytes[8..8 + header]).unwrap();
+    let offsets = &meta["images"]["data_offsets"];
+    let (start, end) = (offsets[0].as_u64().unwrap(), offsets[1].as_u64().unwrap());
+    for b in &mut bytes[8 + header + start as usize..8 + header + end as usize] {
+        *b = 255 - *b;
+    }
+    std::fs::write(path, bytes).unwrap();
+}
+
+#[test]
+fn a_corrupted_shard_is_refused_by_readers_and_index_only_and_remade_on_resume() {
+    let (job, expected) = reference();
+    let out = job.out("corrupted");
+    std::fs::create_dir(&out).unwrap();
+    for (name, bytes) in expected {
+        std::fs::write(out.join(name), bytes).unwrap();
+    }
+    invert_pixels(&out.join("shard-00003.safetensors"));
+    let index = cxr_core::ShardIndex::read(&out).unwrap();
+    let err = index.open_all(&out).err().unwrap().to_string();
+    assert!(
+        err.contains("shard-00003.safetensors: not a valid cxr shard: corrupted"),
+        "{err}"
+    );
+
+    let output = Command::new(env!("CARGO_BIN_EXE_cxr-preprocess"))
+        .arg("--out")
+        .arg(&out)
+        .arg("--index-only")
+        .output()
+        .unwrap();
+    let text = stderr(&output);
+    assert_eq!(output.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains("shard 3 must first be made again")
+            && text.contains("shard-00003.safetensors")
+            && text.contains("corrupted"),
+        "{text}"
+    );
+
+    let text = succeeds(job.run("corrupted", &[]));
+    assert!(
+        text.contains("2 images written in 1 shards")
+            && text.contains("1 corrupted shards (failing their checksum) made again"),
+        "{text}"
+    );
+    assert_same(&out, expected);
+}
+
+#[test]
+fn a_size_out_of_range_is_refused_before_anything_is_written() {
+    let job = Job::new(&[], Some(vec!["00000442_000.png".into()]));
+    for size in ["100000", "8", "0"] {
+        let output = job.run("out", &["--size", size]);
+        let text = stderr(&output);
+        assert_eq!(output.status.code(), Some(2), "{text}");
+        assert!(
+            text.contains(&format!(
+                "--size {size} is out of range: it must be 16 to 4096 pixels"
+            )),
+            "{text}"
+        );
+        assert!(!job.out("out").exists());
+    }
+}
+
+/// A first run that fails while making its first shard (here: its images do not fit in memory)
+/// must leave the directory free for other settings.
+#[cfg(target_os = "linux")]
+#[test]
+fn a_run_that_fails_before_its_first_shard_does_not_lock_the_directory() {
+    let job = Job::new(&[], None);
+    // 43 images of 4096 x 4096 in one shard need 688 MiB; the process may map 400 MB.
+    let cmd = job.command(
+        "out",
+        &["--size", "4096", "--shard-rows", "64", "--jobs", "1"],
+    );
+    let mut limited = Command::new("sh");
+    limited
+        .arg("-c")
+        .arg("ulimit -v 400000 && exec \"$0\" \"$@\"")
+        .arg(cmd.get_program())
+        .args(cmd.get_args());
+    for (name, value) in cmd.get_envs() {
+        match value {
+            Some(value) => limited.env(name, value),
+            None => limited.env_remove(name),
+        };
+    }
+    let output = limited.output().unwrap();
+    let text = stderr(&output);
+    assert_eq!(output.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains("cannot allocate 688 MiB for the images of shard 0"),
+        "{text}"
+    );
+    assert!(!job.out("out").join("preprocess.json").exists());
+    succeeds(job.run("out", &["--size", "48"]));
+    let settings = std::fs::read_to_string(job.out("out").join("preprocess.json")).unwrap();
+    assert!(settings.contains("\"size\": 48"), "{settings}");
+}
+
 #[test]
 fn help_teaches_with_examples() {
     let output = Command::new(env!("CARGO_BIN_EXE_cxr-preprocess"))
@@ -373,4 +480,66 @@ fn help_teaches_with_examples() {
     ] {
         assert!(text.contains(needle), "--help lacks {needle}");
     }
+}
+
+/// Errors meant for users: `cxr-preprocess: error: ...` and exit status 1, each cause once,
+/// never a backtrace, whatever RUST_BACKTRACE says.
+#[test]
+fn errors_print_no_backtrace_and_each_cause_once() {
+    let dir = tempfile::tempdir().unwrap();
+    for backtrace in ["1", "full"] {
+        let output = Command::new(env!("CARGO_BIN_EXE_cxr-preprocess"))
+            .current_dir(dir.path())
+            .args([
+                "--manifest",
+                "absent.parquet",
+                "--root",
+                ".",
+                "--size",
+                "32",
+            ])
+            .args(["--out", "out"])
+            .env("RUST_BACKTRACE", backtrace)
+            .env("RUST_LIB_BACKTRACE", "1")
+            .env_remove("SLURM_ARRAY_TASK_ID")
+            .output()
+            .unwrap();
+        let text = stderr(&output);
+        assert_eq!(output.status.code(), Some(1), "{text}");
+        assert!(text.starts_with("cxr-preprocess: error: "), "{text}");
+        assert!(text.contains("absent.parquet"), "{text}");
+        assert!(!text.to_lowercase().contains("backtrace"), "{text}");
+        assert_eq!(text.lines().count(), 1, "{text}");
+        assert_eq!(text.matches("(os error 2)").count(), 1, "{text}");
+    }
+}
+
+/// `--out` the image folder wrote shards, index.json and errors.csv among the images, exit 0.
+/// An --out that is the manifest or the --root (by any path to them) is refused before any work.
+#[test]
+fn an_output_that_is_an_input_is_refused() {
+    let job = Job::new(&[], None);
+    let root = job.out("images");
+    let manifest = job.out("m.parquet");
+    let (images, table) = (files(&root), std::fs::read(&manifest).unwrap());
+    #[cfg(unix)]
+    std::os::unix::fs::symlink(&root, job.out("link")).unwrap();
+    let refusals = [
+        ("images", "is also an input (--root"),
+        ("m.parquet", "is also an input (--manifest"),
+        #[cfg(unix)]
+        ("link", "is the same file as an input (--root"),
+    ];
+    for (out, expected) in refusals {
+        let output = job.run(out, &[]);
+        let text = stderr(&output);
+        assert_eq!(output.status.code(), Some(1), "{text}");
+        assert!(
+            text.contains(&format!("--out {} {expected}", job.out(out).display())),
+            "{text}"
+        );
+        assert!(text.contains("refusing to overwrite it"), "{text}");
+    }
+    assert_eq!(files(&root), images, "the image folder must be untouched");
+    assert_eq!(std::fs::read(&manifest).unwrap(), table);
 }

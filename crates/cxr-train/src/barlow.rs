@@ -211,8 +211,10 @@ impl Projector {
     }
 
     fn load(&self, path: &Path) -> Result<()> {
-        let mut map = candle_core::safetensors::load(path, &Device::Cpu)
-            .with_context(|| format!("cannot read the projector {}", path.display()))?;
+        let mut map: HashMap<String, Tensor> = cxr_models::read_weights(path, &Device::Cpu)
+            .with_context(|| format!("cannot read the projector {}", path.display()))?
+            .into_iter()
+            .collect();
         for (name, var) in self.named() {
             let t = map
                 .remove(&name)

@@ -264,9 +264,11 @@ pub fn load(
         .load(dir.join("model.safetensors"), LoadOptions::strict())
         .with_context(|| format!("cannot resume from {}", dir.display()))?;
     let path = dir.join("optim.safetensors");
-    let tensors = candle_core::safetensors::load(&path, model.device())
+    // Through cxr-models' reader, which refuses moments holding NaN or infinity as it does
+    // weights.
+    let tensors = cxr_models::read_weights(&path, model.device())
         .with_context(|| format!("cannot read the optimiser state {}", path.display()))?;
-    optimizer.load_state(tensors, state.optimizer_steps)
+    optimizer.load_state(tensors.into_iter().collect(), state.optimizer_steps)
 }
 
 /// Drop the metric records written after the checkpoint a resume continues from, so that the

@@ -64,10 +64,8 @@ pub fn parse_aux(spec: &str) -> Result<Vec<AuxTask>> {
         if task == Task::Pathologies {
             bail!("`pathologies` cannot be an auxiliary task; use --task pathologies");
         }
-        let weight: f64 = weight
-            .trim()
-            .parse()
-            .with_context(|| format!("weight `{weight}` of aux task `{name}` is not a number"))?;
+        let weight = crate::numeric::positive_f64(weight)
+            .map_err(|e| anyhow::anyhow!("--aux {part}: the weight {e}"))?;
         if out.iter().any(|a| a.task == task) {
             bail!("aux task `{name}` is given twice");
         }
@@ -347,6 +345,15 @@ mod tests {
         assert!(parse_aux("sex").is_err());
         assert!(parse_aux("sex=0.1,sex=0.2").is_err());
         assert!(parse_aux("pathologies=1").is_err());
+        for bad in ["sex=-0.1", "age=NaN", "view=inf", "sex=0", "sex=lots"] {
+            let err = parse_aux(bad).unwrap_err().to_string();
+            assert!(
+                err.contains(&format!(
+                    "--aux {bad}: the weight must be a finite number > 0"
+                )),
+                "{err}"
+            );
+        }
         assert_eq!(Init::parse("random").unwrap(), Init::Random);
         assert_eq!(
             Init::parse("imagenet:/w/d.pth").unwrap(),

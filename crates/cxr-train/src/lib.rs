@@ -14,6 +14,7 @@ pub mod dam;
 pub mod data;
 pub mod gpu_check;
 pub mod labels;
+pub mod numeric;
 pub mod optim;
 pub mod predict;
 pub mod schedule;

@@ -3,12 +3,16 @@
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use cxr_core::{Manifest, Split};
+use cxr_core::{paths, Manifest, Split};
 use cxr_train::barlow::{self, Positives, PretrainConfig};
-use cxr_train::checkpoint::Keep;
+use cxr_train::checkpoint::{self, Keep};
 use cxr_train::config::{
     parse_aux, AugmentConfig, CropConfig, Init, LossConfig, Normalisation, OptimizerConfig,
     ScheduleConfig, Select, Task, TrainConfig,
+};
+use cxr_train::numeric::{
+    at_least_one_u64, at_least_one_usize, below_one_f64, decay_factor_f64, degrees_f64,
+    divisor_f64, finite_f32, in_channels, non_negative_f64, positive_f32, positive_f64, unit_f64,
 };
 use cxr_train::{bench, gpu_check, predict, store, trainer};
 use std::io::IsTerminal;
@@ -74,7 +78,7 @@ struct Cli {
     command: Command,
     /// CPU threads for training, inference and data loading [default: $RAYON_NUM_THREADS, else
     /// one per core]. On the CPU, runs with the same seed and thread count give the same numbers.
-    #[arg(long, global = true, value_name = "N")]
+    #[arg(long, global = true, value_name = "N", value_parser = at_least_one_usize)]
     threads: Option<usize>,
 }
 
@@ -121,14 +125,14 @@ struct GpuCheckArgs {
     #[arg(long, value_delimiter = ',', default_values_t = gpu_check::default_models())]
     models: Vec<String>,
     /// Input height and width (64: 2x2 feature maps at the end of the full-size models).
-    #[arg(long, default_value_t = 64)]
+    #[arg(long, default_value_t = 64, value_parser = at_least_one_usize)]
     size: usize,
-    #[arg(long, default_value_t = 8)]
+    #[arg(long, default_value_t = 8, value_parser = at_least_one_usize)]
     batch: usize,
     /// Training steps compared (plain SGD between them), then one eval forward.
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, default_value_t = 3, value_parser = at_least_one_usize)]
     steps: usize,
-    #[arg(long, default_value_t = 0.01)]
+    #[arg(long, default_value_t = 0.01, value_parser = positive_f64)]
     lr: f64,
     /// Let cuDNN use TF32 (then the numbers are printed, not judged).
     #[arg(long)]
@@ -144,14 +148,14 @@ struct BenchArgs {
     #[arg(long, default_value = "densenet121")]
     model: String,
     /// Input height and width.
-    #[arg(long, default_value_t = 224)]
+    #[arg(long, default_value_t = 224, value_parser = at_least_one_usize)]
     size: usize,
-    #[arg(long, default_value_t = 8)]
+    #[arg(long, default_value_t = 8, value_parser = at_least_one_usize)]
     batch: usize,
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = 1, value_parser = in_channels)]
     in_channels: usize,
     /// Timed steps per phase (the fastest one is reported, and the mean).
-    #[arg(long, default_value_t = 5)]
+    #[arg(long, default_value_t = 5, value_parser = at_least_one_usize)]
     steps: usize,
     /// Untimed steps before them.
     #[arg(long, default_value_t = 1)]
@@ -180,7 +184,7 @@ struct BenchArgs {
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     hflip: bool,
     /// The loader's rotation in degrees (for --loader).
-    #[arg(long, default_value_t = 0.0)]
+    #[arg(long, default_value_t = 0.0, value_parser = degrees_f64)]
     rotate: f64,
     /// One JSON object instead of a line of text.
     #[arg(long)]
@@ -266,7 +270,7 @@ struct RunInputs {
     #[arg(long, default_value = "densenet121")]
     arch: String,
     /// 1 (grey) or 3 (grey repeated to RGB).
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = 1, value_parser = in_channels)]
     in_channels: usize,
     /// f32, or bf16 on CUDA: convolutions and matrix products in bf16 with f32 accumulation;
     /// BatchNorm statistics, losses, the optimiser and the master weights in f32.
@@ -281,7 +285,7 @@ struct RunControl {
     #[arg(long)]
     resume: bool,
     /// Stop after this many steps in total, with a checkpoint (resume later with --resume).
-    #[arg(long)]
+    #[arg(long, value_parser = at_least_one_u64)]
     max_steps: Option<u64>,
     /// cpu, cuda or cuda:N (needs the `cuda` feature).
     #[arg(long, default_value = "cpu")]
@@ -359,19 +363,19 @@ struct FitArgs {
     #[arg(long, value_enum, default_value = "adam")]
     optimizer: OptimizerName,
     /// Peak learning rate.
-    #[arg(long, default_value_t = 1e-4)]
+    #[arg(long, default_value_t = 1e-4, value_parser = positive_f64)]
     lr: f64,
     /// L2 for adam and sgd (added to the gradient, as PyTorch does), decoupled for adamw.
-    #[arg(long, default_value_t = 0.0)]
+    #[arg(long, default_value_t = 0.0, value_parser = non_negative_f64)]
     weight_decay: f64,
-    #[arg(long, default_value_t = 0.9)]
+    #[arg(long, default_value_t = 0.9, value_parser = below_one_f64)]
     beta1: f64,
-    #[arg(long, default_value_t = 0.999)]
+    #[arg(long, default_value_t = 0.999, value_parser = below_one_f64)]
     beta2: f64,
-    #[arg(long, default_value_t = 1e-8)]
+    #[arg(long, default_value_t = 1e-8, value_parser = positive_f64)]
     eps: f64,
     /// SGD momentum.
-    #[arg(long, default_value_t = 0.9)]
+    #[arg(long, default_value_t = 0.9, value_parser = below_one_f64)]
     momentum: f64,
     /// Nesterov momentum for SGD.
     #[arg(long)]
@@ -382,20 +386,20 @@ struct FitArgs {
     #[arg(long, default_value_t = 0)]
     warmup_steps: u64,
     /// cosine: final learning rate.
-    #[arg(long, default_value_t = 0.0)]
+    #[arg(long, default_value_t = 0.0, value_parser = non_negative_f64)]
     min_lr: f64,
     /// step: decay every this many steps.
-    #[arg(long, default_value_t = 1000)]
+    #[arg(long, default_value_t = 1000, value_parser = at_least_one_u64)]
     step_every: u64,
     /// step: decay factor.
-    #[arg(long, default_value_t = 0.1)]
+    #[arg(long, default_value_t = 0.1, value_parser = decay_factor_f64)]
     gamma: f64,
-    #[arg(long, default_value_t = 16)]
+    #[arg(long, default_value_t = 16, value_parser = at_least_one_usize)]
     batch_size: usize,
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, default_value_t = 3, value_parser = at_least_one_usize)]
     epochs: usize,
     /// Clip gradients to this global L2 norm.
-    #[arg(long)]
+    #[arg(long, value_parser = positive_f64)]
     clip_grad: Option<f64>,
     /// none, pad:N (shift up to N px) or resized:MIN_SCALE (random resized crop).
     #[arg(long, default_value = "none")]
@@ -404,19 +408,19 @@ struct FitArgs {
     #[arg(long)]
     hflip: bool,
     /// Random rotation up to this many degrees.
-    #[arg(long, default_value_t = 0.0)]
+    #[arg(long, default_value_t = 0.0, value_parser = degrees_f64)]
     rotate: f64,
     /// Brightness jitter (0..1 scale), e.g. 0.1.
-    #[arg(long, default_value_t = 0.0)]
+    #[arg(long, default_value_t = 0.0, value_parser = unit_f64)]
     brightness: f64,
     /// Contrast jitter, e.g. 0.1 for factors in [0.9, 1.1].
-    #[arg(long, default_value_t = 0.0)]
+    #[arg(long, default_value_t = 0.0, value_parser = unit_f64)]
     contrast: f64,
     /// Normalisation means, one per input channel [default: ImageNet's].
-    #[arg(long, value_delimiter = ',')]
+    #[arg(long, value_delimiter = ',', value_parser = finite_f32)]
     mean: Vec<f32>,
     /// Normalisation standard deviations [default: ImageNet's].
-    #[arg(long, value_delimiter = ',')]
+    #[arg(long, value_delimiter = ',', value_parser = positive_f32)]
     std: Vec<f32>,
     #[arg(long, default_value_t = 0)]
     seed: u64,
@@ -424,7 +428,7 @@ struct FitArgs {
     #[arg(long, default_value_t = 0)]
     eval_every: u64,
     /// Log the training loss every N steps.
-    #[arg(long, default_value_t = 50)]
+    #[arg(long, default_value_t = 50, value_parser = at_least_one_u64)]
     log_every: u64,
     /// Best checkpoint by auc (mean of the main head) or loss.
     #[arg(long, default_value = "auc")]
@@ -442,19 +446,19 @@ struct FitArgs {
     #[arg(long, value_enum, default_value = "bce")]
     loss: LossName,
     /// AUC-margin loss: the margin m.
-    #[arg(long, default_value_t = 1.0)]
+    #[arg(long, default_value_t = 1.0, value_parser = positive_f64)]
     margin: f64,
     /// PESG: weight of the pull towards the reference point (LibAUC's epoch_decay).
-    #[arg(long, default_value_t = 2e-3)]
+    #[arg(long, default_value_t = 2e-3, value_parser = non_negative_f64)]
     epoch_decay: f64,
     /// PESG: every this many epochs divide the learning rate and move the reference point (0: never).
     #[arg(long, default_value_t = 1)]
     pesg_decay_every: u64,
     /// PESG: the learning-rate divisor.
-    #[arg(long, default_value_t = 10.0)]
+    #[arg(long, default_value_t = 10.0, value_parser = divisor_f64)]
     pesg_decay_factor: f64,
     /// PESG: clip each gradient entry to +-this.
-    #[arg(long, default_value_t = 1.0)]
+    #[arg(long, default_value_t = 1.0, value_parser = positive_f64)]
     clip_value: f64,
 }
 
@@ -471,19 +475,24 @@ struct PretrainArgs {
     #[arg(long, default_value = "augment")]
     positives: String,
     /// Projector widths; the last is the embedding size.
-    #[arg(long, value_delimiter = ',', default_value = "2048,2048,2048")]
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "2048,2048,2048",
+        value_parser = at_least_one_usize
+    )]
     projector: Vec<usize>,
     /// Weight of the off-diagonal (redundancy reduction) term.
-    #[arg(long, default_value_t = 5e-3)]
+    #[arg(long, default_value_t = 5e-3, value_parser = non_negative_f64)]
     lambda: f64,
     #[arg(long, value_enum, default_value = "adam")]
     optimizer: PretrainOptimizer,
     /// Peak learning rate (with lars, of the weights: the paper's 0.2 x batch / 256).
-    #[arg(long, default_value_t = 1e-3)]
+    #[arg(long, default_value_t = 1e-3, value_parser = positive_f64)]
     lr: f64,
     /// L2 added to the gradient as PyTorch's Adam does, or LARS's decay of the weights (the
     /// paper: 1.5e-6).
-    #[arg(long, default_value_t = 1e-6)]
+    #[arg(long, default_value_t = 1e-6, value_parser = non_negative_f64)]
     weight_decay: f64,
     /// Learning-rate schedule.
     #[arg(long, value_enum, default_value = "cosine")]
@@ -492,10 +501,10 @@ struct PretrainArgs {
     #[arg(long, default_value_t = 0)]
     warmup_steps: u64,
     /// Images per step; each brings two views (Barlow Twins wants large batches).
-    #[arg(long, default_value_t = 32)]
+    #[arg(long, default_value_t = 32, value_parser = at_least_one_usize)]
     batch_size: usize,
     /// Passes over the training split.
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, default_value_t = 10, value_parser = at_least_one_usize)]
     epochs: usize,
     /// none, pad:N or resized:MIN_SCALE.
     #[arg(long, default_value = "resized:0.5")]
@@ -504,28 +513,25 @@ struct PretrainArgs {
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     hflip: bool,
     /// Random rotation up to this many degrees, per view.
-    #[arg(long, default_value_t = 10.0)]
+    #[arg(long, default_value_t = 10.0, value_parser = degrees_f64)]
     rotate: f64,
     /// Brightness jitter (0..1 scale), per view.
-    #[arg(long, default_value_t = 0.4)]
+    #[arg(long, default_value_t = 0.4, value_parser = unit_f64)]
     brightness: f64,
     /// Contrast jitter, e.g. 0.4 for factors in [0.6, 1.4], per view.
-    #[arg(long, default_value_t = 0.4)]
+    #[arg(long, default_value_t = 0.4, value_parser = unit_f64)]
     contrast: f64,
     /// Seeds initialisation, order, partners and augmentation.
     #[arg(long, default_value_t = 0)]
     seed: u64,
     /// Log the training loss every N steps.
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, default_value_t = 10, value_parser = at_least_one_u64)]
     log_every: u64,
     #[command(flatten)]
     control: RunControl,
 }
 
 fn resolve_pretrain(a: &PretrainArgs) -> Result<PretrainConfig> {
-    if a.epochs == 0 {
-        bail!("--epochs must be at least 1");
-    }
     Ok(PretrainConfig {
         manifest: a.run.manifest.clone(),
         shards: a.run.shards.clone(),
@@ -594,7 +600,7 @@ struct PredictArgs {
     /// Predictions file (Parquet).
     #[arg(long)]
     out: PathBuf,
-    #[arg(long, default_value_t = 32)]
+    #[arg(long, default_value_t = 32, value_parser = at_least_one_usize)]
     batch_size: usize,
     #[arg(long, default_value = "cpu")]
     device: String,
@@ -622,6 +628,22 @@ fn crop(spec: &str) -> Result<CropConfig> {
 }
 
 fn resolve(a: &FitArgs) -> Result<TrainConfig> {
+    // Each option's own range is its value parser's; these relate options to each other.
+    if a.freeze_epochs > a.epochs {
+        bail!(
+            "--freeze-epochs {} is more than --epochs {}: give at most the number of epochs",
+            a.freeze_epochs,
+            a.epochs
+        );
+    }
+    if matches!(a.schedule, ScheduleName::Cosine) && a.min_lr > a.lr {
+        bail!(
+            "--min-lr {} is above --lr {}: the cosine schedule would raise the learning rate; \
+             give a --min-lr between 0 and --lr",
+            a.min_lr,
+            a.lr
+        );
+    }
     let task = Task::parse(&a.task)?;
     let pathologies = match &a.pathologies {
         Some(spec) => trainer::pathologies_for(task, spec)?,
@@ -687,9 +709,6 @@ fn resolve(a: &FitArgs) -> Result<TrainConfig> {
         "loss" => Select::Loss,
         other => bail!("--select `{other}`: use auc or loss"),
     };
-    if a.batch_size == 0 || a.epochs == 0 {
-        bail!("--batch-size and --epochs must be at least 1");
-    }
     Ok(TrainConfig {
         manifest: a.run.manifest.clone(),
         shards: a.run.shards.clone(),
@@ -730,7 +749,11 @@ fn resolve(a: &FitArgs) -> Result<TrainConfig> {
     })
 }
 
-fn main() -> Result<()> {
+fn main() {
+    cxr_core::error::exit_on_error("cxr-train", run())
+}
+
+fn run() -> Result<()> {
     keep_freed_memory();
     let cli = Cli::parse();
     if let Some(threads) = cli.threads {
@@ -738,6 +761,7 @@ fn main() -> Result<()> {
     }
     match cli.command {
         Command::Fit(args) => {
+            refuse_run_dir_over_inputs(&args.run, &args.init)?;
             let config = resolve(&args)?;
             let options = args.control.options(std::io::stderr().is_terminal())?;
             let summary = match &args.run_store {
@@ -814,6 +838,7 @@ fn main() -> Result<()> {
             }
         }
         Command::Pretrain(a) => {
+            refuse_run_dir_over_inputs(&a.run, &a.init)?;
             let config = resolve_pretrain(&a)?;
             let options = a.control.options(false)?;
             let summary = barlow::pretrain(&config, &options)?;
@@ -828,6 +853,14 @@ fn main() -> Result<()> {
             }
         }
         Command::Predict(a) => {
+            let index = a.shards.join(cxr_core::shard::INDEX_FILE);
+            let inputs = [
+                ("--checkpoint", a.checkpoint.as_path()),
+                ("--manifest", &a.manifest),
+                ("--shards", &a.shards),
+                ("the --shards index", &index),
+            ];
+            paths::refuse_output_among_inputs(("--out", &a.out), &inputs)?;
             let split = Split::parse(&a.split).with_context(|| {
                 format!("--split `{}`: use train, valid, test or official", a.split)
             })?;
@@ -848,12 +881,38 @@ fn main() -> Result<()> {
     Ok(())
 }
 
+/// What `fit` and `pretrain` write in --run-dir: files, and the folder of resume state.
+const RUN_DIR_ENTRIES: &[&str] = &[
+    checkpoint::CONFIG_FILE,
+    checkpoint::STATE_FILE,
+    checkpoint::BEST_MODEL,
+    checkpoint::BEST_INFO,
+    checkpoint::LAST_MODEL,
+    checkpoint::VALID_PREDICTIONS,
+    cxr_core::runlog::FILE_NAME,
+    "resume",
+];
+
+/// Refuse, before any work, a --run-dir that is one of the run's inputs (manifest, shards, the
+/// --init weights) or would write over one (`--init checkpoint:runs/a/best.safetensors
+/// --run-dir runs/a`).
+fn refuse_run_dir_over_inputs(run: &RunInputs, init: &str) -> Result<()> {
+    let init = match Init::parse(init)? {
+        Init::Imagenet(path) | Init::Checkpoint(path) => Some(path),
+        Init::Random => None,
+    };
+    let mut inputs = vec![
+        ("--manifest", run.manifest.as_path()),
+        ("--shards", &run.shards),
+    ];
+    inputs.extend(init.as_deref().map(|p| ("--init", p)));
+    paths::refuse_output_dir_among_inputs(("--run-dir", &run.run_dir), RUN_DIR_ENTRIES, &inputs)?;
+    Ok(())
+}
+
 /// Sizes rayon's global pool, which this crate's kernels use, and sets the variables candle's
 /// own pool reads (`CANDLE_NUM_THREADS`, else `RAYON_NUM_THREADS`), so that both use `threads`.
 fn use_threads(threads: usize) -> Result<()> {
-    if threads == 0 {
-        bail!("--threads 0: give at least 1");
-    }
     // Before any thread starts: candle reads them when it first needs its pool.
     for var in ["RAYON_NUM_THREADS", "CANDLE_NUM_THREADS"] {
         std::env::set_var(var, threads.to_string());

@@ -13,16 +13,8 @@ use cxr_train::predict::{self, PredictOptions};
 use cxr_train::trainer::{fit, FitOptions};
 use std::path::Path;
 
-fn options(resume: bool, max_steps: Option<u64>) -> FitOptions {
-    FitOptions {
-        resume,
-        max_steps,
-        device: Device::Cpu,
-        progress: false,
-        // These tests compare last models and resume states.
-        keep: Keep::All,
-    }
-}
+/// CPU, no progress bar, everything kept: these tests compare last models and resume states.
+use train_fixture::fit_options as options;
 
 fn weights(path: &Path) -> Vec<(String, Vec<f32>)> {
     let mut tensors: Vec<_> = candle_core::safetensors::load(path, &Device::Cpu)

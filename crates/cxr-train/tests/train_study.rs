@@ -36,7 +36,7 @@ fn demo_shards(dir: &Path, n: usize) -> (PathBuf, PathBuf) {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../data/nih-demo");
     let mut rows = Vec::new();
     let csv = root.join("Data_Entry_2017_v2020.demo.csv");
-    cxr_index::nih::read(&csv, &mut |r| {
+    cxr_index::nih::read(&csv, &mut |_line, r| {
         let mut r = r?.owned();
         // Two images per patient (each its own study, as in NIH), so that patient positives
         // have partners.

@@ -14,6 +14,7 @@ use cxr_train::config::{
     Subset, Task, TrainConfig,
 };
 use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
 
 pub const SIZE: usize = 32;
 
@@ -178,5 +179,26 @@ pub fn all_of_train_and_valid() -> Subset {
         valid_split: "valid".into(),
         frontal_only: false,
         projections: Vec::new(),
+    }
+}
+
+/// The cxr-train binary on one thread.
+pub fn cxr_train(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_cxr-train"))
+        .args(["--threads", "1"])
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+/// Fit options for the tests: CPU, no progress bar, everything kept (they compare last models
+/// and resume states).
+pub fn fit_options(resume: bool, max_steps: Option<u64>) -> cxr_train::trainer::FitOptions {
+    cxr_train::trainer::FitOptions {
+        resume,
+        max_steps,
+        device: candle_core::Device::Cpu,
+        progress: false,
+        keep: cxr_train::checkpoint::Keep::All,
     }
 }
