@@ -503,6 +503,13 @@ pub fn read_metadata(path: impl AsRef<Path>) -> Result<CheckpointMetadata> {
         path: path.to_path_buf(),
         reason,
     };
+    // A file that is not there, or not readable, is that, not a checkpoint without metadata.
+    if let Err(e) = File::open(path) {
+        return Err(ModelError::ReadWeights {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        });
+    }
     let header = read_safetensors_header(path).map_err(|e| err(e.to_string()))?;
     let header: serde_json::Value = serde_json::from_slice(&header)
         .map_err(|e| err(format!("the safetensors header is not JSON: {e}")))?;
@@ -554,6 +561,19 @@ mod tests {
             None
         );
         assert_eq!(modern_densenet_name("layer1.0.conv1.weight"), None);
+    }
+
+    #[test]
+    fn a_missing_checkpoint_is_named_missing() {
+        let e = read_metadata("no/such/checkpoint.safetensors")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("cannot read weights from no/such/checkpoint.safetensors")
+                && e.contains("No such file")
+                && !e.contains("metadata"),
+            "{e}"
+        );
     }
 
     #[test]
