@@ -219,7 +219,10 @@ $(EXP)/compare/%/comparison.json: $(EXP)/preds/$$(call set_of,$$*)/$$(call pair_
 	$(BIN)/cxr-eval compare $^ --manifest $(TARGET_MANIFEST) $(EVAL_FLAGS) --aggregate $(AGGREGATE_$(call set_of,$*)) \
 	  --out $(@D) --no-plots
 
-$(EXP)/figures/loss.png: $(RUNS:%=$(EXP)/runs/%/best.safetensors)
+# Secondary expansion: an experiment may set CONFIGS after including this file (pretraining.mk
+# does); expanded at once, the figure had no prerequisites and `make -j` drew it first.
+RUN_MODELS = $(RUNS:%=$(EXP)/runs/%/best.safetensors)
+$(EXP)/figures/loss.png: $$(RUN_MODELS)
 	$(BIN)/cxr-eval curves $(RUNS:%=$(EXP)/runs/%) --out $(@D)
 
 # experiment.json tells cxr-eval report what the directory holds; rewritten on every run (cheap).

@@ -19,13 +19,13 @@ all: $(OUT)/report.md
 
 # The pipelines decide themselves what is left to do; the report is cheap and always rebuilt.
 $(OUT)/report.md: FORCE
-	$(DEMO) -f pipelines/easy.mk
-	$(DEMO) -f pipelines/pretraining.mk ARCHS=resnet18
-	$(DEMO) -f pipelines/policy.mk
-	$(DEMO) -f pipelines/weight-decay.mk
-	$(DEMO) -f pipelines/aux.mk
-	$(DEMO) -f pipelines/dam.mk
-	$(DEMO) -f pipelines/architecture.mk SEEDS=0
+	+$(DEMO) -f pipelines/easy.mk
+	+$(DEMO) -f pipelines/pretraining.mk ARCHS=resnet18
+	+$(DEMO) -f pipelines/policy.mk
+	+$(DEMO) -f pipelines/weight-decay.mk
+	+$(DEMO) -f pipelines/aux.mk
+	+$(DEMO) -f pipelines/dam.mk
+	+$(DEMO) -f pipelines/architecture.mk SEEDS=0
 	$(BIN)/cxr-eval report $(EXPERIMENTS:%=$(OUT)/%) --title "cxr: the study in miniature (demo data)" \
 	  --intro pipelines/demo-intro.md --out $@
 FORCE:
