@@ -4,7 +4,7 @@
 # ratios candle / PyTorch (bench/train_report.py prints them; memory there is the host's).
 #
 # Run it ON the GPU machine, which has python3 with a CUDA PyTorch but no Rust: build the binary
-# here with `make cuda` (bench/cuda-build.sh) and carry it there, as target-cuda/cxr-train-cuda.xz
+# here with `make cuda` (tools/cuda-build.sh) and carry it there, as target-cuda/cxr-train-cuda.xz
 # (the binary itself is over the 64 MiB the device tool carries); an .xz is unpacked first. The
 # binary was linked against stubs, so it loads the real CUDA 13 libraries at start: cuBLAS,
 # cuRAND, the runtime (and cuDNN) from PyTorch's nvidia wheels, libcuda from the driver.

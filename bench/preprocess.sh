@@ -7,13 +7,14 @@
 # with Lanczos antialiasing on BENCH_JOBS cores; each figure is the best of BENCH_REPEAT runs
 # (wall time of the whole run: process start, reading, decoding, resizing, writing shards).
 #
-# Environment: CXR_SHARED_DATA (default ../shared/data), BENCH_DIR (default
+# Environment: CXR_SHARED (the shared folder, default ../shared), BENCH_DIR (default
 # target/bench-preprocess), BENCH_JPEGS (200), BENCH_PNG_REPEAT (5), BENCH_JOBS (2),
 # BENCH_REPEAT (3).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-DATA=${CXR_SHARED_DATA:-../shared/data}
+SHARED=${CXR_SHARED:-../shared}
+DATA=$SHARED/data
 WORK=${BENCH_DIR:-target/bench-preprocess}
 N_JPEG=${BENCH_JPEGS:-200}
 PNG_REPEAT=${BENCH_PNG_REPEAT:-5}
@@ -21,7 +22,7 @@ JOBS=${BENCH_JOBS:-2}
 REPEAT=${BENCH_REPEAT:-3}
 SIZE=224
 
-[ -d "$DATA/nih/images-full" ] || { echo "bench: no $DATA/nih/images-full (set CXR_SHARED_DATA)" >&2; exit 1; }
+[ -d "$DATA/nih/images-full" ] || { echo "bench/preprocess.sh: no $DATA/nih/images-full: set CXR_SHARED to the folder holding data/ and golden/, or put shared/ beside the repository" >&2; exit 1; }
 python3 -c "import PIL" 2>/dev/null || python3 -m pip install -q pillow
 # The whole workspace at once: a per-package build re-resolves features and rebuilds shared crates.
 cargo build --quiet --release --workspace --bins --examples

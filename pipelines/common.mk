@@ -238,6 +238,12 @@ $(EXP)/experiment.json: FORCE
 	@mkdir -p $(@D)
 	@printf '%s\n' $(call quote,{"title": "$(TITLE)"$(comma) "question": "$(QUESTION)"$(comma) "comparisons": $(call json_pairs,$(COMPARE))$(comma) "test_sets": $(subst ~, ,$(call json_sets))$(comma) "configs": $(call json_words,$(CONFIGS))$(comma) "seeds": [$(subst $(space),$(comma),$(strip $(SEEDS)))]$(comma) "manifest": "$(TARGET_MANIFEST)"$(comma) "notes": [$(foreach n,$(NOTES),"$($(n))"$(comma)) "$(DATA_NOTE)"]}) > $@.tmp && mv $@.tmp $@
 
+# What every run of the experiment reads. pipelines/study.mk makes it for each experiment in
+# turn before running them side by side: two makes must never build one manifest or shard set
+# at once.
+.PHONY: data
+data: $$(TARGET_MANIFEST) $$(sort $$(foreach c,$$(CONFIGS),$$(call shards_of,$$(c))/index.json)) $$(EXTRA_DATA)
+
 $(EXP)/report.md: $(EXP)/experiment.json $$(SCORED) $$(COMPARED) $(EXP)/figures/loss.png $$(EXTRA_REPORT_DEPS)
 	$(BIN)/cxr-eval report $(EXP) --title "$(TITLE)" --out $@
 

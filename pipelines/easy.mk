@@ -20,9 +20,9 @@ NOTES := NOTE_AGE
 
 # On the demo data these tasks can be learned, given pixels and epochs. Settings measured over
 # seeds (README, "What the demo shows"): view at 64 px for 10 epochs, AUC 0.99-1.00 on the
-# official stand-in set and the held-out patients; sex at 64 px for 15 epochs, 0.84-0.94; age
-# needs 128 px (10 epochs: MAE 10.6-11.0 years on the official stand-in set against 11.7 for
-# the training mean, 9.6-9.7 against 12.8 on the held-out patients).
+# official stand-in set and the held-out patients; sex at 64 px for 15 epochs, 0.88-0.93; age
+# needs 128 px (10 epochs: MAE 10.1-10.2 years on the official stand-in set against 11.7 for
+# the training mean, 9.2-10.3 against 12.8 on the held-out patients).
 ifeq ($(strip $(CHEXPERT)),)
 SIZE ?= 64
 EPOCHS ?= 15

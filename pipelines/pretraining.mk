@@ -21,11 +21,15 @@ ARCHS ?= resnet50 densenet121
 endif
 
 ifeq ($(strip $(PT_ARCH)),)
-# No architecture chosen: run this file once per architecture.
+# No architecture chosen: run this file once per architecture, side by side under make -j, after
+# the data they share (NIH and CheXpert shards) is made once.
 .DEFAULT_GOAL := all
-.PHONY: all
-all:
-	$(foreach a,$(ARCHS),$(MAKE) -f pipelines/pretraining.mk PT_ARCH=$(a) &&) true
+.PHONY: all data
+all: $(ARCHS:%=arch-%)
+arch-%: data
+	+$(MAKE) -f pipelines/pretraining.mk PT_ARCH=$*
+data:
+	+$(MAKE) -f pipelines/pretraining.mk PT_ARCH=$(firstword $(ARCHS)) data
 else
 
 EXP_NAME := pretraining-$(PT_ARCH)
@@ -109,6 +113,7 @@ NOTE_SAME := $(if $(filter demo,$(MODE)),On the demo the pretraining images are 
 NOTES := NOTE_IMAGENET NOTE_PRE NOTE_BT_REDUCED $(if $(NOTE_SAME),NOTE_SAME)
 # The pretraining curves apart: a Barlow Twins loss is in the hundreds, a BCE below one.
 EXTRA_REPORT_DEPS := $(EXP)/figures/pretraining-nih-view/loss.png $(EXP)/figures/pretraining-barlow/loss.png
+EXTRA_DATA := $(NIH_MANIFEST) $(NIH_SHARDS)/index.json
 
 # Both in-domain arms pretrain from random weights: what they learn is NIH's alone.
 $(PRE)/nih-view/best.safetensors: $(NIH_SHARDS)/index.json

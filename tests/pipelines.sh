@@ -12,8 +12,26 @@ out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
 fail() { echo "tests/pipelines.sh: $*" >&2; exit 1; }
 # One command per line: the recipes' continuation lines joined, runs of spaces squeezed.
-plan() { make -n "$@" | sed -e ':a' -e '/\\$/N; s/\\\n//; ta' | tr -s ' '; }
+plan() { make --no-print-directory -n "$@" | sed -e ':a' -e '/\\$/N; s/\\\n//; ta' | tr -s ' '; }
 has() { grep -qE -- "$2" <<<"$1" || fail "$3"; }
+# What each command of a plan writes, one path per line: --out, --run-dir and --summary-json, the
+# targets of > and of `&& mv`; `cxr-eval curves --out D` writes its named figures, D/*.png.
+outputs() {
+  sed -E 's/(cxr-eval curves .*--out [^ ]+)/\1\/*.png/' |
+    grep -oE -- '(--out|--run-dir|--summary-json) [^ ]+|> [^ ]+|&& mv [^ ]+ [^ ]+' |
+    sed -E 's/^(--[a-z-]+|>) //; s/^&& mv [^ ]+ //'
+}
+# Make -j runs a plan's commands in any order its dependencies allow: no two may write one file,
+# and none may write into a directory another command owns.
+one_writer() { # PLAN NAME
+  local all twice inside
+  all=$(outputs <<<"$1" | sort)
+  twice=$(uniq -d <<<"$all")
+  [ -z "$twice" ] || fail "$2: more than one command writes $(head -1 <<<"$twice")"
+  inside=$(awk 'NR > 1 && index($0, prev "/") == 1 { print prev " holds " $0 } { prev = $0 }' <<<"$all")
+  [ -z "$inside" ] || fail "$2: one command writes into another's output: $(head -1 <<<"$inside")"
+  [ "$(wc -l <<<"$all")" -gt 10 ] || fail "$2: only $(wc -l <<<"$all") outputs found in its plan"
+}
 
 for p in easy policy weight-decay aux dam architecture pretraining; do
   exp=$p
@@ -21,6 +39,7 @@ for p in easy policy weight-decay aux dam architecture pretraining; do
   if [ "$p" = pretraining ]; then exp=pretraining-resnet50; args+=(PT_ARCH=resnet50); fi
   e=$out/$exp
   steps=$(plan "${args[@]}")
+  one_writer "$steps" "$p"
   has "$steps" "predict .*--split official .*--out $e/preds/official/" "$p: the official set is not predicted"
   has "$steps" "score $e/preds/official/.*--aggregate study-max --out $e/eval/official/" \
     "$p: the official set is not scored per study"
@@ -56,4 +75,15 @@ launched=$(grep -c "srun --gres=gpu:1 --ntasks=1 $BIN/cxr-train " <<<"$steps")
 [ "$trains" -gt 0 ] && [ "$trains" = "$launched" ] || fail "LAUNCH prefixes $launched of $trains cxr-train commands"
 grep -q "srun.*cxr-eval\|srun.*cxr-preprocess" <<<"$steps" && fail "LAUNCH prefixes a command that needs no GPU"
 
-echo "tests/pipelines.sh: 7 real pipelines plan official and held-out scoring, ImageNet inits, every pretraining pair and LAUNCH"
+# The demo is pipelines/study.mk: the data first, then every experiment side by side. Apart from
+# the data (made before any experiment starts: the first line of the plan is that stage), no two
+# commands of all the experiments together may write one file.
+demo=$(plan -f pipelines/demo.mk OUT="$out/demo" BIN="$BIN")
+has "$(head -1 <<<"$demo")" "-f pipelines/easy.mk data &&.* -f pipelines/pretraining.mk data" \
+  "demo: the data is not made before the experiments"
+one_writer "$(grep -v -- "--out $out/demo/data/" <<<"$demo")" "demo (all experiments at once)"
+study=$(plan -f pipelines/study.mk CHEXPERT=/data/chexpert NIH=/data/nih OUT="$out/study" BIN="$BIN")
+has "$study" "-f pipelines/pretraining.mk PT_ARCH=densenet121$" "study: no DenseNet121 pretraining"
+one_writer "$(grep -v -- "--out $out/study/data/" <<<"$study")" "study (all experiments at once)"
+
+echo "tests/pipelines.sh: 7 real pipelines plan official and held-out scoring, ImageNet inits, every pretraining pair and LAUNCH; no two commands of a plan, or of the demo's experiments together, write one file"

@@ -5,6 +5,7 @@
 //! run reads the manifest, so one manifest serves every policy. In Parquet a state is an `Int8`
 //! holding CheXpert's own codes: `1`, `0`, `-1`, and null for "not mentioned" (CheXpert's blank).
 
+use crate::manifest::{Projection, Sex};
 use crate::observation::Observation;
 use crate::{Error, Result};
 use std::collections::BTreeMap;
@@ -170,6 +171,27 @@ fn parse_rule(s: &str) -> Option<UncertainRule> {
         "u-ignore" | "ignore" => Some(UncertainRule::Ignore),
         "u-ones" | "ones" => Some(UncertainRule::Ones),
         "u-zeros" | "zeros" => Some(UncertainRule::Zeros),
+        _ => None,
+    }
+}
+
+/// The sex task's target: male is the positive class (a prediction is P(male)), unknown is left
+/// out. `cxr-train` trains on it and `cxr-eval` scores with it: one definition, so that a score
+/// can never be read against the inverted label.
+pub fn sex_target(sex: Sex) -> Option<bool> {
+    match sex {
+        Sex::Male => Some(true),
+        Sex::Female => Some(false),
+        Sex::Unknown => None,
+    }
+}
+
+/// The view task's target: PA is the positive class (a prediction is P(PA)) against AP;
+/// laterals and unknown projections are left out.
+pub fn view_target(projection: Projection) -> Option<bool> {
+    match projection {
+        Projection::Pa => Some(true),
+        Projection::Ap => Some(false),
         _ => None,
     }
 }

@@ -16,11 +16,11 @@
 //! replicates used is reported.
 
 use crate::auc::Ranked;
-use cxr_core::hash::{seeded_hash, splitmix64};
+use cxr_core::hash::{seeded_hash, SplitMix64};
 use rayon::prelude::*;
 
 /// Bootstrap settings.
-#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Bootstrap {
     pub replicates: usize,
     pub seed: u64,
@@ -56,33 +56,16 @@ pub fn index_patients<'a>(
 }
 
 /// A percentile interval and the number of replicates it was computed from.
-#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Interval {
     pub low: f64,
     pub high: f64,
     pub replicates_used: usize,
 }
 
-/// SplitMix64: tiny, fully specified, and easy to reproduce elsewhere (the Python check does).
-struct Rng(u64);
-
-const GAMMA: u64 = 0x9e37_79b9_7f4a_7c15;
-
-impl Rng {
-    fn for_replicate(seed: u64, replicate: usize) -> Rng {
-        Rng(seeded_hash(seed, &(replicate as u64).to_le_bytes()))
-    }
-
-    fn next_u64(&mut self) -> u64 {
-        let out = splitmix64(self.0); // `splitmix64` adds GAMMA before mixing
-        self.0 = self.0.wrapping_add(GAMMA);
-        out
-    }
-
-    /// Uniform in `0..n` by Lemire's multiply-shift (bias below n / 2^64).
-    fn below(&mut self, n: usize) -> usize {
-        ((u128::from(self.next_u64()) * n as u128) >> 64) as usize
-    }
+/// The generator of bootstrap replicate `replicate` (tests/reference/eval_check.py draws the same).
+fn replicate_rng(seed: u64, replicate: usize) -> SplitMix64 {
+    SplitMix64::new(seeded_hash(seed, &(replicate as u64).to_le_bytes()))
 }
 
 /// The weight of every unit in replicate `replicate`: how often its patient was drawn.
@@ -106,7 +89,7 @@ fn fill_weights(
     weights: &mut [u32],
 ) {
     counts.fill(0);
-    let mut rng = Rng::for_replicate(seed, replicate);
+    let mut rng = replicate_rng(seed, replicate);
     for _ in 0..counts.len() {
         counts[rng.below(counts.len())] += 1;
     }
@@ -269,7 +252,7 @@ mod tests {
 
     #[test]
     fn draws_are_pinned() {
-        // The Python check (`bench/eval_check.py`) reproduces these draws; a change here
+        // The Python check (`tests/reference/eval_check.py`) reproduces these draws; a change here
         // changes every published interval.
         assert_eq!(unit_weights(&[0, 1, 2, 3, 4], 5, 0, 0), PINNED_SEED0_REP0);
         assert_eq!(

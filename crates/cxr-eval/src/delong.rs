@@ -25,7 +25,7 @@
 use crate::auc::midranks;
 
 /// DeLong's paired test of two AUCs.
-#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct DeLong {
     pub auc_a: f64,
     pub auc_b: f64,
@@ -287,7 +287,7 @@ mod tests {
     use crate::auc::roc_auc;
 
     /// A small case with ties in both models, computed independently with numpy/scipy
-    /// (`bench/eval_check.py`, the O(mn) placement-matrix form of DeLong 1988, not Sun & Xu).
+    /// (`tests/reference/eval_check.py`, the O(mn) placement-matrix form of DeLong 1988, not Sun & Xu).
     const LABELS: [bool; 12] = [
         true, true, true, true, true, false, false, false, false, false, false, false,
     ];

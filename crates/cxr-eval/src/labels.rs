@@ -20,7 +20,7 @@
 
 use anyhow::{bail, Result};
 use cxr_core::predictions::Predictions;
-use cxr_core::{LabelPolicy, Manifest, ManifestRow, Observation, Projection, Sex, Split};
+use cxr_core::{sex_target, view_target, LabelPolicy, Manifest, ManifestRow, Observation, Split};
 use std::collections::HashMap;
 use std::path::Path;
 
@@ -52,16 +52,8 @@ impl TaskKind {
                 let t = policy.target(o, row.label(o));
                 t.known.then_some(t.value > 0.5)
             }
-            TaskKind::Sex => match row.sex {
-                Sex::Male => Some(true),
-                Sex::Female => Some(false),
-                Sex::Unknown => None,
-            },
-            TaskKind::Projection => match row.projection {
-                Projection::Pa => Some(true),
-                Projection::Ap => Some(false),
-                _ => None,
-            },
+            TaskKind::Sex => sex_target(row.sex),
+            TaskKind::Projection => view_target(row.projection),
         }
     }
 }
@@ -124,7 +116,9 @@ pub fn resolve_tasks(predictions: &Predictions, path: &Path) -> Result<(Vec<Task
 }
 
 /// What one scored unit is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize,
+)]
 #[serde(rename_all = "kebab-case")]
 pub enum Aggregate {
     /// Every image on its own.
@@ -398,7 +392,7 @@ pub fn join(
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use cxr_core::{Dataset, LabelState, Split, OBSERVATIONS};
+    use cxr_core::{Dataset, LabelState, Projection, Sex, Split, OBSERVATIONS};
 
     /// A manifest row with the given study, patient and Edema state.
     pub(crate) fn row(image: &str, study: &str, patient: &str, edema: LabelState) -> ManifestRow {

@@ -11,7 +11,8 @@
 //! A training loop scoring its validation outputs needs only
 //! [`auc::roc_auc`]`(labels, scores) -> Option<f64>` (`None` when a task has one class only).
 
-pub mod auc;
+/// ROC AUC lives in cxr-core (cxr-train validates with it too); re-exported where users look.
+pub use cxr_core::auc;
 pub mod bench;
 pub mod bootstrap;
 pub mod cli;

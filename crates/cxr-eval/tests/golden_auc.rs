@@ -1,20 +1,16 @@
-//! AUCs against scikit-learn's, from the shared golden files (`shared/golden/auc`): heavy ties, a
-//! single positive, negative logits, single-class cases (undefined), CheXpert-sized columns and
-//! 20,000 rows with two-decimal scores.
+//! AUCs against scikit-learn's, from the shared golden files (`$CXR_SHARED/golden/auc`, see
+//! `cxr_core::testdata`): heavy ties, a single positive, negative logits, single-class cases
+//! (undefined), CheXpert-sized columns and 20,000 rows with two-decimal scores.
 
+use cxr_core::testdata::{shared_dir, shared_path};
 use cxr_eval::auc::{roc_auc, RocCurve};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 fn golden_dir() -> PathBuf {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/golden/auc");
-    assert!(
-        dir.join("auc_cases.csv").is_file() && dir.join("auc_expected.json").is_file(),
-        "golden AUC files missing at {}: these tests need the project's shared/ folder beside the \
-         repository (shared/golden/auc/auc_cases.csv and auc_expected.json)",
-        dir.display()
-    );
-    dir
+    shared_path("golden/auc/auc_cases.csv");
+    shared_path("golden/auc/auc_expected.json");
+    shared_dir().join("golden/auc")
 }
 
 type Cases = BTreeMap<String, (Vec<bool>, Vec<f64>)>;

@@ -1,5 +1,5 @@
 //! cxr-eval's DeLong test and patient bootstrap against numbers computed independently with
-//! numpy, scipy and scikit-learn by `bench/eval_check.py` (DeLong by the O(mn) placement matrix;
+//! numpy, scipy and scikit-learn by `tests/reference/eval_check.py` (DeLong by the O(mn) placement matrix;
 //! each bootstrap replicate's AUC by `roc_auc_score` with sample weights, the interval by
 //! `numpy.percentile`, the draws by a Python SplitMix64). Re-run the script to regenerate.
 
@@ -28,7 +28,7 @@ const BOOT_MEAN_DIFF_USED: usize = 2000;
 const N: usize = 60;
 const PATIENTS: usize = 25;
 
-/// The data of `bench/eval_check.py`: 60 units of 25 patients, two tasks, models A and B.
+/// The data of `tests/reference/eval_check.py`: 60 units of 25 patients, two tasks, models A and B.
 fn data() -> [(Vec<bool>, Vec<f64>, Vec<f64>); 2] {
     let lab1: Vec<bool> = (0..N).map(|i| (i * 7) % 5 < 2).collect();
     let lab2: Vec<bool> = (0..N).map(|i| (i * 3) % 4 == 0).collect();

@@ -7,7 +7,7 @@
 //! when listed and negative otherwise; CheXpert-only observations are not mentioned. The study is
 //! the patient plus the CSV's `Follow-up #` (not the file name, which is unreliable for it).
 //! Images live in different folders depending on how they were downloaded (`images/`,
-//! `images_001/images/`, ...): the path is filled in by [`crate::images::locate`].
+//! `images_001/images/`, ...): the path is filled in by [`crate::images::locate_nih`].
 
 use crate::csvfile::{for_each_row, Cell, LabelFile};
 use crate::{IndexError, Sink};

@@ -1,5 +1,6 @@
-//! End-to-end tests of the `cxr-index` binary on real label files (from `../shared/data`, which
-//! CI provides) and on a synthetic CheXpert train.csv with every quirk of the real one.
+//! End-to-end tests of the `cxr-index` binary on real label files (from `$CXR_SHARED/data`, by
+//! default `../shared/data` beside the repository, which CI provides; see `cxr_core::testdata`)
+//! and on a synthetic CheXpert train.csv with every quirk of the real one.
 
 use cxr_core::{LabelState, Manifest, Observation, Projection, Sex, Split, View};
 use std::collections::HashMap;
@@ -7,13 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 fn shared() -> PathBuf {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data");
-    assert!(
-        dir.is_dir(),
-        "{} is missing: these tests need the shared data beside the repo",
-        dir.display()
-    );
-    dir
+    cxr_core::testdata::shared_path("data")
 }
 
 fn fixtures() -> PathBuf {

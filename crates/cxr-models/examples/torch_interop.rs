@@ -1,5 +1,5 @@
 //! Save a randomly initialised DenseNet121 (14 outputs, 3 input channels) with a fixed input and
-//! its eval-mode logits, so `bench/torch_interop.py` can show that PyTorch's
+//! its eval-mode logits, so `tests/reference/torch_interop.py` can show that PyTorch's
 //! `torchvision.models.densenet121(num_classes=14).load_state_dict` accepts our checkpoint and
 //! computes the same logits.
 //!

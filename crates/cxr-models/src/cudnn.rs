@@ -21,7 +21,7 @@
 //! (the convolution descriptor's compute type), the output rounded to bf16 (see
 //! `crate::precision`).
 //!
-//! Checked on an H200 by `cxr-train gpu-check` (bench/gpu-check.sh); the golden tests run on a GPU
+//! Checked on an H200 by `cxr-train gpu-check` (tools/gpu-check.sh); the golden tests run on a GPU
 //! with `CXR_TEST_DEVICE=cuda cargo test -p cxr-models --features cudnn`.
 
 use std::any::Any;

@@ -6,33 +6,26 @@
 //! Box-Muller) and then copied to the device: one seed gives the same weights on every device.
 //! They do not reproduce PyTorch's random stream, only its distributions.
 
-/// Deterministic generator for initial weights.
+use cxr_core::hash::SplitMix64;
+
+/// Deterministic generator for initial weights: the workspace's [`SplitMix64`] with normal deviates on top.
 #[derive(Clone, Debug)]
 pub(crate) struct InitRng {
-    state: u64,
+    uniform: SplitMix64,
     spare_normal: Option<f64>,
 }
 
 impl InitRng {
     pub(crate) fn new(seed: u64) -> Self {
         Self {
-            state: seed,
+            uniform: SplitMix64::new(seed),
             spare_normal: None,
         }
     }
 
-    /// SplitMix64 (Steele, Lea, Flood 2014): tiny, fast, good enough for weight init.
-    fn next_u64(&mut self) -> u64 {
-        self.state = self.state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.state;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
     /// Uniform in [0, 1) with 53 random bits.
     fn uniform(&mut self) -> f64 {
-        (self.next_u64() >> 11) as f64 * (1.0 / (1u64 << 53) as f64)
+        self.uniform.uniform()
     }
 
     /// Standard normal (Box-Muller; both values of each pair are used).

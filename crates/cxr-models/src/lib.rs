@@ -61,12 +61,12 @@ pub use config::{
 pub use device::{device, gpu_memory, GpuMemory};
 pub use error::{ModelError, NonFiniteTensor, Result, TensorMismatch, WeightMismatch};
 pub use finite::check_finite;
-pub use kernels::with_candle_ops;
+pub use kernels::{can_update_in_place, update_in_place, with_candle_ops};
 pub use layers::Mode;
 pub use loss::bce_with_logits;
 pub use model::{Inference, Model, ModelOutput};
 pub use precision::{matmul, Precision};
 pub use weights::{
-    read_metadata, read_weights, CheckpointMetadata, LoadOptions, LoadReport, ReinitialisedHead,
-    SaveOptions,
+    read_metadata, read_weights, write_weights, CheckpointMetadata, LoadOptions, LoadReport,
+    ReinitialisedHead, SaveOptions,
 };

@@ -20,7 +20,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::fs::File;
-use std::io::{Read, Write};
+use std::io::Read;
 use std::path::Path;
 
 use candle_core::{DType, Device, Tensor};
@@ -120,6 +120,31 @@ impl fmt::Display for LoadReport {
         }
         Ok(())
     }
+}
+
+/// Write named tensors (moved to the host) as a safetensors file, atomically
+/// ([`cxr_core::atomic`]): [`read_weights`]'s counterpart, for checkpoints, optimiser states and
+/// projector weights alike.
+pub fn write_weights(
+    path: impl AsRef<Path>,
+    tensors: &[(String, Tensor)],
+    metadata: Option<HashMap<String, String>>,
+) -> Result<()> {
+    let path = path.as_ref();
+    let write_err = |source| ModelError::Write {
+        path: path.to_path_buf(),
+        source,
+    };
+    let host = tensors
+        .iter()
+        .map(|(n, t)| Ok((n.as_str(), t.to_device(&Device::Cpu)?)))
+        .collect::<Result<Vec<_>>>()?;
+    let bytes = safetensors::tensor::serialize(host.iter().map(|(n, t)| (*n, t)), metadata)
+        .map_err(|e| write_err(std::io::Error::other(e)))?;
+    cxr_core::atomic::write_bytes(path, &bytes).map_err(|e| match e {
+        cxr_core::Error::Io { source, .. } => write_err(source),
+        other => write_err(std::io::Error::other(other)),
+    })
 }
 
 /// Reads every tensor of a safetensors or zip-format PyTorch file, sorted by name, on `device`.
@@ -349,16 +374,7 @@ impl Model {
             training_config: options.training_config.clone(),
             code_revision: options.code_revision.clone(),
         };
-        let write_err = |source| ModelError::Write {
-            path: path.to_path_buf(),
-            source,
-        };
-        let bytes = safetensors::tensor::serialize(
-            tensors.iter().map(|(n, t)| (n.as_str(), t)),
-            Some(metadata.to_map()?),
-        )
-        .map_err(|e| write_err(std::io::Error::other(e)))?;
-        write_atomically(path, &bytes).map_err(write_err)
+        write_weights(path, &tensors, Some(metadata.to_map()?))
     }
 
     /// Builds the model a cxr checkpoint describes and loads it strictly.
@@ -383,26 +399,6 @@ fn is_rgb_version_of(found: &[usize], expected: &[usize]) -> bool {
         && expected[1] == 1
         && found[0] == expected[0]
         && found[2..] == expected[2..]
-}
-
-/// Temp file in the destination's directory, flushed to disk, then renamed over the destination.
-fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let dir = match path.parent() {
-        Some(dir) if !dir.as_os_str().is_empty() => dir,
-        _ => Path::new("."),
-    };
-    let mut builder = tempfile::Builder::new();
-    builder.prefix(".cxr-checkpoint-").suffix(".tmp");
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        builder.permissions(std::fs::Permissions::from_mode(0o644));
-    }
-    let mut tmp = builder.tempfile_in(dir)?;
-    tmp.write_all(bytes)?;
-    tmp.as_file().sync_all()?;
-    tmp.persist(path).map_err(|e| e.error)?;
-    Ok(())
 }
 
 /// What [`Model::save`] records besides the tensors.

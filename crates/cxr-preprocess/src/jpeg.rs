@@ -14,11 +14,11 @@
 //!   luma, the same weights as our RGB conversion, so chroma is entropy-decoded (it has to be
 //!   skipped over) but never transformed;
 //! - each code is looked up together with its value bits in one table read when both fit in
-//!   [`FAST_BITS`] bits (most coefficients of a radiograph), and the bit buffer is refilled eight
+//!   `FAST_BITS` bits (most coefficients of a radiograph), and the bit buffer is refilled eight
 //!   bytes at a time when no `0xFF` byte is near;
 //! - only the coefficients that the reduced inverse DCT reads (the first 1, 5 or 25 in zigzag
 //!   order) are decoded to values; the rest of a block, and every chroma block, is moved past
-//!   with [`Skip`] tables that resolve several codes per lookup, since their lengths alone
+//!   with `Skip` tables that resolve several codes per lookup, since their lengths alone
 //!   matter. Decoding codes one by one is a chain of dependent table loads, and most of a
 //!   block's codes are ones that a reduced decode throws away;
 //! - the reduced inverse DCT is the exact `N`-point inverse DCT (N = 4, 2, 1) of the `N x N`

@@ -11,7 +11,7 @@
 //! - [`resize`]: Lanczos3 antialiased resize to the square, centre crop or pad;
 //! - [`output`]: the output directory: its settings file, the lock that array tasks share, the
 //!   errors report and `index.json`;
-//! - [`run`]: the whole job: which shards this task owns, which are done, the parallel loop, the
+//! - [`mod@run`]: the whole job: which shards this task owns, which are done, the parallel loop, the
 //!   summary.
 //!
 //! Runs are safe to kill and to split: a shard counts as done only once its sidecar is renamed into

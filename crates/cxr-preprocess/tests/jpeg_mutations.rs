@@ -6,33 +6,16 @@
 //! back as decoded, unsupported or broken: never a panic. Cutting the entropy-coded data short
 //! must always be reported, never filled in.
 
+use cxr_core::hash::SplitMix64;
 use cxr_preprocess::jpeg::{decode, Outcome};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::Path;
 
-/// SplitMix64: a tiny, fixed pseudo-random sequence, so every run tries the same mutations.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-}
-
 /// Small real radiographs as JPEG: grey and colour (the `image` crate writes baseline files),
 /// sizes that are not whole blocks, plus the restart-marker fixture.
 fn inputs() -> Vec<(String, Vec<u8>)> {
-    // The shared NIH images (see tests/common); a missing copy fails loudly.
-    let png = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../../shared/data/nih/images-full/00000442_000.png");
+    // The shared NIH images (`cxr_core::testdata`); a missing copy fails loudly.
+    let png = cxr_core::testdata::shared_path("data/nih/images-full/00000442_000.png");
     let png = image::open(&png).unwrap_or_else(|e| panic!("{}: {e}", png.display()));
     let crop = png.crop_imm(300, 280, 123, 101);
     let mut grey = Vec::new();
@@ -116,7 +99,7 @@ fn truncated_entropy_data_is_always_an_error() {
 
 #[test]
 fn mutated_files_decode_or_fail_but_never_panic() {
-    let mut rng = Rng(2024);
+    let mut rng = SplitMix64::new(2024);
     let mut seen = [0usize; 3];
     for (name, original) in inputs() {
         let start = scan_start(&original);
@@ -131,7 +114,7 @@ fn mutated_files_decode_or_fail_but_never_panic() {
             let kind = rng.below(7);
             match kind {
                 0 => bytes[pos] ^= 1 << rng.below(8),
-                1 => bytes[pos] = rng.next() as u8,
+                1 => bytes[pos] = rng.next_u64() as u8,
                 2 => bytes[pos] = 0xFF,
                 3 => {
                     let len = 1 + rng.below(16);
@@ -139,7 +122,7 @@ fn mutated_files_decode_or_fail_but_never_panic() {
                 }
                 4 => {
                     let len = 1 + rng.below(16);
-                    let junk: Vec<u8> = (0..len).map(|_| rng.next() as u8).collect();
+                    let junk: Vec<u8> = (0..len).map(|_| rng.next_u64() as u8).collect();
                     bytes.splice(pos..pos, junk);
                 }
                 5 => bytes.truncate(pos),

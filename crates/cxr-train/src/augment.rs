@@ -11,25 +11,27 @@
 //! `(x - mean[c]) / std[c]` for each of the `in_channels` copies of the grey image.
 
 use crate::config::{AugmentConfig, CropConfig, Normalisation};
-use cxr_core::hash::splitmix64;
+use cxr_core::hash::{splitmix64, SplitMix64};
 
-/// A small deterministic generator (SplitMix64).
-pub struct SampleRng(u64);
+/// The generator of one sample's augmentation: the workspace's [`SplitMix64`], seeded from the
+/// run's seed, the epoch and the sample's position.
+pub struct SampleRng(SplitMix64);
 
 impl SampleRng {
     /// The generator of sample `index` in `epoch` of a run seeded with `seed`.
     pub fn new(seed: u64, epoch: u64, index: u64) -> Self {
-        SampleRng(splitmix64(splitmix64(splitmix64(seed) ^ epoch) ^ index))
+        SampleRng(SplitMix64::new(splitmix64(
+            splitmix64(splitmix64(seed) ^ epoch) ^ index,
+        )))
     }
 
     pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        splitmix64(self.0)
+        self.0.next_u64()
     }
 
     /// Uniform in [0, 1).
     pub fn uniform(&mut self) -> f64 {
-        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
+        self.0.uniform()
     }
 
     /// Uniform in [lo, hi).

@@ -199,15 +199,12 @@ impl Projector {
     }
 
     fn save(&self, path: &Path) -> Result<()> {
-        let map: HashMap<String, Tensor> = self
+        let tensors: Vec<(String, Tensor)> = self
             .named()
             .into_iter()
-            .map(|(k, v)| Ok((k, v.as_tensor().to_device(&Device::Cpu)?)))
-            .collect::<Result<_>>()?;
-        let tmp = atomic::temp_path(path);
-        candle_core::safetensors::save(&map, &tmp)
-            .with_context(|| format!("cannot write {}", tmp.display()))?;
-        std::fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))
+            .map(|(k, v)| (k, v.as_tensor().clone()))
+            .collect();
+        Ok(cxr_models::write_weights(path, &tensors, None)?)
     }
 
     fn load(&self, path: &Path) -> Result<()> {

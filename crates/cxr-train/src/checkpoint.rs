@@ -20,12 +20,12 @@
 //! 26 runs took 6 GB; kept as their best models, 1.3 GB.
 
 use anyhow::{bail, Context, Result};
-use candle_core::{Device, Tensor};
+use candle_core::Tensor;
 use cxr_core::atomic;
 use cxr_core::runlog::{self, MetricRecord};
 use cxr_models::{LoadOptions, Model, SaveOptions};
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::path::Path;
 
 use crate::config::Normalisation;
@@ -181,16 +181,8 @@ pub fn save(
     std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
     model.save(dir.join("model.safetensors"), options)?;
     let (tensors, steps) = optimizer.state();
-    let cpu: HashMap<String, Tensor> = tensors
-        .into_iter()
-        .map(|(k, t)| Ok((k, t.to_device(&Device::Cpu)?)))
-        .collect::<Result<_>>()?;
-    let optim_path = dir.join("optim.safetensors");
-    let tmp = atomic::temp_path(&optim_path);
-    candle_core::safetensors::save(&cpu, &tmp)
-        .with_context(|| format!("cannot write {}", tmp.display()))?;
-    std::fs::rename(&tmp, &optim_path)
-        .with_context(|| format!("cannot write {}", optim_path.display()))?;
+    let tensors: Vec<(String, Tensor)> = tensors.into_iter().collect();
+    cxr_models::write_weights(dir.join("optim.safetensors"), &tensors, None)?;
     let json = serde_json::to_vec_pretty(&RunState {
         optimizer_steps: steps,
         ..state.clone()

@@ -16,7 +16,7 @@
 //! ([`cxr_models::with_candle_ops`]), the path CUDA runs, against this crate's CPU kernels: the
 //! check can be rehearsed, and its tolerances tried, where no GPU is.
 //!
-//! Errors are relative L2 norms, `||got - want|| / ||want||` per tensor (see [`worst`] for the
+//! Errors are relative L2 norms, `||got - want|| / ||want||` per tensor (see `worst` for the
 //! floor), for f32 arithmetic with TF32 off. The forward's (logits, loss, running statistics)
 //! must be within 1e-3: measured on the CPU, candle's ops against the kernels, at most 1.3e-5
 //! over the tiny models and ResNet18 at 32 to 96 px and batches of 4 to 16, and 4e-5 for

@@ -5,7 +5,7 @@
 //! and a mask of the same shape: a masked entry (U-Ignore, unknown sex, missing age, a lateral
 //! image in the view task) contributes neither to the loss nor to the validation AUC.
 
-use cxr_core::{LabelPolicy, ManifestRow, Observation, Projection, Sex};
+use cxr_core::{sex_target, view_target, LabelPolicy, ManifestRow, Observation};
 use cxr_models::HeadSpec;
 
 use crate::config::Task;
@@ -89,23 +89,9 @@ impl HeadTask {
                     set(k, t.known.then_some(t.value));
                 }
             }
-            Task::Sex => set(
-                0,
-                match row.sex {
-                    Sex::Male => Some(1.0),
-                    Sex::Female => Some(0.0),
-                    Sex::Unknown => None,
-                },
-            ),
+            Task::Sex => set(0, sex_target(row.sex).map(f32::from)),
             Task::Age => set(0, row.age.map(|a| (a as f64 / AGE_SCALE) as f32)),
-            Task::View => set(
-                0,
-                match row.projection {
-                    Projection::Pa => Some(1.0),
-                    Projection::Ap => Some(0.0),
-                    _ => None,
-                },
-            ),
+            Task::View => set(0, view_target(row.projection).map(f32::from)),
         }
     }
 

@@ -3,12 +3,14 @@
 //! (sex, age, view), reproducible and resumable.
 //!
 //! The library is what the `cxr-train` binary runs: [`trainer::fit`] with a
-//! [`config::TrainConfig`], and [`predict::run`] for a predictions file `cxr-eval` scores.
+//! [`config::TrainConfig`], and [`predict::run`] for a predictions file `cxr-eval` scores; its
+//! flags, and how they become those configurations, are [`cli`]'s.
 
 pub mod augment;
 pub mod barlow;
 pub mod bench;
 pub mod checkpoint;
+pub mod cli;
 pub mod config;
 pub mod dam;
 pub mod data;

@@ -11,29 +11,27 @@
 //! without a gradient in a step is skipped without counting it: a backbone frozen for the
 //! first epochs (`--freeze-epochs`) starts its Adam moments, and its bias correction, at its
 //! first update, not at the optimiser's.
+//!
+//! Each algorithm is its own type holding what it keeps per parameter (`Algorithm`). In a
+//! checkpoint those lists are `first`, `second` and `third`, whatever they mean to the
+//! algorithm (the names of states written before the types were split): Adam's moments, the
+//! momentum buffers of SGD, LARS and PESG, and PESG's reference point and sum of iterates.
+//! Adam's and SGD's arithmetic also runs in place on the CPU, through cxr-models' kernel for
+//! it (`update_in_place`), value for value the composed arithmetic.
 
 use anyhow::{bail, Result};
 use candle_core::backprop::GradStore;
 use candle_core::{Tensor, Var};
+use cxr_models::{can_update_in_place, update_in_place};
 use std::collections::HashMap;
 
 use crate::config::OptimizerConfig;
+use crate::dam::Aucm;
 
 /// An optimiser over a fixed list of parameters.
 pub struct Optimizer {
-    config: OptimizerConfig,
     vars: Vec<Var>,
-    /// Adam: first moments; SGD, LARS and PESG: momentum buffers. `None` until the first update.
-    first: Vec<Option<Tensor>>,
-    /// Adam: second moments; PESG: the reference point `w_ref` (`None`: zero).
-    second: Vec<Option<Tensor>>,
-    /// PESG: the sum of the iterates since the reference point last moved.
-    third: Vec<Option<Tensor>>,
-    /// PESG: the AUC-margin loss's margin and dual variable `alpha`, and `a`, `b` (which are
-    /// also the last two entries of `vars`).
-    dual: Option<Dual>,
-    /// PESG: updates since the reference point last moved (LibAUC's `T`).
-    since_reference: u64,
+    algorithm: Box<dyn Algorithm>,
     /// Calls to [`Optimizer::step`] so far, whichever parameters they updated.
     steps: u64,
     /// Updates each parameter received (PyTorch's per-parameter `state['step']`): counted only
@@ -41,60 +39,80 @@ pub struct Optimizer {
     parameter_steps: Vec<u64>,
 }
 
-/// The AUC-margin variables PESG updates besides the weights.
-struct Dual {
-    margin: f64,
-    a: Var,
-    b: Var,
-    alpha: Var,
-}
-
 impl Optimizer {
     pub fn new(config: OptimizerConfig, vars: Vec<Var>) -> Self {
         let n = vars.len();
+        let algorithm: Box<dyn Algorithm> = match config {
+            OptimizerConfig::Adam {
+                beta1,
+                beta2,
+                eps,
+                weight_decay,
+            } => Box::new(Adam::new([beta1, beta2, eps, weight_decay], false, n)),
+            OptimizerConfig::AdamW {
+                beta1,
+                beta2,
+                eps,
+                weight_decay,
+            } => Box::new(Adam::new([beta1, beta2, eps, weight_decay], true, n)),
+            OptimizerConfig::Sgd {
+                momentum,
+                nesterov,
+                weight_decay,
+            } => Box::new(Sgd {
+                momentum,
+                nesterov,
+                weight_decay,
+                buffers: vec![None; n],
+            }),
+            OptimizerConfig::Lars {
+                momentum,
+                weight_decay,
+                eta,
+                bias_lr_factor,
+            } => Box::new(Lars {
+                momentum,
+                weight_decay,
+                eta,
+                bias_lr_factor,
+                buffers: vec![None; n],
+            }),
+            OptimizerConfig::Pesg { .. } => Box::new(Pesg::new(config, n, None)),
+        };
         Optimizer {
-            config,
             vars,
-            first: vec![None; n],
-            second: vec![None; n],
-            third: vec![None; n],
-            dual: None,
-            since_reference: 0,
+            algorithm,
             steps: 0,
             parameter_steps: vec![0; n],
         }
     }
 
-    /// PESG over `vars` and the AUC-margin loss's variables: `a` and `b` descend with the
-    /// weights, `alpha` ascends (see `dam.rs`).
-    pub fn pesg(config: OptimizerConfig, mut vars: Vec<Var>, aucm: &crate::dam::Aucm) -> Self {
+    /// PESG (`config` must be [`OptimizerConfig::Pesg`]) over `vars` and the AUC-margin loss's
+    /// variables: `a` and `b` descend with the weights, `alpha` ascends (see `dam.rs`).
+    pub fn pesg(config: OptimizerConfig, mut vars: Vec<Var>, aucm: &Aucm) -> Self {
         vars.push(aucm.a.clone());
         vars.push(aucm.b.clone());
-        let mut optimizer = Optimizer::new(config, vars);
-        optimizer.dual = Some(Dual {
+        let dual = Dual {
             margin: aucm.margin,
             a: aucm.a.clone(),
             b: aucm.b.clone(),
             alpha: aucm.alpha.clone(),
-        });
-        optimizer
+        };
+        let n = vars.len();
+        Optimizer {
+            vars,
+            algorithm: Box::new(Pesg::new(config, n, Some(dual))),
+            steps: 0,
+            parameter_steps: vec![0; n],
+        }
     }
 
     /// PESG's `update_regularizer`: the reference point becomes the average of the iterates
     /// since it last moved (the learning-rate division is the schedule's, see
-    /// `dam::pesg_learning_rate`). Does nothing before the first update.
+    /// `dam::pesg_learning_rate`). Does nothing before the first update, or for the other
+    /// algorithms.
     pub fn move_reference(&mut self) -> Result<()> {
-        if self.since_reference == 0 {
-            return Ok(());
-        }
-        let t = self.since_reference as f64;
-        for i in 0..self.vars.len() {
-            if let Some(acc) = self.third[i].take() {
-                self.second[i] = Some((acc / t)?);
-            }
-        }
-        self.since_reference = 0;
-        Ok(())
+        self.algorithm.move_reference()
     }
 
     /// Calls to [`Optimizer::step`] so far (the training step, whichever parameters had
@@ -149,126 +167,17 @@ impl Optimizer {
                 continue;
             };
             self.parameter_steps[i] += 1;
-            // `powi` takes an i32; beyond it the bias correction is 1 to the last bit anyway.
-            let t = i32::try_from(self.parameter_steps[i]).unwrap_or(i32::MAX);
-            let p = &var.as_tensor().detach();
-            let grad = &grad.detach();
-            match self.config {
-                OptimizerConfig::Adam {
-                    beta1,
-                    beta2,
-                    eps,
-                    weight_decay,
-                }
-                | OptimizerConfig::AdamW {
-                    beta1,
-                    beta2,
-                    eps,
-                    weight_decay,
-                } => {
-                    let decoupled = matches!(self.config, OptimizerConfig::AdamW { .. });
-                    let adam = Adam::new([beta1, beta2, eps, weight_decay], decoupled, lr, t);
-                    if in_place::applies(var.as_tensor(), grad) {
-                        for moment in [&mut self.first[i], &mut self.second[i]] {
-                            if moment.is_none() {
-                                *moment = Some(p.zeros_like()?);
-                            }
-                        }
-                        let (Some(m), Some(v)) = (&self.first[i], &self.second[i]) else {
-                            unreachable!("both moments were just set")
-                        };
-                        adam.update(var.as_tensor(), m, v, grad)?;
-                        continue;
-                    }
-                    let (p_new, m, v) = adam.composed(p, grad, &self.first[i], &self.second[i])?;
-                    var.set(&p_new)?;
-                    self.first[i] = Some(m);
-                    self.second[i] = Some(v);
-                }
-                OptimizerConfig::Sgd {
-                    momentum,
-                    nesterov,
-                    weight_decay,
-                } => {
-                    if momentum != 0.0 && in_place::applies(var.as_tensor(), grad) {
-                        if self.first[i].is_none() {
-                            // Zero: the first update then sets the buffer to the step itself,
-                            // as PyTorch's does.
-                            self.first[i] = Some(p.zeros_like()?);
-                        }
-                        let buf = self.first[i].as_ref().expect("just set");
-                        let sgd = Sgd::new(momentum, nesterov, weight_decay, lr);
-                        sgd.update(var.as_tensor(), buf, grad)?;
-                        continue;
-                    }
-                    let sgd = Sgd::new(momentum, nesterov, weight_decay, lr);
-                    let (p_new, buf) = sgd.composed(p, grad, &self.first[i])?;
-                    var.set(&p_new)?;
-                    self.first[i] = buf;
-                }
-                OptimizerConfig::Lars {
-                    momentum,
-                    weight_decay,
-                    eta,
-                    bias_lr_factor,
-                } => {
-                    let (step, lr) = match var.rank() {
-                        1 => (grad.clone(), lr * bias_lr_factor),
-                        _ => (lars_step(p, grad, weight_decay, eta)?, lr),
-                    };
-                    let buf = match &self.first[i] {
-                        Some(b) => ((b * momentum)? + step)?,
-                        None => step,
-                    };
-                    var.set(&(p - (&buf * lr)?)?)?;
-                    self.first[i] = Some(buf);
-                }
-                OptimizerConfig::Pesg {
-                    momentum,
-                    weight_decay,
-                    epoch_decay,
-                    clip_value,
-                    ..
-                } => {
-                    let mut d = grad.clamp(-clip_value, clip_value)?;
-                    if epoch_decay > 0.0 {
-                        let pull = match &self.second[i] {
-                            Some(reference) => (p - reference)?,
-                            None => p.clone(),
-                        };
-                        d = (d + (pull * epoch_decay)?)?;
-                    }
-                    if weight_decay != 0.0 {
-                        d = (d + (p * weight_decay)?)?;
-                    }
-                    if momentum != 0.0 {
-                        let buf = match &self.first[i] {
-                            Some(b) => ((b * (1.0 - momentum))? + (&d * momentum)?)?,
-                            None => d.clone(),
-                        };
-                        d = buf.clone();
-                        self.first[i] = Some(buf);
-                    }
-                    let p_new = (p - (d * lr)?)?;
-                    if epoch_decay > 0.0 {
-                        self.third[i] = Some(match &self.third[i] {
-                            Some(acc) => (acc + &p_new)?,
-                            None => p_new.clone(),
-                        });
-                    }
-                    var.set(&p_new)?;
-                }
-            }
+            let update = Update {
+                var,
+                p: &var.as_tensor().detach(),
+                grad: &grad.detach(),
+                lr,
+                // `powi` takes an i32; beyond it the bias correction is 1 to the last bit.
+                t: i32::try_from(self.parameter_steps[i]).unwrap_or(i32::MAX),
+            };
+            self.algorithm.update(i, update)?;
         }
-        if let Some(dual) = &self.dual {
-            let alpha = dual.alpha.as_tensor().detach();
-            let gap = ((dual.b.as_tensor().detach() - dual.a.as_tensor().detach())? + dual.margin)?;
-            let step = ((gap * 2.0)? - (&alpha * 2.0)?)?;
-            dual.alpha
-                .set(&(alpha + (step * lr)?)?.clamp(0f64, 999f64)?)?;
-        }
-        self.since_reference += 1;
-        Ok(())
+        self.algorithm.end_step(lr)
     }
 
     /// The state as named tensors (`first.{i}`, `second.{i}`, `third.{i}`, the per-parameter
@@ -281,26 +190,15 @@ impl Optimizer {
             PARAMETER_STEPS.to_string(),
             Tensor::new(counts, &candle_core::Device::Cpu).expect("a vector"),
         );
-        for (kind, list) in [
-            ("first", &self.first),
-            ("second", &self.second),
-            ("third", &self.third),
-        ] {
+        for (kind, list) in self.algorithm.per_parameter() {
             for (i, t) in list.iter().enumerate() {
                 if let Some(t) = t {
-                    // A copy: Adam updates its moments in place.
+                    // A copy: the in-place updates change the kept tensors.
                     map.insert(format!("{kind}.{i}"), t.copy().expect("a copy"));
                 }
             }
         }
-        if let Some(dual) = &self.dual {
-            map.insert("dual.alpha".into(), dual.alpha.as_tensor().detach());
-            map.insert(
-                "dual.since_reference".into(),
-                Tensor::new(self.since_reference as f32, &candle_core::Device::Cpu)
-                    .expect("a scalar"),
-            );
-        }
+        map.extend(self.algorithm.scalars());
         (map, self.steps)
     }
 
@@ -310,42 +208,13 @@ impl Optimizer {
     /// `steps` to every parameter with a moment or buffer and 0 to the others: exact unless a
     /// parameter was frozen for a while after the start.
     pub fn load_state(&mut self, mut map: HashMap<String, Tensor>, steps: u64) -> Result<()> {
-        let device = self.vars.first().map(|v| v.device().clone());
         let counts = match map.remove(PARAMETER_STEPS) {
-            Some(t) => {
-                let counts = t
-                    .to_device(&candle_core::Device::Cpu)?
-                    .to_dtype(candle_core::DType::I64)?
-                    .flatten_all()?
-                    .to_vec1::<i64>()?;
-                if counts.len() != self.vars.len() {
-                    bail!(
-                        "optimiser state counts steps for {} parameters but there are {}; \
-                         the checkpoint belongs to another model",
-                        counts.len(),
-                        self.vars.len()
-                    );
-                }
-                if let Some(bad) = counts.iter().find(|&&c| c < 0) {
-                    bail!("optimiser state holds a negative step count ({bad}): it is corrupt");
-                }
-                Some(counts.into_iter().map(|c| c as u64).collect::<Vec<_>>())
-            }
+            Some(t) => Some(self.parameter_counts(&t)?),
             None => None,
         };
-        if let Some(dual) = &self.dual {
-            if let Some(alpha) = map.remove("dual.alpha") {
-                dual.alpha.set(&alpha.to_device(dual.alpha.device())?)?;
-            }
-            if let Some(t) = map.remove("dual.since_reference") {
-                self.since_reference = t.to_scalar::<f32>()? as u64;
-            }
-        }
-        for (kind, list) in [
-            ("first", &mut self.first),
-            ("second", &mut self.second),
-            ("third", &mut self.third),
-        ] {
+        self.algorithm.load_scalars(&mut map)?;
+        let device = self.vars.first().map(|v| v.device().clone());
+        for (kind, list) in self.algorithm.per_parameter_mut() {
             for (i, slot) in list.iter_mut().enumerate() {
                 *slot = match map.remove(&format!("{kind}.{i}")) {
                     Some(t) => {
@@ -366,26 +235,382 @@ impl Optimizer {
         if let Some(extra) = map.keys().next() {
             bail!("optimiser state holds `{extra}`, which no parameter matches; the checkpoint belongs to another model");
         }
-        self.parameter_steps = match counts {
-            Some(counts) => counts,
-            None => (0..self.vars.len())
-                .map(|i| {
-                    let updated = self.first[i].is_some() || self.second[i].is_some();
-                    if updated {
-                        steps
-                    } else {
-                        0
-                    }
-                })
-                .collect(),
-        };
+        self.parameter_steps = counts.unwrap_or_else(|| {
+            (0..self.vars.len())
+                .map(|i| if self.algorithm.updated(i) { steps } else { 0 })
+                .collect()
+        });
         self.steps = steps;
         Ok(())
+    }
+
+    /// The per-parameter update counts of a state's `steps` tensor, checked.
+    fn parameter_counts(&self, t: &Tensor) -> Result<Vec<u64>> {
+        let counts = t
+            .to_device(&candle_core::Device::Cpu)?
+            .to_dtype(candle_core::DType::I64)?
+            .flatten_all()?
+            .to_vec1::<i64>()?;
+        if counts.len() != self.vars.len() {
+            bail!(
+                "optimiser state counts steps for {} parameters but there are {}; \
+                 the checkpoint belongs to another model",
+                counts.len(),
+                self.vars.len()
+            );
+        }
+        if let Some(bad) = counts.iter().find(|&&c| c < 0) {
+            bail!("optimiser state holds a negative step count ({bad}): it is corrupt");
+        }
+        Ok(counts.into_iter().map(|c| c as u64).collect())
     }
 }
 
 /// The name of the per-parameter step counts in [`Optimizer::state`].
 const PARAMETER_STEPS: &str = "steps";
+
+/// The checkpoint names of an algorithm's per-parameter lists, in order.
+const FIRST: &str = "first";
+const SECOND: &str = "second";
+const THIRD: &str = "third";
+
+/// One parameter's update in one step.
+struct Update<'a> {
+    var: &'a Var,
+    /// The parameter's values, detached.
+    p: &'a Tensor,
+    /// Its gradient, detached.
+    grad: &'a Tensor,
+    lr: f64,
+    /// The parameter's update count, this one included.
+    t: i32,
+}
+
+/// An optimisation algorithm: its hyper-parameters and what it keeps per parameter.
+trait Algorithm: Send + Sync {
+    /// Update parameter `i`.
+    fn update(&mut self, i: usize, update: Update) -> Result<()>;
+
+    /// What it keeps per parameter, under its checkpoint names (`None`: not yet).
+    fn per_parameter(&self) -> Vec<(&'static str, &[Option<Tensor>])>;
+
+    fn per_parameter_mut(&mut self) -> Vec<(&'static str, &mut Vec<Option<Tensor>>)>;
+
+    /// Whether parameter `i` has been updated, as far as its state tells (a state without
+    /// per-parameter counts): it has a moment, or a buffer or reference point.
+    fn updated(&self, i: usize) -> bool {
+        let lists = self.per_parameter().into_iter();
+        let mut moments = lists.filter(|(kind, _)| [FIRST, SECOND].contains(kind));
+        moments.any(|(_, list)| list[i].is_some())
+    }
+
+    /// After every parameter's update in a step.
+    fn end_step(&mut self, _lr: f64) -> Result<()> {
+        Ok(())
+    }
+
+    fn move_reference(&mut self) -> Result<()> {
+        Ok(())
+    }
+
+    /// Named tensors it keeps besides the per-parameter lists.
+    fn scalars(&self) -> Vec<(String, Tensor)> {
+        Vec::new()
+    }
+
+    /// Restores [`Algorithm::scalars`], taking them out of `map`.
+    fn load_scalars(&mut self, _map: &mut HashMap<String, Tensor>) -> Result<()> {
+        Ok(())
+    }
+}
+
+/// `torch.optim.Adam` (`decoupled`: `AdamW`) and its moments.
+struct Adam {
+    beta1: f64,
+    beta2: f64,
+    eps: f64,
+    weight_decay: f64,
+    decoupled: bool,
+    /// First moments (`first`).
+    m: Vec<Option<Tensor>>,
+    /// Second moments (`second`).
+    v: Vec<Option<Tensor>>,
+}
+
+impl Adam {
+    fn new([beta1, beta2, eps, weight_decay]: [f64; 4], decoupled: bool, n: usize) -> Self {
+        Adam {
+            beta1,
+            beta2,
+            eps,
+            weight_decay,
+            decoupled,
+            m: vec![None; n],
+            v: vec![None; n],
+        }
+    }
+}
+
+impl Algorithm for Adam {
+    fn update(&mut self, i: usize, u: Update) -> Result<()> {
+        let hyper = [self.beta1, self.beta2, self.eps, self.weight_decay];
+        let adam = AdamStep::new(hyper, self.decoupled, u.lr, u.t);
+        if can_update_in_place(&[u.var.as_tensor(), u.grad]) {
+            let m = zeros_if_none(&mut self.m[i], u.p)?;
+            let v = zeros_if_none(&mut self.v[i], u.p)?;
+            return adam.update_in_place(u.var.as_tensor(), m, v, u.grad);
+        }
+        let (p_new, m, v) = adam.composed(u.p, u.grad, &self.m[i], &self.v[i])?;
+        u.var.set(&p_new)?;
+        self.m[i] = Some(m);
+        self.v[i] = Some(v);
+        Ok(())
+    }
+
+    fn per_parameter(&self) -> Vec<(&'static str, &[Option<Tensor>])> {
+        vec![(FIRST, self.m.as_slice()), (SECOND, self.v.as_slice())]
+    }
+
+    fn per_parameter_mut(&mut self) -> Vec<(&'static str, &mut Vec<Option<Tensor>>)> {
+        vec![(FIRST, &mut self.m), (SECOND, &mut self.v)]
+    }
+}
+
+/// The tensor in `slot`, zeros shaped as `like` when there is none yet.
+fn zeros_if_none<'a>(slot: &'a mut Option<Tensor>, like: &Tensor) -> Result<&'a Tensor> {
+    if slot.is_none() {
+        *slot = Some(like.zeros_like()?);
+    }
+    Ok(slot.as_ref().expect("just set"))
+}
+
+/// `torch.optim.SGD` (weight decay as L2, optionally Nesterov) and its momentum buffers
+/// (`first`; none without momentum).
+struct Sgd {
+    momentum: f64,
+    nesterov: bool,
+    weight_decay: f64,
+    buffers: Vec<Option<Tensor>>,
+}
+
+impl Algorithm for Sgd {
+    fn update(&mut self, i: usize, u: Update) -> Result<()> {
+        let sgd = SgdStep::new(self.momentum, self.nesterov, self.weight_decay, u.lr);
+        if self.momentum != 0.0 && can_update_in_place(&[u.var.as_tensor(), u.grad]) {
+            // Zero: the first update then sets the buffer to the step itself, as PyTorch's does.
+            let buf = zeros_if_none(&mut self.buffers[i], u.p)?;
+            return sgd.update_in_place(u.var.as_tensor(), buf, u.grad);
+        }
+        let (p_new, buf) = sgd.composed(u.p, u.grad, &self.buffers[i])?;
+        u.var.set(&p_new)?;
+        self.buffers[i] = buf;
+        Ok(())
+    }
+
+    fn per_parameter(&self) -> Vec<(&'static str, &[Option<Tensor>])> {
+        vec![(FIRST, self.buffers.as_slice())]
+    }
+
+    fn per_parameter_mut(&mut self) -> Vec<(&'static str, &mut Vec<Option<Tensor>>)> {
+        vec![(FIRST, &mut self.buffers)]
+    }
+}
+
+/// LARS as Barlow Twins trains with it (see [`OptimizerConfig::Lars`]) and its momentum
+/// buffers (`first`).
+struct Lars {
+    momentum: f64,
+    weight_decay: f64,
+    eta: f64,
+    bias_lr_factor: f64,
+    buffers: Vec<Option<Tensor>>,
+}
+
+impl Algorithm for Lars {
+    fn update(&mut self, i: usize, u: Update) -> Result<()> {
+        let (step, lr) = match u.var.rank() {
+            1 => (u.grad.clone(), u.lr * self.bias_lr_factor),
+            _ => (lars_step(u.p, u.grad, self.weight_decay, self.eta)?, u.lr),
+        };
+        let buf = match &self.buffers[i] {
+            Some(b) => ((b * self.momentum)? + step)?,
+            None => step,
+        };
+        u.var.set(&(u.p - (&buf * lr)?)?)?;
+        self.buffers[i] = Some(buf);
+        Ok(())
+    }
+
+    fn per_parameter(&self) -> Vec<(&'static str, &[Option<Tensor>])> {
+        vec![(FIRST, self.buffers.as_slice())]
+    }
+
+    fn per_parameter_mut(&mut self) -> Vec<(&'static str, &mut Vec<Option<Tensor>>)> {
+        vec![(FIRST, &mut self.buffers)]
+    }
+}
+
+/// LibAUC's PESG (see [`OptimizerConfig::Pesg`]) with what it keeps per parameter, and the
+/// AUC-margin loss's dual variable when it optimises that loss.
+struct Pesg {
+    momentum: f64,
+    weight_decay: f64,
+    epoch_decay: f64,
+    clip_value: f64,
+    /// LibAUC's momentum buffers (`first`).
+    buffers: Vec<Option<Tensor>>,
+    /// The reference point `w_ref` (`second`; `None`: zero).
+    reference: Vec<Option<Tensor>>,
+    /// The sum of the iterates since the reference point last moved (`third`).
+    iterates: Vec<Option<Tensor>>,
+    /// Steps since the reference point last moved (LibAUC's `T`).
+    since_reference: u64,
+    dual: Option<Dual>,
+}
+
+/// The AUC-margin variables PESG updates besides the weights: `a` and `b` (also the last two
+/// parameters) and the dual variable `alpha`, which ascends.
+struct Dual {
+    margin: f64,
+    a: Var,
+    b: Var,
+    alpha: Var,
+}
+
+impl Pesg {
+    fn new(config: OptimizerConfig, n: usize, dual: Option<Dual>) -> Self {
+        let OptimizerConfig::Pesg {
+            momentum,
+            weight_decay,
+            epoch_decay,
+            clip_value,
+            ..
+        } = config
+        else {
+            panic!("PESG's optimiser needs a PESG configuration, not {config:?}")
+        };
+        Pesg {
+            momentum,
+            weight_decay,
+            epoch_decay,
+            clip_value,
+            buffers: vec![None; n],
+            reference: vec![None; n],
+            iterates: vec![None; n],
+            since_reference: 0,
+            dual,
+        }
+    }
+}
+
+impl Algorithm for Pesg {
+    fn update(&mut self, i: usize, u: Update) -> Result<()> {
+        let p = u.p;
+        let mut d = u.grad.clamp(-self.clip_value, self.clip_value)?;
+        if self.epoch_decay > 0.0 {
+            let pull = match &self.reference[i] {
+                Some(reference) => (p - reference)?,
+                None => p.clone(),
+            };
+            d = (d + (pull * self.epoch_decay)?)?;
+        }
+        if self.weight_decay != 0.0 {
+            d = (d + (p * self.weight_decay)?)?;
+        }
+        if self.momentum != 0.0 {
+            let buf = match &self.buffers[i] {
+                Some(b) => ((b * (1.0 - self.momentum))? + (&d * self.momentum)?)?,
+                None => d.clone(),
+            };
+            d = buf.clone();
+            self.buffers[i] = Some(buf);
+        }
+        let p_new = (p - (d * u.lr)?)?;
+        if self.epoch_decay > 0.0 {
+            self.iterates[i] = Some(match &self.iterates[i] {
+                Some(acc) => (acc + &p_new)?,
+                None => p_new.clone(),
+            });
+        }
+        u.var.set(&p_new)?;
+        Ok(())
+    }
+
+    fn per_parameter(&self) -> Vec<(&'static str, &[Option<Tensor>])> {
+        vec![
+            (FIRST, self.buffers.as_slice()),
+            (SECOND, self.reference.as_slice()),
+            (THIRD, self.iterates.as_slice()),
+        ]
+    }
+
+    fn per_parameter_mut(&mut self) -> Vec<(&'static str, &mut Vec<Option<Tensor>>)> {
+        vec![
+            (FIRST, &mut self.buffers),
+            (SECOND, &mut self.reference),
+            (THIRD, &mut self.iterates),
+        ]
+    }
+
+    /// Ascent of the dual variable, clamped to [0, 999].
+    fn end_step(&mut self, lr: f64) -> Result<()> {
+        if let Some(dual) = &self.dual {
+            let alpha = dual.alpha.as_tensor().detach();
+            let gap = ((dual.b.as_tensor().detach() - dual.a.as_tensor().detach())? + dual.margin)?;
+            let step = ((gap * 2.0)? - (&alpha * 2.0)?)?;
+            dual.alpha
+                .set(&(alpha + (step * lr)?)?.clamp(0f64, 999f64)?)?;
+        }
+        self.since_reference += 1;
+        Ok(())
+    }
+
+    fn move_reference(&mut self) -> Result<()> {
+        if self.since_reference == 0 {
+            return Ok(());
+        }
+        let t = self.since_reference as f64;
+        for (reference, iterates) in self.reference.iter_mut().zip(&mut self.iterates) {
+            if let Some(sum) = iterates.take() {
+                *reference = Some((sum / t)?);
+            }
+        }
+        self.since_reference = 0;
+        Ok(())
+    }
+
+    /// `dual.alpha` and `dual.since_reference` (with the dual variable only).
+    fn scalars(&self) -> Vec<(String, Tensor)> {
+        let Some(dual) = &self.dual else {
+            return Vec::new();
+        };
+        let since_reference = self.since_reference as f32;
+        vec![
+            (DUAL_ALPHA.into(), dual.alpha.as_tensor().detach()),
+            (
+                SINCE_REFERENCE.into(),
+                Tensor::new(since_reference, &candle_core::Device::Cpu).expect("a scalar"),
+            ),
+        ]
+    }
+
+    fn load_scalars(&mut self, map: &mut HashMap<String, Tensor>) -> Result<()> {
+        let Some(dual) = &self.dual else {
+            return Ok(());
+        };
+        if let Some(alpha) = map.remove(DUAL_ALPHA) {
+            dual.alpha.set(&alpha.to_device(dual.alpha.device())?)?;
+        }
+        if let Some(t) = map.remove(SINCE_REFERENCE) {
+            self.since_reference = t.to_scalar::<f32>()? as u64;
+        }
+        Ok(())
+    }
+}
+
+/// PESG's checkpoint names for the dual variable and the steps since the reference moved.
+const DUAL_ALPHA: &str = "dual.alpha";
+const SINCE_REFERENCE: &str = "dual.since_reference";
 
 /// LARS's step for a weight tensor before momentum: `d = g + weight_decay * w`, scaled by the
 /// trust ratio `eta * ||w|| / ||d||` (1 where either norm is 0, as in Barlow Twins' code).
@@ -403,16 +628,16 @@ fn lars_step(w: &Tensor, g: &Tensor, weight_decay: f64, eta: f64) -> Result<Tens
 }
 
 /// One SGD-with-momentum step's constants, as f32 (`torch.optim.SGD`).
-struct Sgd {
+struct SgdStep {
     momentum: f32,
     nesterov: bool,
     weight_decay: f32,
     lr: f32,
 }
 
-impl Sgd {
+impl SgdStep {
     fn new(momentum: f64, nesterov: bool, weight_decay: f64, lr: f64) -> Self {
-        Sgd {
+        SgdStep {
             momentum: momentum as f32,
             nesterov,
             weight_decay: weight_decay as f32,
@@ -447,6 +672,16 @@ impl Sgd {
         Ok(((p - (g * lr)?)?, new_buf))
     }
 
+    /// Updates `p` and its momentum buffer `buf` (contiguous f32 on the CPU) in place.
+    fn update_in_place(&self, p: &Tensor, buf: &Tensor, g: &Tensor) -> Result<()> {
+        update_in_place([p, buf], g, |[p, buf], g| {
+            for ((p, buf), &g) in p.iter_mut().zip(buf).zip(g) {
+                self.value(p, buf, g);
+            }
+        })?;
+        Ok(())
+    }
+
     /// One value's update, operation for operation the composed one (candle's `t * s` is
     /// `t * s + 0`).
     fn value(&self, p: &mut f32, buf: &mut f32, g: f32) {
@@ -464,7 +699,7 @@ impl Sgd {
 }
 
 /// One Adam step's constants, as f32 (PyTorch's formulas, `torch.optim.Adam` and `AdamW`).
-struct Adam {
+struct AdamStep {
     beta1: f32,
     beta2: f32,
     one_minus_beta1: f32,
@@ -480,9 +715,9 @@ struct Adam {
     shrink: f32,
 }
 
-impl Adam {
+impl AdamStep {
     fn new([beta1, beta2, eps, weight_decay]: [f64; 4], decoupled: bool, lr: f64, t: i32) -> Self {
-        Adam {
+        AdamStep {
             beta1: beta1 as f32,
             beta2: beta2 as f32,
             one_minus_beta1: (1.0 - beta1) as f32,
@@ -525,57 +760,11 @@ impl Adam {
         let p_new = ((p * c(self.shrink))? - update)?;
         Ok((p_new, m, v))
     }
-}
 
-/// Adam's and SGD's update of one parameter in one pass over memory, in place, on the CPU.
-///
-/// Composed of candle ops, an Adam step is a dozen passes over every parameter, each writing a
-/// new tensor, and `Var::set` copies the result back: 0.13-0.16 s of a 2.8 s ResNet50 step
-/// (25M parameters, 2 threads); SGD with momentum 56-59 ms, 21-22 ms in place. Here the
-/// parameter and its moments are read and written once, in parallel. The arithmetic is the
-/// composed version's, operation for operation in f32 (the same roundings), so results do not
-/// depend on which path ran.
-mod in_place {
-    use super::{Adam, Sgd};
-    use candle_core::{CpuStorage, InplaceOp1, Layout, Result, Storage, Tensor};
-    use rayon::prelude::*;
-    use std::cell::RefCell;
-
-    /// Whether the fused update applies: contiguous f32 tensors on the CPU.
-    pub(super) fn applies(p: &Tensor, g: &Tensor) -> bool {
-        [p, g].iter().all(|t| {
-            t.device().is_cpu() && t.dtype() == candle_core::DType::F32 && t.is_contiguous()
-        })
-    }
-
-    /// Pieces of this many values go to one thread.
-    const PIECE: usize = 1 << 14;
-
-    impl Adam {
-        /// Updates `p` and its moments `m` and `v` (same shape, contiguous) from gradient `g`.
-        pub(super) fn update(&self, p: &Tensor, m: &Tensor, v: &Tensor, g: &Tensor) -> Result<()> {
-            // One candle in-place op mutates one tensor: nest three, one per tensor.
-            with_values(g, |g| {
-                with_mut(p, |p| {
-                    with_mut(m, |m| {
-                        with_mut(v, |v| {
-                            if [m.len(), v.len(), g.len()] != [p.len(); 3] {
-                                candle_core::bail!(
-                                    "adam: moments or gradient do not match the parameter"
-                                )
-                            }
-                            let pieces = p.par_chunks_mut(PIECE).zip(m.par_chunks_mut(PIECE));
-                            let pieces =
-                                pieces.zip(v.par_chunks_mut(PIECE)).zip(g.par_chunks(PIECE));
-                            pieces.for_each(|(((p, m), v), g)| self.piece(p, m, v, g));
-                            Ok(())
-                        })
-                    })
-                })
-            })
-        }
-
-        fn piece(&self, p: &mut [f32], m: &mut [f32], v: &mut [f32], g: &[f32]) {
+    /// Updates `p` and its moments `m` and `v` (contiguous f32 on the CPU) in place, with the
+    /// composed update's arithmetic operation for operation in f32 (the same roundings).
+    fn update_in_place(&self, p: &Tensor, m: &Tensor, v: &Tensor, g: &Tensor) -> Result<()> {
+        update_in_place([p, m, v], g, |[p, m, v], g| {
             for (((p, m), v), &g) in p.iter_mut().zip(m).zip(v).zip(g) {
                 let g = if self.l2 != 0.0 { g + *p * self.l2 } else { g };
                 *m = *m * self.beta1 + g * self.one_minus_beta1;
@@ -583,64 +772,8 @@ mod in_place {
                 let denom = v.sqrt() * self.inv_sqrt_bc2 + self.eps;
                 *p = *p * self.shrink - *m / denom * self.step;
             }
-        }
-    }
-
-    impl Sgd {
-        /// Updates `p` and its momentum buffer `buf` (same shape, contiguous) from gradient `g`.
-        pub(super) fn update(&self, p: &Tensor, buf: &Tensor, g: &Tensor) -> Result<()> {
-            with_values(g, |g| {
-                with_mut(p, |p| {
-                    with_mut(buf, |buf| {
-                        if [buf.len(), g.len()] != [p.len(); 2] {
-                            candle_core::bail!("sgd: buffer or gradient do not match the parameter")
-                        }
-                        let pieces = p.par_chunks_mut(PIECE).zip(buf.par_chunks_mut(PIECE));
-                        pieces.zip(g.par_chunks(PIECE)).for_each(|((p, buf), g)| {
-                            for ((p, buf), &g) in p.iter_mut().zip(buf).zip(g) {
-                                self.value(p, buf, g);
-                            }
-                        });
-                        Ok(())
-                    })
-                })
-            })
-        }
-    }
-
-    /// Runs `f` on the values of `t` (contiguous f32 on the CPU), read only.
-    fn with_values(t: &Tensor, f: impl FnOnce(&[f32]) -> Result<()>) -> Result<()> {
-        let (storage, layout) = t.storage_and_layout();
-        match (&*storage, layout.contiguous_offsets()) {
-            (Storage::Cpu(CpuStorage::F32(values)), Some((start, end))) => f(&values[start..end]),
-            _ => candle_core::bail!("in-place update: expects contiguous f32 values on the CPU"),
-        }
-    }
-
-    /// Runs `f` on the values of `t` (contiguous f32 on the CPU), mutably, in place.
-    fn with_mut(t: &Tensor, f: impl FnOnce(&mut [f32]) -> Result<()>) -> Result<()> {
-        let op = WithMut(RefCell::new(Some(f)));
-        t.inplace_op1(&op)
-    }
-
-    struct WithMut<F>(RefCell<Option<F>>);
-
-    impl<F: FnOnce(&mut [f32]) -> Result<()>> InplaceOp1 for WithMut<F> {
-        fn name(&self) -> &'static str {
-            "cxr-optimizer-update"
-        }
-
-        fn cpu_fwd(&self, storage: &mut CpuStorage, layout: &Layout) -> Result<()> {
-            let (CpuStorage::F32(values), Some((start, end))) =
-                (storage, layout.contiguous_offsets())
-            else {
-                candle_core::bail!("in-place update: expects contiguous f32 values")
-            };
-            match self.0.borrow_mut().take() {
-                Some(f) => f(&mut values[start..end]),
-                None => candle_core::bail!("adam: in-place op run twice"),
-            }
-        }
+        })?;
+        Ok(())
     }
 }
 
@@ -662,14 +795,14 @@ mod tests {
     #[test]
     fn in_place_sgd_is_the_composed_one() {
         for nesterov in [false, true] {
-            let sgd = Sgd::new(0.9, nesterov, 1e-2, 0.05);
+            let sgd = SgdStep::new(0.9, nesterov, 1e-2, 0.05);
             let p = wave(0.37);
             let (mut want_p, mut want_buf) = (p.copy().unwrap(), None);
             let buf = p.zeros_like().unwrap();
             for t in 1..=3 {
                 let g = wave(0.11 * t as f32);
                 (want_p, want_buf) = sgd.composed(&want_p, &g, &want_buf).unwrap();
-                sgd.update(&p, &buf, &g).unwrap();
+                sgd.update_in_place(&p, &buf, &g).unwrap();
             }
             let values = |t: &Tensor| t.to_vec1::<f32>().unwrap();
             assert!(
@@ -693,10 +826,10 @@ mod tests {
             let (m, v) = (p.zeros_like().unwrap(), p.zeros_like().unwrap());
             for t in 1..=3 {
                 let g = wave(0.11 * t as f32);
-                let adam = Adam::new([0.9, 0.999, 1e-8, 1e-2], decoupled, 1e-3, t);
+                let adam = AdamStep::new([0.9, 0.999, 1e-8, 1e-2], decoupled, 1e-3, t);
                 let (np, nm, nv) = adam.composed(&want_p, &g, &want_m, &want_v).unwrap();
                 (want_p, want_m, want_v) = (np, Some(nm), Some(nv));
-                adam.update(&p, &m, &v, &g).unwrap();
+                adam.update_in_place(&p, &m, &v, &g).unwrap();
             }
             for (got, want) in [
                 (&p, &want_p),

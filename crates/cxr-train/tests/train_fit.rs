@@ -122,12 +122,21 @@ fn same_seed_same_numbers_and_resume_ends_with_the_same_weights() {
         "old resume states are removed"
     );
 
-    // A run directory in use is never overwritten, and a resume with other settings is refused.
+    // A run directory in use is never overwritten, and a resume with other settings is refused:
+    // each with its own message (both name --resume; "already" holds "lr").
     let err = fit(&config, &options(false, None)).unwrap_err().to_string();
-    assert!(err.contains("--resume"), "{err}");
+    assert!(
+        err.contains("already holds a run: pass --resume to continue it"),
+        "{err}"
+    );
     config.lr = 0.5;
     let err = fit(&config, &options(true, None)).unwrap_err().to_string();
-    assert!(err.contains("lr"), "{err}");
+    let config_json = run_c.join("config.json");
+    let differ = format!(
+        "--resume with settings that differ from {} (lr)",
+        config_json.display()
+    );
+    assert!(err.contains(&differ), "{err}");
 
     // Predictions for the test split, in the form cxr-eval reads.
     let out = dir.path().join("test.parquet");
@@ -139,6 +148,7 @@ fn same_seed_same_numbers_and_resume_ends_with_the_same_weights() {
         frontal_only: false,
         out: &out,
         batch_size: 16,
+        chunk_images: 2048,
         device: Device::Cpu,
         precision: Default::default(),
     })
@@ -382,7 +392,7 @@ fn checkpoints_are_selected_on_u_ignore_labels_whatever_the_training_policy() {
             })
             .collect()
     };
-    let auc = |uncertain| cxr_eval::auc::roc_auc_known(&labels(uncertain), scores).unwrap();
+    let auc = |uncertain| cxr_core::auc::roc_auc_known(&labels(uncertain), scores).unwrap();
     let (u_ignore, u_ones) = (auc(None), auc(Some(true)));
     assert!(
         (u_ignore - u_ones).abs() > 1e-3,
@@ -392,4 +402,89 @@ fn checkpoints_are_selected_on_u_ignore_labels_whatever_the_training_policy() {
         (selected - u_ignore).abs() < 1e-9,
         "{selected} vs U-Ignore {u_ignore}, U-Ones {u_ones}"
     );
+}
+
+/// `cxr-train predict` killed with SIGKILL part-way keeps the chunks it finished in
+/// `OUT.partial/`; the re-run scores only the rest, says so, and writes the predictions file an
+/// uninterrupted run writes, byte for byte, and removes the partial directory.
+#[test]
+fn a_killed_predict_resumes_from_its_finished_chunks() {
+    let dir = tempfile::tempdir().unwrap();
+    let (manifest, shards) = train_fixture::dataset(dir.path(), 2000, 500);
+    let run = dir.path().join("run");
+    let mut config = train_fixture::config(&manifest, &shards, &run);
+    (config.epochs, config.batch_size) = (1, 64);
+    fit(&config, &options(false, None)).unwrap();
+    let args = |out: &Path| -> Vec<String> {
+        let paths = [
+            run.join("best.safetensors"),
+            shards.clone(),
+            manifest.clone(),
+        ];
+        let [checkpoint, shards, manifest] = paths.map(|p| p.to_str().unwrap().to_string());
+        [
+            "predict",
+            "--checkpoint",
+            &checkpoint,
+            "--shards",
+            &shards,
+            "--manifest",
+            &manifest,
+            "--batch-size",
+            "4",
+            "--chunk",
+            "8",
+            "--out",
+            out.to_str().unwrap(),
+        ]
+        .map(String::from)
+        .to_vec()
+    };
+    let whole = dir.path().join("whole.parquet");
+    let out =
+        train_fixture::cxr_train(&args(&whole).iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // 400 test images in 50 chunks; kill once three are on disk (again if the run was faster).
+    let killed = dir.path().join("killed.parquet");
+    let partial = dir.path().join("killed.parquet.partial");
+    let stopped_with = (0..5)
+        .find_map(|_| {
+            let _ = std::fs::remove_dir_all(&partial);
+            let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_cxr-train"))
+                .args(["--threads", "1"])
+                .args(args(&killed))
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .unwrap();
+            while !partial.join("chunk-00002.f32").exists() {
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
+            child.kill().unwrap();
+            child.wait().unwrap();
+            let chunks = std::fs::read_dir(&partial).ok()?.count() - 1;
+            (!killed.exists() && chunks < 50).then_some(chunks)
+        })
+        .expect("predict was killed before it finished");
+    assert!(stopped_with >= 3, "{stopped_with} chunks kept");
+
+    let out =
+        train_fixture::cxr_train(&args(&killed).iter().map(String::as_str).collect::<Vec<_>>());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let resumed = stderr
+        .lines()
+        .find_map(|l| l.strip_prefix("resumed: "))
+        .unwrap_or_else(|| panic!("no resume reported: {stderr}"));
+    let reused: usize = resumed.split(' ').next().unwrap().parse().unwrap();
+    assert!(reused >= 3 && resumed.contains("of 50 chunks"), "{resumed}");
+    assert_eq!(
+        std::fs::read(&whole).unwrap(),
+        std::fs::read(&killed).unwrap()
+    );
+    assert!(!partial.exists(), "the partial directory is removed");
 }

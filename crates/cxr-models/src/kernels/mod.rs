@@ -20,6 +20,8 @@
 //! * [`dense_block`]: a whole DenseNet dense block, in one buffer of all its channels, with no
 //!   concatenations and its input gradient accumulated in place.
 //! * [`max_pool2d`]: the stem's padded max pool, forward and backward in one pass each.
+//! * [`update_in_place`]: an optimiser's elementwise step, parameter and state written in place
+//!   in one pass (for cxr-train's optimisers, which bring the arithmetic).
 //!
 //! The entry points take f32 CPU tensors; callers check [`on_cpu_f32`] and otherwise use
 //! candle's own ops (also on the CPU inside [`with_candle_ops`]), so CUDA builds keep cuDNN and
@@ -32,6 +34,7 @@ mod dense_block;
 #[cfg(target_arch = "x86_64")]
 mod direct;
 mod gemm;
+mod in_place;
 mod planes;
 mod pool;
 mod residual;
@@ -40,6 +43,7 @@ mod winograd;
 pub(crate) use batchnorm::{batch_norm_eval, batch_norm_train, BatchStats};
 pub(crate) use conv::{conv2d, FrozenWeights};
 pub(crate) use dense_block::{dense_block, DenseBlockSpec};
+pub use in_place::{can_update_in_place, update_in_place};
 pub(crate) use pool::max_pool2d;
 pub(crate) use residual::{residual_block, ResidualSpec};
 

@@ -4,7 +4,7 @@
 // Each test binary uses a different subset of these helpers.
 #![allow(dead_code)]
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use candle_core::{DType, Device, Tensor};
 use cxr_models::{Architecture, HeadSpec, ModelConfig, ResidualBlock};
@@ -19,21 +19,11 @@ pub fn device() -> Device {
     cxr_models::device(&spec).unwrap_or_else(|e| panic!("CXR_TEST_DEVICE: {e}"))
 }
 
-/// `/work/shared/golden/models` (the repository and `shared/` sit side by side, also in CI), or
-/// `$CXR_GOLDEN_DIR/models` (where the golden files were made with `make_golden.py` elsewhere).
+/// `$CXR_SHARED/golden/models`, by default `shared/golden/models` beside the repository
+/// (`cxr_core::testdata`; `golden/make_golden.py` there regenerates the files if they are lost).
 pub fn golden_dir() -> PathBuf {
-    let dir = match std::env::var_os("CXR_GOLDEN_DIR") {
-        Some(root) => Path::new(&root).join("models"),
-        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/golden/models"),
-    };
-    assert!(
-        dir.join("tiny_densenet.safetensors").is_file(),
-        "golden files not found in {}: these tests need the shared golden data next to the \
-         repository (repo at <root>/main, data at <root>/shared/golden, see \
-         shared/golden/README.md); regenerate it with shared/golden/make_golden.py if it is lost",
-        dir.display()
-    );
-    dir
+    cxr_core::testdata::shared_path("golden/models/tiny_densenet.safetensors");
+    cxr_core::testdata::shared_dir().join("golden/models")
 }
 
 pub fn tiny_densenet() -> Architecture {

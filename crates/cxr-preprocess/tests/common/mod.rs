@@ -1,18 +1,15 @@
 //! Helpers shared by the integration tests: where the shared data is, and manifests for it.
 
+use cxr_core::testdata::{shared_dir, shared_path};
 use cxr_core::{Dataset, Manifest, ManifestRow, Projection};
 use std::path::{Path, PathBuf};
 
-/// The read-only real data beside the project (`shared/data`); a missing copy is a loud failure,
-/// not a skipped test.
+/// The read-only real data (`$CXR_SHARED/data`, by default `shared/data` beside the repository:
+/// `cxr_core::testdata`); a missing copy is a loud failure, not a skipped test.
 pub fn shared_data() -> PathBuf {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data");
-    assert!(
-        dir.join("nih/images-full").is_dir(),
-        "shared test data missing: expected {} (the workspace's sibling `shared/data`)",
-        dir.display()
-    );
-    dir
+    // NIH's full-size images, which every test here reads, stand for the whole copy.
+    shared_path("data/nih/images-full");
+    shared_dir().join("data")
 }
 
 pub fn nih_full() -> PathBuf {

@@ -3,7 +3,7 @@
 # toolkit, so that the binary can be carried to a GPU machine that has no Rust. It can be run
 # again at any time: a second run installs nothing and rebuilds only what changed.
 #
-# 1. nvcc from PyPI wheels (bench/cuda-toolkit.sh, shared with the CUDA lint of CI).
+# 1. nvcc from PyPI wheels (tools/cuda-toolkit.sh, shared with the CUDA lint of CI).
 # 2. Link-only stubs: candle-core turns on cudarc's `dynamic-linking` (not its dlopen loading),
 #    so the link asks for libcuda, libcublas, libcublasLt, libcurand, libnvrtc (and libcudnn).
 #    Their wheels are hundreds of MB, and libcuda comes only with a driver; tiny libraries that
@@ -14,9 +14,9 @@
 #    binary is still about 80 MiB (candle-kernels links machine code for its quantized and MoE
 #    kernels, and the PTX of the rest), over the 64 MiB the device tool carries: it and the
 #    three CPU tools go xz-packed into target-cuda/payload/ (about 24 MiB), which
-#    bench/gpu-check.sh and bench/gpu.sh unpack on the GPU machine (`make gpu-payload`).
+#    tools/gpu-check.sh and bench/gpu.sh unpack on the GPU machine (`make gpu-payload`).
 #
-# Usage: bench/cuda-build.sh [cuda|cudnn]   (default cuda; cudnn adds cuDNN convolutions)
+# Usage: tools/cuda-build.sh [cuda|cudnn]   (default cuda; cudnn adds cuDNN convolutions)
 # CUDA_COMPUTE_CAP (default 90: H100 and H200) and CARGO_TARGET_DIR override the defaults.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -29,8 +29,8 @@ cuda) ;;
 cudnn) SONAMES="$SONAMES cudnn:libcudnn.so.9" ;;
 *) echo "usage: $0 [cuda|cudnn]" >&2; exit 2 ;;
 esac
-# shellcheck source=bench/cuda-toolkit.sh
-source bench/cuda-toolkit.sh
+# shellcheck source=tools/cuda-toolkit.sh
+source tools/cuda-toolkit.sh
 
 # 2. Stubs, from the cudarc sources cargo resolved (its bindings name every function it can call).
 cudarc=$(cargo metadata --format-version 1 --locked --features "cxr-train/$FEATURE" |
@@ -59,4 +59,4 @@ done
 echo "$FEATURE sm_$CUDA_COMPUTE_CAP" >"$payload/FEATURE"
 echo "cxr-train ($FEATURE, sm_$CUDA_COMPUTE_CAP) and the CPU tools packed in $payload:" \
     "$(du -sm "$payload" | cut -f1) MiB to carry (the device tool carries 64 MiB with the working tree)"
-echo "on the GPU machine: bench/gpu-check.sh $payload"
+echo "on the GPU machine: tools/gpu-check.sh $payload"

@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
-"""Independent numbers for cxr-eval's tests (tests/independent_checks.rs), with numpy, scipy and
-scikit-learn rather than cxr-eval's own code paths:
+"""Independent numbers for cxr-eval's tests (crates/cxr-eval/tests/independent_checks.rs), with
+numpy, scipy and scikit-learn rather than cxr-eval's own code paths:
 
 - DeLong's paired test by the O(m n) placement matrix of DeLong et al. (1988) (cxr-eval uses the
   midrank form of Sun & Xu, 2014), p-value from scipy.stats.norm;
@@ -8,7 +8,8 @@ scikit-learn rather than cxr-eval's own code paths:
   sklearn.metrics.roc_auc_score with sample weights, the interval by numpy.percentile;
 - the draws of two pinned replicates and the synthetic benchmark data's pinned values.
 
-Run: python3 bench/eval_check.py   (needs numpy, scipy, scikit-learn). Prints Rust constants.
+Run: python3 tests/reference/eval_check.py   (needs numpy, scipy, scikit-learn). Prints the Rust
+constants of independent_checks.rs.
 """
 import numpy as np
 from scipy.stats import norm

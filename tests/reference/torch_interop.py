@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """Load a cxr DenseNet121 checkpoint into torchvision and compare logits.
 
-Usage: torch_interop.py DIR   (DIR written by `cargo run --release -p cxr-models --example
-torch_interop -- DIR`). Needs torch, torchvision, safetensors: for this check only.
+Usage: python3 tests/reference/torch_interop.py DIR   (DIR written by
+`cargo run --release -p cxr-models --example torch_interop -- DIR`). Needs torch, torchvision,
+safetensors: for this check only.
 """
 import sys
 

@@ -5,7 +5,7 @@
 # the target's standard library, and zig from PyPI (ziglang, about 50 MB, into
 # .cross-toolchain/) compiles the few C and assembly files of dependencies (psm). Nothing runs.
 #
-# Usage: bench/cross-check.sh [TARGET]   (default aarch64-unknown-linux-gnu; CARGO_TARGET_DIR
+# Usage: tools/cross-check.sh [TARGET]   (default aarch64-unknown-linux-gnu; CARGO_TARGET_DIR
 # defaults to target-cross/)
 set -euo pipefail
 cd "$(dirname "$0")/.."

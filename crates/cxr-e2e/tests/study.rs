@@ -3,6 +3,8 @@
 //! heads and a frozen first epoch (the backbone must not move, BatchNorm statistics included),
 //! then fine-tuned again with the AUC-margin loss and PESG. A tiny DenseNet keeps it fast.
 
+// The tiny synthetic dataset and configurations of cxr-train's own tests.
+#[path = "../../cxr-train/tests/train_fixture/mod.rs"]
 mod train_fixture;
 
 use candle_core::{DType, Device, Tensor};
@@ -88,6 +90,15 @@ fn backbone(t: &BTreeMap<String, Vec<f32>>) -> BTreeMap<String, Vec<f32>> {
         .collect()
 }
 
+/// The training records of a metrics log: a run logging every step has one per step, so that
+/// a check of every record cannot pass on an empty log.
+fn train_records(records: &[cxr_core::runlog::MetricRecord]) -> usize {
+    let train = records
+        .iter()
+        .filter(|r| r.phase == cxr_core::runlog::Phase::Train);
+    train.count()
+}
+
 #[test]
 fn pretrain_then_fine_tune_with_a_frozen_backbone_then_dam() {
     let dir = tempfile::tempdir().unwrap();
@@ -145,6 +156,7 @@ fn pretrain_then_fine_tune_with_a_frozen_backbone_then_dam() {
     let summary = pretrain(&bt, &options(None, false)).unwrap();
     assert_eq!((summary.steps, summary.total_steps), (6, 6));
     let records = cxr_core::runlog::read(&bt_dir.join("metrics.jsonl")).unwrap();
+    assert_eq!(train_records(&records), 6, "one per step (log_every 1)");
     assert!(records.iter().all(|r| r.loss.is_finite() && r.loss >= 0.0));
     let pretrained = tensors(&bt_dir.join("best.safetensors"));
     assert!(
@@ -219,6 +231,7 @@ fn pretrain_then_fine_tune_with_a_frozen_backbone_then_dam() {
     };
     fit(&dam, &options(None, false)).unwrap();
     let records = cxr_core::runlog::read(&dam_dir.join("metrics.jsonl")).unwrap();
+    assert_eq!(train_records(&records), 6, "one per step (log_every 1)");
     let lrs: Vec<f64> = records.iter().filter_map(|r| r.lr).collect();
     assert!((lrs[0] - 0.1).abs() < 1e-12 && (lrs[lrs.len() - 1] - 0.01).abs() < 1e-12);
     assert!(records.iter().all(|r| r.loss.is_finite()));

@@ -277,7 +277,7 @@ mod tests {
 
     fn pseudo(n: usize, seed: u64, levels: u64) -> (Vec<bool>, Vec<f64>) {
         let h = |i: usize, s: u64| {
-            cxr_core::hash::splitmix64(seed.wrapping_mul(1000).wrapping_add(s) ^ i as u64)
+            crate::hash::splitmix64(seed.wrapping_mul(1000).wrapping_add(s) ^ i as u64)
         };
         let labels = (0..n).map(|i| h(i, 1) % 3 == 0).collect::<Vec<_>>();
         let scores = (0..n)
@@ -302,7 +302,7 @@ mod tests {
     fn keys_order_like_total_cmp_with_zeros_tied() {
         let mut scores: Vec<f64> = (0..5000u64)
             .map(|i| {
-                let h = cxr_core::hash::splitmix64(i);
+                let h = crate::hash::splitmix64(i);
                 match i % 4 {
                     0 => f64::from_bits(h) % 1e6, // any sign and magnitude
                     1 => (h % 7) as f64 - 3.0,    // heavy ties around zero

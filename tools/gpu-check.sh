@@ -16,10 +16,10 @@
 #                GPU's peak memory
 #
 # Run it ON the GPU machine (CUDA 13 and PyTorch, no Rust) over the payload `make gpu-payload`
-# builds here: `bench/gpu-check.sh` with target-cuda/payload carried. Rehearse it here on the CPU
-# build: `DEVICE=cpu bench/gpu-check.sh target/release` (a folder of plain binaries works too).
+# builds here: `tools/gpu-check.sh` with target-cuda/payload carried. Rehearse it here on the CPU
+# build: `DEVICE=cpu tools/gpu-check.sh target/release` (a folder of plain binaries works too).
 #
-# Usage: bench/gpu-check.sh [PAYLOAD]   (default target-cuda/payload; CHECKS="env check bench fit"
+# Usage: tools/gpu-check.sh [PAYLOAD]   (default target-cuda/payload; CHECKS="env check bench fit"
 # picks steps; DEVICE, ROUNDS, BATCH, BENCH_SIZE, FIT_EPOCHS, FIT_SIZE, FIT_ARCH, TOTAL_LIMIT override the
 # defaults)
 set -uo pipefail

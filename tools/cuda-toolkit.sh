@@ -1,4 +1,4 @@
-# Sourced by bench/cuda-build.sh and bench/cuda-lint.sh (not run alone): the CUDA 13.0 compiler
+# Sourced by tools/cuda-build.sh and tools/cuda-lint.sh (not run alone): the CUDA 13.0 compiler
 # from PyPI wheels, installed with `pip --target` into .cuda-toolkit/ (ignored), and the
 # variables candle-kernels (nvcc, CUDA_COMPUTE_CAP) and cudarc (CUDA_ROOT, `nvcc --version`)
 # read. Pinned to CUDA 13.0, the device machines' driver (580) and nvcc: the kernels are
