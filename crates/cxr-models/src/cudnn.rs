@@ -173,13 +173,15 @@ impl Conv {
         let plan = Plan::<T>::get(&a.device, self.geometry, x, w, y)?;
         let (a, b) = (view::<T>(a, al)?, view::<T>(b, bl)?);
         let one_zero = (T::from_f64(1.0), T::from_f64(0.0));
-        // SAFETY (each launch): the plan's descriptors were made from these contiguous tensors'
-        // dimensions and dtype, and the output is allocated at its descriptor's size.
+        // Each launch is safe for one reason: the plan's descriptors were made from these
+        // contiguous tensors' dimensions and dtype, and the output is allocated at its
+        // descriptor's size.
         match self.pass {
             Pass::Forward => {
                 let op = plan.forward_op();
                 let (algo, bytes) = algorithm!(&plan.forward, op)?;
                 let (mut workspace, mut out) = (plan.workspace(bytes)?, plan.output(y)?);
+                // SAFETY: descriptors and output sizes come from these tensors (above).
                 unsafe { op.launch(algo, Some(&mut workspace), one_zero, &a, &b, &mut out)? };
                 plan.storage(out, y)
             }
@@ -187,6 +189,7 @@ impl Conv {
                 let op = plan.data_op();
                 let (algo, bytes) = algorithm!(&plan.data, op)?;
                 let (mut workspace, mut out) = (plan.workspace(bytes)?, plan.output(x)?);
+                // SAFETY: descriptors and output sizes come from these tensors (above).
                 unsafe { op.launch(algo, Some(&mut workspace), one_zero, &mut out, &b, &a)? };
                 plan.storage(out, x)
             }
@@ -194,6 +197,7 @@ impl Conv {
                 let op = plan.filter_op();
                 let (algo, bytes) = algorithm!(&plan.filter, op)?;
                 let (mut workspace, mut out) = (plan.workspace(bytes)?, plan.output(w)?);
+                // SAFETY: descriptors and output sizes come from these tensors (above).
                 unsafe { op.launch(algo, Some(&mut workspace), one_zero, &a, &mut out, &b)? };
                 plan.storage(out, w)
             }
