@@ -62,13 +62,15 @@ PY
   fi
 }
 
-rows_of() { # SPLIT: manifest rows in that split
-  python3 -c "import pyarrow.parquet as pq, sys; t = pq.read_table(sys.argv[1], columns=['split']).column('split').to_pylist(); print(sum(s == sys.argv[2] for s in t))" "$WORK/manifest.parquet" "$1"
+# SPLIT: manifest rows in that split, from the summary cxr-index wrote (never the Parquet by hand).
+rows_of() {
+  python3 -c "import json, sys; print(json.load(open(sys.argv[1]))['splits'].get(sys.argv[2], 0))" \
+    "$WORK/index-summary.json" "$1"
 }
 
 step index "$N" "$WORK/manifest.parquet" -- \
   $BIN/cxr-index chexpert --csv "$WORK/train.csv" --root "$WORK/root" --require-images \
-  --out "$WORK/manifest.parquet"
+  --summary-json "$WORK/index-summary.json" --out "$WORK/manifest.parquet"
 step preprocess-224 "$N" "$WORK/shards-224" -- \
   $BIN/cxr-preprocess --manifest "$WORK/manifest.parquet" --root "$WORK/root" --size 224 \
   --out "$WORK/shards-224"
