@@ -60,9 +60,9 @@ fn demo_shards(dir: &Path, n: usize) -> (PathBuf, PathBuf) {
         manifest: manifest.clone(),
         root,
         out: shards.clone(),
-        target: cxr_preprocess::Target::new(SIZE, cxr_core::shard::Resize::CentreCrop),
+        target: cxr_image::Target::new(SIZE, cxr_core::shard::Resize::CentreCrop),
         shard_rows: 64,
-        jpeg: cxr_preprocess::JpegScaling::Full,
+        jpeg: cxr_image::JpegScaling::Full,
         jobs: Some(2),
         task: cxr_preprocess::ArrayTask::ALL,
     })

@@ -8,12 +8,11 @@
 //! (rayon steals across both levels), so both cores stay busy while a finished shard is hashed and
 //! written.
 
-use crate::decode::{self, JpegScaling};
 use crate::output::{self, Finish, Settings, ShardState};
-use crate::resize::Target;
 use anyhow::{bail, ensure, Context, Result};
 use cxr_core::shard::{self, shard_file, ImageError, ShardInfo, FORMAT};
 use cxr_core::{Manifest, ManifestRow};
+use cxr_image::{JpegScaling, Target};
 use indicatif::{ProgressBar, ProgressStyle};
 use rayon::prelude::*;
 use std::collections::HashSet;
@@ -407,17 +406,7 @@ impl Job<'_> {
             std::io::ErrorKind::NotFound => "file not found".to_string(),
             _ => format!("cannot read: {e}"),
         })?;
-        // A decoder bug on a hostile file must cost one image, not the run.
-        let decoded = std::panic::catch_unwind(|| decode::decode(&bytes, &self.target, self.jpeg))
-            .map_err(|panic| {
-                let what = panic
-                    .downcast_ref::<&str>()
-                    .map(|s| s.to_string())
-                    .or_else(|| panic.downcast_ref::<String>().cloned())
-                    .unwrap_or_default();
-                format!("decoder crashed: {what}")
-            })??;
-        self.target.resize_into(&decoded, pixels)
+        cxr_image::prepare(&bytes, &self.target, self.jpeg, pixels)
     }
 }
 

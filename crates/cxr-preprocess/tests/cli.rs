@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{nih_full, nih_pngs, write_manifest};
+use common::{fixture, nih_full, nih_pngs, write_manifest};
 use cxr_core::hash::sha256_hex;
 use cxr_core::shard::{info_file, ShardInfo};
 use std::collections::BTreeMap;
@@ -34,9 +34,7 @@ impl Job {
             std::fs::copy(nih_full().join(name), root.join(name)).unwrap();
         }
         for name in FIXTURES {
-            let from = Path::new(env!("CARGO_MANIFEST_DIR"))
-                .join("tests/data")
-                .join(name);
+            let from = fixture(name);
             std::fs::copy(from, root.join(name)).unwrap();
             names.push(name.to_string());
         }
@@ -227,18 +225,8 @@ fn a_killed_run_resumes_to_the_same_bytes() {
 #[test]
 fn bad_images_are_reported_and_left_out_and_fail_the_exit_status() {
     let png = std::fs::read(nih_full().join("00000442_000.png")).unwrap();
-    let jpeg = std::fs::read(
-        Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("tests/data")
-            .join(FIXTURES[2]),
-    )
-    .unwrap();
-    let progressive = std::fs::read(
-        Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("tests/data")
-            .join(FIXTURES[0]),
-    )
-    .unwrap();
+    let jpeg = std::fs::read(fixture(FIXTURES[2])).unwrap();
+    let progressive = std::fs::read(fixture(FIXTURES[0])).unwrap();
     let mut corrupt = png[..100].to_vec();
     corrupt.extend(std::iter::repeat_n(0x5A, 5000));
     let extra: [(&str, &[u8]); 6] = [

@@ -3,18 +3,13 @@
 
 mod common;
 
-use common::{nih_full, nih_pngs, shared_data, write_manifest};
+use common::{fixture, nih_full, nih_pngs, shared_data, write_manifest};
 use cxr_core::shard::{Resize, ShardIndex};
-use cxr_preprocess::decode::{decode, Grey};
-use cxr_preprocess::{run, ArrayTask, JpegScaling, Options, Target};
+use cxr_image::decode::{decode, Grey};
+use cxr_image::{JpegScaling, Target};
+use cxr_preprocess::{run, ArrayTask, Options};
 use image::{ColorType, DynamicImage, ImageBuffer, Luma, LumaA, Rgb, Rgba};
 use std::path::{Path, PathBuf};
-
-fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/data")
-        .join(name)
-}
 
 fn chexpert_jpegs() -> Vec<PathBuf> {
     let valid = shared_data().join("chexpert/CheXpert-v1.0/valid");

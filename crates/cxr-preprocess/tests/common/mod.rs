@@ -12,6 +12,13 @@ pub fn shared_data() -> PathBuf {
     shared_dir().join("data")
 }
 
+/// A JPEG fixture of the decoder's (`crates/cxr-image/tests/data`, which says how each was made).
+pub fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../cxr-image/tests/data")
+        .join(name)
+}
+
 pub fn nih_full() -> PathBuf {
     shared_data().join("nih/images-full")
 }

@@ -7,7 +7,7 @@
 //! must always be reported, never filled in.
 
 use cxr_core::hash::SplitMix64;
-use cxr_preprocess::jpeg::{decode, Outcome};
+use cxr_image::jpeg::{decode, Outcome};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::Path;
 
