@@ -26,7 +26,12 @@ ARGS=(--size "$SIZE" --batch "$BATCH" --steps "$STEPS" --warmup "$WARMUP" --thre
 
 have_torch=0
 python3 -c 'import torch, torchvision' 2>/dev/null && have_torch=1
+avx512=$(grep -o 'avx512[a-z_0-9]*' /proc/cpuinfo | sort -u | tr '\n' ' ')
 echo "machine: $(lscpu | sed -n 's/^Model name: *//p' | head -1), $THREADS threads; load: $(cut -d' ' -f1-3 /proc/loadavg)"
+echo "AVX-512: ${avx512:-none}; kernels: ${CXR_SIMD:-widest available} (CXR_SIMD)"
+if [ "$have_torch" = 1 ]; then
+    echo "peak: $(python3 bench/peak.py "$THREADS") GFLOP/s (a 2048^3 f32 product in PyTorch, $THREADS threads)"
+fi
 for model in $MODELS; do
     # Alternate the two, ROUNDS times: this machine's speed drifts by 10-20% from minute to
     # minute, so a ratio is only meaningful between runs next to each other.

@@ -116,7 +116,7 @@ impl Geometry {
     }
 
     /// The direct convolution, where it applies and pays: stride 1 with a window (a 1x1
-    /// convolution is a plain GEMM already), on a CPU with AVX2 and FMA, one image per thread
+    /// convolution is a plain GEMM already), on a CPU with AVX2 or AVX-512, one image per thread
     /// (it does not split an image over threads), and few output channels or wide images.
     /// Measured on one core: DenseNet's 128 -> 32 convolutions ran 43-70 GFLOP/s direct against
     /// 30-46 as GEMMs, at every size; ResNet's 64 and 128 channels at 56x56 and 28x28 69-73
@@ -126,20 +126,18 @@ impl Geometry {
     fn direct(&self) -> Option<super::direct::Direct> {
         let one_per_thread = self.parallel_images() || rayon::current_num_threads() == 1;
         let pays = self.c_out <= 64 || self.w_out >= 28;
-        (self.stride == 1
-            && !self.is_pointwise()
-            && pays
-            && one_per_thread
-            && super::direct::available())
-        .then_some(super::direct::Direct {
-            c_in: self.c_in,
-            c_out: self.c_out,
-            h: self.h,
-            w: self.w,
-            kernel: self.kernel,
-            padding: self.padding,
-        })
-        .filter(super::direct::Direct::offsets_fit)
+        let simd = super::simd::Simd::best()?;
+        (self.stride == 1 && !self.is_pointwise() && pays && one_per_thread)
+            .then_some(super::direct::Direct {
+                simd,
+                c_in: self.c_in,
+                c_out: self.c_out,
+                h: self.h,
+                w: self.w,
+                kernel: self.kernel,
+                padding: self.padding,
+            })
+            .filter(super::direct::Direct::offsets_fit)
     }
 
     /// Winograd F(2x2, 3x3) for 3x3 stride-1 convolutions with at least 64 channels on both

@@ -1,4 +1,4 @@
-//! Direct stride-1 convolution on AVX2 + FMA: no patch matrix and no packing.
+//! Direct stride-1 convolution on AVX2 + FMA or AVX-512: no patch matrix and no packing.
 //!
 //! im2col + GEMM pays twice for a 3x3 convolution with few output channels (DenseNet's 32-channel
 //! growth convolutions, 44% of its forward FLOPs): im2col writes a patch matrix nine times the
@@ -8,24 +8,28 @@
 //! Here the input is copied once, zero-padded, into planes of width `wp = w + 2p`. Output
 //! position `(i, j)` then becomes the flat index `q = i * wp + j`, and kernel tap `(c, ki, kj)`
 //! reads the flat input at `q + c * plane + ki * wp + kj`: for every tap, consecutive outputs
-//! read consecutive inputs. A microkernel keeps a 24-position x 4-channel tile of outputs in 12
-//! AVX registers and walks all `c_in * k * k` taps, loading 3 input vectors and broadcasting 4
-//! weights per tap. The `k - 1` columns of each output row beyond `w_out` are computed and
-//! dropped (3% of the work at 56x56, 22% at 7x7).
+//! read consecutive inputs. A microkernel keeps a tile of 3 vectors of positions x 4 channels
+//! of outputs in 12 vector registers (24 positions with AVX2's 8 lanes, 48 with AVX-512's 16)
+//! and walks all `c_in * k * k` taps, loading 3 input vectors and broadcasting 4 weights per
+//! tap. The `k - 1` columns of each output row beyond `w_out` are computed and dropped (3% of
+//! the work at 56x56, 22% at 7x7).
+//!
+//! Both instruction sets run one assembly body (`microkernels!`), instantiated for each vector
+//! width, so a test on either kind of machine exercises the code the other runs; the tests run
+//! every variant the machine has.
 
-/// Output positions per tile (three AVX vectors).
-const TILE: usize = 24;
+use super::simd::Simd;
+
+/// Vectors of output positions per tile.
+const VECTORS: usize = 3;
 /// Output channels per tile.
 const CHANNELS: usize = 4;
-
-/// Whether this CPU runs the kernel.
-pub(super) fn available() -> bool {
-    std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma")
-}
 
 /// One stride-1 convolution: square kernel `k`, zero padding `p` on every side.
 #[derive(Clone, Copy, Debug)]
 pub(super) struct Direct {
+    /// The instruction set the microkernels run on.
+    pub(super) simd: Simd,
     pub(super) c_in: usize,
     pub(super) c_out: usize,
     pub(super) h: usize,
@@ -52,9 +56,14 @@ impl Direct {
         self.w + 2 * self.padding + 1 - self.kernel
     }
 
+    /// Output positions per tile.
+    fn tile(&self) -> usize {
+        VECTORS * self.simd.lanes()
+    }
+
     /// Flat output positions computed, rounded up to whole tiles.
     fn flat_positions(&self) -> usize {
-        (self.h_out() * self.wp()).div_ceil(TILE) * TILE
+        (self.h_out() * self.wp()).div_ceil(self.tile()) * self.tile()
     }
 
     fn taps(&self) -> usize {
@@ -99,13 +108,17 @@ impl Direct {
     /// The padded planes, plus what the last tile of the last plane reads past them (up to one
     /// tile and one kernel window).
     fn input_len(&self) -> usize {
-        self.c_in * self.plane() + TILE + self.kernel * self.wp()
+        self.c_in * self.plane() + self.tile() + self.kernel * self.wp()
     }
 
     /// `y = conv(x)` for one image `x` (`[c_in, h, w]`) into `y` (`[c_out, h_out, w_out]`),
     /// with weights from [`Direct::pack_weights`].
     pub(super) fn image(&self, x: &[f32], packed: &[f32], y: &mut [f32], scratch: &mut Vec<f32>) {
-        assert!(available(), "the direct convolution needs AVX2 and FMA");
+        assert!(
+            self.simd.available(),
+            "{:?} is not available here",
+            self.simd
+        );
         assert_eq!(x.len(), self.c_in * self.h * self.w);
         assert_eq!(y.len(), self.c_out * self.h_out() * self.w_out());
         assert_eq!(
@@ -120,12 +133,13 @@ impl Direct {
         // Tiles outermost: the inputs one tile reads (c_in * k rows of 26 floats) are read by
         // every channel block while they are in cache. The other order streams the whole padded
         // image from memory once per block, at half the speed.
-        for q in (0..positions).step_by(TILE) {
+        let tile = self.simd.pick::<TileKernel>(avx2::tile, avx512::tile);
+        for q in (0..positions).step_by(self.tile()) {
             for (block, out) in flat.chunks_exact_mut(CHANNELS * positions).enumerate() {
-                // SAFETY: `available()` holds (asserted above). Reads: tap offsets stay below
-                // `c_in * plane`, plus `q + TILE <= positions`, which `scratch_len` leaves room
-                // for past the planes; the block's weights are `panel` floats. Writes: rows
-                // `r * positions + q .. + TILE` of `out`, `r < CHANNELS`.
+                // SAFETY: `self.simd` is available (asserted above). Reads: tap offsets stay
+                // below `c_in * plane`, plus `q + tile <= positions`, which `scratch_len` leaves
+                // room for past the planes; the block's weights are `panel` floats. Writes: rows
+                // `r * positions + q .. + tile` of `out`, `r < CHANNELS`.
                 unsafe {
                     tile(
                         input.as_ptr().add(q),
@@ -146,7 +160,8 @@ impl Direct {
     /// Every weight's gradient is a dot product over the output positions of `dy` with the input
     /// shifted by the weight's tap; in the flat layout both are contiguous. `dy` is copied into
     /// flat rows with zeros at the dropped columns, so they add nothing, and a microkernel
-    /// accumulates 4 output channels x 3 horizontally adjacent taps, 8 positions at a time.
+    /// accumulates 4 output channels x 3 horizontally adjacent taps, a vector of positions at a
+    /// time.
     pub(super) fn weight_grad_image(
         &self,
         x: &[f32],
@@ -154,7 +169,11 @@ impl Direct {
         dw: &mut [f32],
         scratch: &mut Vec<f32>,
     ) {
-        assert!(available(), "the direct convolution needs AVX2 and FMA");
+        assert!(
+            self.simd.available(),
+            "{:?} is not available here",
+            self.simd
+        );
         assert_eq!(x.len(), self.c_in * self.h * self.w);
         assert_eq!(dy.len(), self.c_out * self.h_out() * self.w_out());
         assert_eq!(dw.len(), self.c_out * self.taps());
@@ -162,13 +181,17 @@ impl Direct {
         self.pad(x, input);
         self.flatten(dy, flat);
         let (k, positions, taps) = (self.kernel, self.flat_positions(), self.taps());
-        let mut sums = [0f32; 3 * CHANNELS * 8];
+        let lanes = self.simd.lanes();
+        let dot_tile = self
+            .simd
+            .pick::<DotKernel>(avx2::dot_tile, avx512::dot_tile);
+        let mut sums = [0f32; DOT_SUMS];
         for (block, rows) in flat.chunks_exact(CHANNELS * positions).enumerate() {
             for c in 0..self.c_in {
                 for ki in 0..k {
                     for kj in (0..k).step_by(3) {
                         let offset = c * self.plane() + ki * self.wp() + kj;
-                        // SAFETY: `available()` holds (asserted above). Reads: 3 shifted
+                        // SAFETY: `self.simd` is available (asserted above). Reads: 3 shifted
                         // input rows of `positions` floats from `offset + 2`, inside
                         // `input_len` (see `input_len`), and 4 rows of `flat`.
                         unsafe {
@@ -182,7 +205,7 @@ impl Direct {
                         for r in 0..CHANNELS.min(self.c_out - block * CHANNELS) {
                             let o = block * CHANNELS + r;
                             for t in 0..3.min(k - kj) {
-                                let sum: f32 = sums[(r * 3 + t) * 8..][..8].iter().sum();
+                                let sum: f32 = sums[(r * 3 + t) * lanes..][..lanes].iter().sum();
                                 dw[o * taps + (c * k + ki) * k + kj + t] += sum;
                             }
                         }
@@ -267,174 +290,232 @@ impl Direct {
     }
 }
 
-/// Assembly zeroing the 12 accumulators `ymm0..ymm11` of both microkernels.
-macro_rules! zero_accumulators {
-    () => {
-        "vxorps ymm0, ymm0, ymm0
-         vxorps ymm1, ymm1, ymm1
-         vxorps ymm2, ymm2, ymm2
-         vxorps ymm3, ymm3, ymm3
-         vxorps ymm4, ymm4, ymm4
-         vxorps ymm5, ymm5, ymm5
-         vxorps ymm6, ymm6, ymm6
-         vxorps ymm7, ymm7, ymm7
-         vxorps ymm8, ymm8, ymm8
-         vxorps ymm9, ymm9, ymm9
-         vxorps ymm10, ymm10, ymm10
-         vxorps ymm11, ymm11, ymm11"
+/// A forward microkernel (`tile` below), of either width.
+type TileKernel = unsafe fn(*const f32, &[u32], *const f32, *mut f32, usize);
+/// A weight-gradient microkernel (`dot_tile` below), of either width.
+type DotKernel = unsafe fn(*const f32, *const f32, usize, &mut [f32; DOT_SUMS]);
+
+/// Floats of [`Direct::weight_grad_image`]'s sums: 4 channels x 3 taps x the widest vector.
+const DOT_SUMS: usize = CHANNELS * 3 * 16;
+
+/// The two microkernels for one vector width: `$v` names its registers (`ymm`, `zmm`, which
+/// also spells the memory operands' size: `ymmword`), `$bytes` is one vector's size and `$lanes`
+/// its floats. Written in assembly because the register budget is exact: 12 accumulators, 3
+/// input vectors and 1 broadcast weight are all 16 AVX registers. Compiled from intrinsics, one
+/// accumulator was spilled to the stack and reloaded every tap, a store-to-load chain that
+/// halved the speed. AVX-512 has 32 registers but the same body is kept for both widths: a test
+/// on either machine then checks the instructions the other runs, up to the register names.
+///
+/// The accumulators are zeroed through their low 128 bits: a VEX-encoded `vxorps` clears the
+/// whole register, and needs no AVX-512DQ (which `vxorps zmm` would).
+macro_rules! microkernels {
+    ($name:ident, $features:literal, $v:literal, $bytes:literal, $lanes:literal,
+     [$($register:tt),*]) => {
+        mod $name {
+            use super::CHANNELS;
+
+            /// Accumulates one 3-vector x 4-channel tile over all taps and stores it: output
+            /// row `r` (channel `r` of the block) at `out + r * out_stride`.
+            ///
+            /// # Safety
+            /// The target features must be available; `input + offset .. + 3 * lanes` must be
+            /// readable for every offset, `weights` must hold `4 * offsets.len()` floats, and
+            /// the four output rows writable.
+            #[target_feature(enable = $features)]
+            pub(super) unsafe fn tile(
+                input: *const f32,
+                offsets: &[u32],
+                weights: *const f32,
+                out: *mut f32,
+                out_stride: usize,
+            ) {
+                if offsets.is_empty() {
+                    for r in 0..CHANNELS {
+                        // SAFETY: the caller guarantees that the four output rows are writable.
+                        unsafe { std::ptr::write_bytes(out.add(r * out_stride), 0, 3 * $lanes) };
+                    }
+                    return;
+                }
+                // SAFETY: the caller's contract (# Safety above) covers every address the
+                // assembly reads and writes, and the target features it uses; the 16 vector
+                // registers it touches are declared clobbered.
+                unsafe {
+                    std::arch::asm!(
+                        "vxorps xmm0, xmm0, xmm0",
+                        "vxorps xmm1, xmm1, xmm1",
+                        "vxorps xmm2, xmm2, xmm2",
+                        "vxorps xmm3, xmm3, xmm3",
+                        "vxorps xmm4, xmm4, xmm4",
+                        "vxorps xmm5, xmm5, xmm5",
+                        "vxorps xmm6, xmm6, xmm6",
+                        "vxorps xmm7, xmm7, xmm7",
+                        "vxorps xmm8, xmm8, xmm8",
+                        "vxorps xmm9, xmm9, xmm9",
+                        "vxorps xmm10, xmm10, xmm10",
+                        "vxorps xmm11, xmm11, xmm11",
+                        "2:",
+                        "mov {tap:e}, dword ptr [{offsets}]",
+                        concat!("vmovups ", $v, "12, ", $v, "word ptr [{input} + 4*{tap}]"),
+                        concat!("vmovups ", $v, "13, ", $v, "word ptr [{input} + 4*{tap} + ", $bytes, "]"),
+                        concat!("vmovups ", $v, "14, ", $v, "word ptr [{input} + 4*{tap} + 2*", $bytes, "]"),
+                        concat!("vbroadcastss ", $v, "15, dword ptr [{weights}]"),
+                        concat!("vfmadd231ps ", $v, "0, ", $v, "12, ", $v, "15"),
+                        concat!("vfmadd231ps ", $v, "1, ", $v, "13, ", $v, "15"),
+                        concat!("vfmadd231ps ", $v, "2, ", $v, "14, ", $v, "15"),
+                        concat!("vbroadcastss ", $v, "15, dword ptr [{weights} + 4]"),
+                        concat!("vfmadd231ps ", $v, "3, ", $v, "12, ", $v, "15"),
+                        concat!("vfmadd231ps ", $v, "4, ", $v, "13, ", $v, "15"),
+                        concat!("vfmadd231ps ", $v, "5, ", $v, "14, ", $v, "15"),
+                        concat!("vbroadcastss ", $v, "15, dword ptr [{weights} + 8]"),
+                        concat!("vfmadd231ps ", $v, "6, ", $v, "12, ", $v, "15"),
+                        concat!("vfmadd231ps ", $v, "7, ", $v, "13, ", $v, "15"),
+                        concat!("vfmadd231ps ", $v, "8, ", $v, "14, ", $v, "15"),
+                        concat!("vbroadcastss ", $v, "15, dword ptr [{weights} + 12]"),
+                        concat!("vfmadd231ps ", $v, "9, ", $v, "12, ", $v, "15"),
+                        concat!("vfmadd231ps ", $v, "10, ", $v, "13, ", $v, "15"),
+                        concat!("vfmadd231ps ", $v, "11, ", $v, "14, ", $v, "15"),
+                        "add {weights}, 16",
+                        "add {offsets}, 4",
+                        "dec {taps}",
+                        "jnz 2b",
+                        concat!("vmovups ", $v, "word ptr [{out}], ", $v, "0"),
+                        concat!("vmovups ", $v, "word ptr [{out} + ", $bytes, "], ", $v, "1"),
+                        concat!("vmovups ", $v, "word ptr [{out} + 2*", $bytes, "], ", $v, "2"),
+                        "add {out}, {stride}",
+                        concat!("vmovups ", $v, "word ptr [{out}], ", $v, "3"),
+                        concat!("vmovups ", $v, "word ptr [{out} + ", $bytes, "], ", $v, "4"),
+                        concat!("vmovups ", $v, "word ptr [{out} + 2*", $bytes, "], ", $v, "5"),
+                        "add {out}, {stride}",
+                        concat!("vmovups ", $v, "word ptr [{out}], ", $v, "6"),
+                        concat!("vmovups ", $v, "word ptr [{out} + ", $bytes, "], ", $v, "7"),
+                        concat!("vmovups ", $v, "word ptr [{out} + 2*", $bytes, "], ", $v, "8"),
+                        "add {out}, {stride}",
+                        concat!("vmovups ", $v, "word ptr [{out}], ", $v, "9"),
+                        concat!("vmovups ", $v, "word ptr [{out} + ", $bytes, "], ", $v, "10"),
+                        concat!("vmovups ", $v, "word ptr [{out} + 2*", $bytes, "], ", $v, "11"),
+                        "vzeroupper",
+                        input = in(reg) input,
+                        offsets = inout(reg) offsets.as_ptr() => _,
+                        weights = inout(reg) weights => _,
+                        taps = inout(reg) offsets.len() => _,
+                        out = inout(reg) out => _,
+                        stride = in(reg) out_stride * 4,
+                        tap = out(reg) _,
+                        $(out($register) _,)*
+                        options(nostack),
+                    );
+                }
+            }
+
+            /// Dot products of 4 rows of `dy` (`positions` floats each, `positions` apart) with
+            /// the input at 3 consecutive shifts (`x`, `x + 1`, `x + 2`), a vector of lanes
+            /// each: `sums[(r * 3 + t) * lanes + l]`, to be added across lanes. `positions`
+            /// must be a multiple of the lanes.
+            ///
+            /// # Safety
+            /// The target features must be available, `x .. x + positions + 2` and the 4 rows
+            /// readable.
+            #[target_feature(enable = $features)]
+            pub(super) unsafe fn dot_tile(
+                x: *const f32,
+                dy: *const f32,
+                positions: usize,
+                sums: &mut [f32; super::DOT_SUMS],
+            ) {
+                debug_assert!(positions > 0 && positions.is_multiple_of($lanes));
+                // SAFETY: as for `tile`: the caller's contract covers every address, and the
+                // vector registers are declared clobbered.
+                unsafe {
+                    std::arch::asm!(
+                        "vxorps xmm0, xmm0, xmm0",
+                        "vxorps xmm1, xmm1, xmm1",
+                        "vxorps xmm2, xmm2, xmm2",
+                        "vxorps xmm3, xmm3, xmm3",
+                        "vxorps xmm4, xmm4, xmm4",
+                        "vxorps xmm5, xmm5, xmm5",
+                        "vxorps xmm6, xmm6, xmm6",
+                        "vxorps xmm7, xmm7, xmm7",
+                        "vxorps xmm8, xmm8, xmm8",
+                        "vxorps xmm9, xmm9, xmm9",
+                        "vxorps xmm10, xmm10, xmm10",
+                        "vxorps xmm11, xmm11, xmm11",
+                        "2:",
+                        concat!("vmovups ", $v, "12, ", $v, "word ptr [{x}]"),
+                        concat!("vmovups ", $v, "13, ", $v, "word ptr [{x} + 4]"),
+                        concat!("vmovups ", $v, "14, ", $v, "word ptr [{x} + 8]"),
+                        concat!("vmovups ", $v, "15, ", $v, "word ptr [{dy}]"),
+                        concat!("vfmadd231ps ", $v, "0, ", $v, "12, ", $v, "15"),
+                        concat!("vfmadd231ps ", $v, "1, ", $v, "13, ", $v, "15"),
+                        concat!("vfmadd231ps ", $v, "2, ", $v, "14, ", $v, "15"),
+                        concat!("vmovups ", $v, "15, ", $v, "word ptr [{dy} + {stride}]"),
+                        concat!("vfmadd231ps ", $v, "3, ", $v, "12, ", $v, "15"),
+                        concat!("vfmadd231ps ", $v, "4, ", $v, "13, ", $v, "15"),
+                        concat!("vfmadd231ps ", $v, "5, ", $v, "14, ", $v, "15"),
+                        concat!("vmovups ", $v, "15, ", $v, "word ptr [{dy} + 2*{stride}]"),
+                        concat!("vfmadd231ps ", $v, "6, ", $v, "12, ", $v, "15"),
+                        concat!("vfmadd231ps ", $v, "7, ", $v, "13, ", $v, "15"),
+                        concat!("vfmadd231ps ", $v, "8, ", $v, "14, ", $v, "15"),
+                        concat!("vmovups ", $v, "15, ", $v, "word ptr [{dy} + {stride3}]"),
+                        concat!("vfmadd231ps ", $v, "9, ", $v, "12, ", $v, "15"),
+                        concat!("vfmadd231ps ", $v, "10, ", $v, "13, ", $v, "15"),
+                        concat!("vfmadd231ps ", $v, "11, ", $v, "14, ", $v, "15"),
+                        concat!("add {x}, ", $bytes),
+                        concat!("add {dy}, ", $bytes),
+                        "dec {steps}",
+                        "jnz 2b",
+                        concat!("vmovups ", $v, "word ptr [{sums}], ", $v, "0"),
+                        concat!("vmovups ", $v, "word ptr [{sums} + ", $bytes, "], ", $v, "1"),
+                        concat!("vmovups ", $v, "word ptr [{sums} + 2*", $bytes, "], ", $v, "2"),
+                        concat!("add {sums}, 3*", $bytes),
+                        concat!("vmovups ", $v, "word ptr [{sums}], ", $v, "3"),
+                        concat!("vmovups ", $v, "word ptr [{sums} + ", $bytes, "], ", $v, "4"),
+                        concat!("vmovups ", $v, "word ptr [{sums} + 2*", $bytes, "], ", $v, "5"),
+                        concat!("add {sums}, 3*", $bytes),
+                        concat!("vmovups ", $v, "word ptr [{sums}], ", $v, "6"),
+                        concat!("vmovups ", $v, "word ptr [{sums} + ", $bytes, "], ", $v, "7"),
+                        concat!("vmovups ", $v, "word ptr [{sums} + 2*", $bytes, "], ", $v, "8"),
+                        concat!("add {sums}, 3*", $bytes),
+                        concat!("vmovups ", $v, "word ptr [{sums}], ", $v, "9"),
+                        concat!("vmovups ", $v, "word ptr [{sums} + ", $bytes, "], ", $v, "10"),
+                        concat!("vmovups ", $v, "word ptr [{sums} + 2*", $bytes, "], ", $v, "11"),
+                        "vzeroupper",
+                        x = inout(reg) x => _,
+                        dy = inout(reg) dy => _,
+                        steps = inout(reg) positions / $lanes => _,
+                        stride = in(reg) positions * 4,
+                        stride3 = in(reg) positions * 12,
+                        sums = inout(reg) sums.as_mut_ptr() => _,
+                        $(out($register) _,)*
+                        options(nostack),
+                    );
+                }
+            }
+        }
     };
 }
 
-/// Accumulates one 24-position x 4-channel tile over all taps and stores it: output row `r`
-/// (channel `r` of the block) at `out + r * out_stride`.
-///
-/// Written in assembly because the register budget is exact: 12 accumulators, 3 input vectors
-/// and 1 broadcast weight are all 16 AVX registers. Compiled from intrinsics, one accumulator
-/// was spilled to the stack and reloaded every tap, a store-to-load chain that halved the speed.
-///
-/// # Safety
-/// AVX2 and FMA must be available; `input + offset .. + 24` must be readable for every offset,
-/// `weights` must hold `4 * offsets.len()` floats, and the four output rows writable.
-#[target_feature(enable = "avx2,fma")]
-unsafe fn tile(
-    input: *const f32,
-    offsets: &[u32],
-    weights: *const f32,
-    out: *mut f32,
-    out_stride: usize,
-) {
-    if offsets.is_empty() {
-        for r in 0..CHANNELS {
-            // SAFETY: the caller guarantees that the four output rows are writable.
-            unsafe { std::ptr::write_bytes(out.add(r * out_stride), 0, TILE) };
-        }
-        return;
-    }
-    // SAFETY: the caller's contract (# Safety above) covers every address the assembly
-    // reads and writes, and the target features it uses.
-    unsafe {
-        std::arch::asm!(
-            zero_accumulators!(),
-            "2:",
-            "mov {tap:e}, dword ptr [{offsets}]",
-            "vmovups ymm12, ymmword ptr [{input} + 4*{tap}]",
-            "vmovups ymm13, ymmword ptr [{input} + 4*{tap} + 32]",
-            "vmovups ymm14, ymmword ptr [{input} + 4*{tap} + 64]",
-            "vbroadcastss ymm15, dword ptr [{weights}]",
-            "vfmadd231ps ymm0, ymm12, ymm15",
-            "vfmadd231ps ymm1, ymm13, ymm15",
-            "vfmadd231ps ymm2, ymm14, ymm15",
-            "vbroadcastss ymm15, dword ptr [{weights} + 4]",
-            "vfmadd231ps ymm3, ymm12, ymm15",
-            "vfmadd231ps ymm4, ymm13, ymm15",
-            "vfmadd231ps ymm5, ymm14, ymm15",
-            "vbroadcastss ymm15, dword ptr [{weights} + 8]",
-            "vfmadd231ps ymm6, ymm12, ymm15",
-            "vfmadd231ps ymm7, ymm13, ymm15",
-            "vfmadd231ps ymm8, ymm14, ymm15",
-            "vbroadcastss ymm15, dword ptr [{weights} + 12]",
-            "vfmadd231ps ymm9, ymm12, ymm15",
-            "vfmadd231ps ymm10, ymm13, ymm15",
-            "vfmadd231ps ymm11, ymm14, ymm15",
-            "add {weights}, 16",
-            "add {offsets}, 4",
-            "dec {taps}",
-            "jnz 2b",
-            "vmovups ymmword ptr [{out}], ymm0",
-            "vmovups ymmword ptr [{out} + 32], ymm1",
-            "vmovups ymmword ptr [{out} + 64], ymm2",
-            "add {out}, {stride}",
-            "vmovups ymmword ptr [{out}], ymm3",
-            "vmovups ymmword ptr [{out} + 32], ymm4",
-            "vmovups ymmword ptr [{out} + 64], ymm5",
-            "add {out}, {stride}",
-            "vmovups ymmword ptr [{out}], ymm6",
-            "vmovups ymmword ptr [{out} + 32], ymm7",
-            "vmovups ymmword ptr [{out} + 64], ymm8",
-            "add {out}, {stride}",
-            "vmovups ymmword ptr [{out}], ymm9",
-            "vmovups ymmword ptr [{out} + 32], ymm10",
-            "vmovups ymmword ptr [{out} + 64], ymm11",
-            input = in(reg) input,
-            offsets = inout(reg) offsets.as_ptr() => _,
-            weights = inout(reg) weights => _,
-            taps = inout(reg) offsets.len() => _,
-            out = inout(reg) out => _,
-            stride = in(reg) out_stride * 4,
-            tap = out(reg) _,
-            out("ymm0") _, out("ymm1") _, out("ymm2") _, out("ymm3") _,
-            out("ymm4") _, out("ymm5") _, out("ymm6") _, out("ymm7") _,
-            out("ymm8") _, out("ymm9") _, out("ymm10") _, out("ymm11") _,
-            out("ymm12") _, out("ymm13") _, out("ymm14") _, out("ymm15") _,
-            options(nostack),
-        );
-    }
-}
-
-/// Dot products of 4 rows of `dy` (`positions` floats each, `positions` apart) with the input
-/// at 3 consecutive shifts (`x`, `x + 1`, `x + 2`), 8 lanes each: `sums[(r * 3 + t) * 8 + l]`,
-/// to be added across lanes. `positions` must be a multiple of 8.
-///
-/// # Safety
-/// AVX2 and FMA must be available, `x .. x + positions + 2` and the 4 rows readable.
-#[target_feature(enable = "avx2,fma")]
-unsafe fn dot_tile(x: *const f32, dy: *const f32, positions: usize, sums: &mut [f32; 96]) {
-    debug_assert!(positions > 0 && positions.is_multiple_of(8));
-    // SAFETY: the caller's contract (# Safety above) covers every address the assembly
-    // reads and writes, and the target features it uses.
-    unsafe {
-        std::arch::asm!(
-            zero_accumulators!(),
-            "2:",
-            "vmovups ymm12, ymmword ptr [{x}]",
-            "vmovups ymm13, ymmword ptr [{x} + 4]",
-            "vmovups ymm14, ymmword ptr [{x} + 8]",
-            "vmovups ymm15, ymmword ptr [{dy}]",
-            "vfmadd231ps ymm0, ymm12, ymm15",
-            "vfmadd231ps ymm1, ymm13, ymm15",
-            "vfmadd231ps ymm2, ymm14, ymm15",
-            "vmovups ymm15, ymmword ptr [{dy} + {stride}]",
-            "vfmadd231ps ymm3, ymm12, ymm15",
-            "vfmadd231ps ymm4, ymm13, ymm15",
-            "vfmadd231ps ymm5, ymm14, ymm15",
-            "vmovups ymm15, ymmword ptr [{dy} + 2*{stride}]",
-            "vfmadd231ps ymm6, ymm12, ymm15",
-            "vfmadd231ps ymm7, ymm13, ymm15",
-            "vfmadd231ps ymm8, ymm14, ymm15",
-            "vmovups ymm15, ymmword ptr [{dy} + {stride3}]",
-            "vfmadd231ps ymm9, ymm12, ymm15",
-            "vfmadd231ps ymm10, ymm13, ymm15",
-            "vfmadd231ps ymm11, ymm14, ymm15",
-            "add {x}, 32",
-            "add {dy}, 32",
-            "dec {steps}",
-            "jnz 2b",
-            "vmovups ymmword ptr [{sums}], ymm0",
-            "vmovups ymmword ptr [{sums} + 32], ymm1",
-            "vmovups ymmword ptr [{sums} + 64], ymm2",
-            "vmovups ymmword ptr [{sums} + 96], ymm3",
-            "vmovups ymmword ptr [{sums} + 128], ymm4",
-            "vmovups ymmword ptr [{sums} + 160], ymm5",
-            "vmovups ymmword ptr [{sums} + 192], ymm6",
-            "vmovups ymmword ptr [{sums} + 224], ymm7",
-            "vmovups ymmword ptr [{sums} + 256], ymm8",
-            "vmovups ymmword ptr [{sums} + 288], ymm9",
-            "vmovups ymmword ptr [{sums} + 320], ymm10",
-            "vmovups ymmword ptr [{sums} + 352], ymm11",
-            x = inout(reg) x => _,
-            dy = inout(reg) dy => _,
-            steps = inout(reg) positions / 8 => _,
-            stride = in(reg) positions * 4,
-            stride3 = in(reg) positions * 12,
-            sums = in(reg) sums.as_mut_ptr(),
-            out("ymm0") _, out("ymm1") _, out("ymm2") _, out("ymm3") _,
-            out("ymm4") _, out("ymm5") _, out("ymm6") _, out("ymm7") _,
-            out("ymm8") _, out("ymm9") _, out("ymm10") _, out("ymm11") _,
-            out("ymm12") _, out("ymm13") _, out("ymm14") _, out("ymm15") _,
-            options(nostack),
-        );
-    }
-}
+microkernels!(
+    avx2,
+    "avx2,fma",
+    "ymm",
+    "32",
+    8,
+    [
+        "ymm0", "ymm1", "ymm2", "ymm3", "ymm4", "ymm5", "ymm6", "ymm7", "ymm8", "ymm9", "ymm10",
+        "ymm11", "ymm12", "ymm13", "ymm14", "ymm15"
+    ]
+);
+microkernels!(
+    avx512,
+    "avx512f,avx2,fma",
+    "zmm",
+    "64",
+    16,
+    [
+        "zmm0", "zmm1", "zmm2", "zmm3", "zmm4", "zmm5", "zmm6", "zmm7", "zmm8", "zmm9", "zmm10",
+        "zmm11", "zmm12", "zmm13", "zmm14", "zmm15"
+    ]
+);
 
 #[cfg(test)]
 mod tests {
@@ -473,6 +554,7 @@ mod tests {
     #[test]
     fn refuses_inputs_past_32_bit_offsets() {
         let d = |c_in| Direct {
+            simd: Simd::Avx2,
             c_in,
             c_out: 32,
             h: 1024,
@@ -484,11 +566,15 @@ mod tests {
         assert!(!d(4096).offsets_fit());
     }
 
+    /// Every variant this machine runs (AVX2, AVX-512) against the textbook sum.
     #[test]
     fn matches_the_textbook_sum() {
-        if !available() {
-            return;
+        for simd in Simd::supported() {
+            matches_the_textbook_sum_on(simd);
         }
+    }
+
+    fn matches_the_textbook_sum_on(simd: Simd) {
         let shapes = [
             (3, 5, 7, 9, 3, 1),
             (4, 4, 5, 5, 3, 0),
@@ -497,6 +583,7 @@ mod tests {
         ];
         for (c_in, c_out, h, w, kernel, padding) in shapes {
             let d = Direct {
+                simd,
                 c_in,
                 c_out,
                 h,

@@ -10,7 +10,7 @@
 //! * [`conv2d`]: im2col (nothing for 1x1 stride-1 convolutions) and one GEMM per image (below
 //!   28x28, per thread's images side by side) on the `gemm` crate candle itself uses; the
 //!   backward is two more GEMMs and a col2im. Stride-1 convolutions with a window run instead
-//!   as a direct convolution in AVX2 assembly where it pays (`direct`): no patch matrix, no
+//!   as a direct convolution in assembly (AVX2 or AVX-512, `simd`) where it pays (`direct`): no patch matrix, no
 //!   packing, forward, input and weight gradients. ResNet's 3x3 convolutions (64 channels or
 //!   more) run as Winograd F(2x2, 3x3) instead (`winograd`), forward and both gradients: 2.25
 //!   times fewer multiply-adds.
@@ -38,6 +38,8 @@ mod in_place;
 mod planes;
 mod pool;
 mod residual;
+#[cfg(target_arch = "x86_64")]
+mod simd;
 mod winograd;
 
 pub(crate) use batchnorm::{batch_norm_eval, batch_norm_train, BatchStats};
