@@ -16,3 +16,16 @@ TITLE := cxr: the study in miniature (demo data)
 INTRO := pipelines/demo-intro.md
 export SEEDS
 include pipelines/study.mk
+
+# Grad-CAM heatmaps (cxr-train predict --image --cam) of two bundled films of the official
+# stand-in set (never trained or selected on), a PA and an AP: where the easy experiment's seed-0
+# view model (64 px) and age model (128 px) find their evidence. $(OUT)/heatmaps/TASK/ gets the
+# predictions and, per film, STEM.TASK.png (the heatmap over the input square the model saw) and
+# STEM.TASK.safetensors (the maps). Drawn once the easy experiment has trained; like the
+# report, cheap and redrawn on every run.
+HEATMAP_FILMS := data/nih-demo/images/00000550_000.png data/nih-demo/images/00003449_000.png
+HEATMAP_TASKS := view age
+all: $(HEATMAP_TASKS:%=$(OUT)/heatmaps/%/predictions.parquet)
+$(OUT)/heatmaps/%/predictions.parquet: experiment-easy
+	$(BIN)/cxr-train predict --checkpoint $(OUT)/easy/runs/$*__s0/best.safetensors --image $(HEATMAP_FILMS) \
+	  --cam $* --out $@

@@ -75,6 +75,41 @@ launched=$(grep -c "srun --gres=gpu:1 --ntasks=1 $BIN/cxr-train " <<<"$steps")
 [ "$trains" -gt 0 ] && [ "$trains" = "$launched" ] || fail "LAUNCH prefixes $launched of $trains cxr-train commands"
 grep -q "srun.*cxr-eval\|srun.*cxr-preprocess" <<<"$steps" && fail "LAUNCH prefixes a command that needs no GPU"
 
+# Cross-dataset: the CheXpert model (the study's plain baseline, so the run store trains it once)
+# is scored on CheXpert's official set and on NIH, each against its own manifest and shards;
+# MIMIC-CXR's official test split only when MIMIC is given; NIH's train split with leave only.
+e=$out/cross-dataset
+args=(-f pipelines/cross-dataset.mk CHEXPERT=/data/chexpert NIH=/data/nih OUT="$out" BIN="$BIN")
+steps=$(plan "${args[@]}")
+one_writer "$steps" cross-dataset
+[ "$(make -s "${args[@]}" flags-chexpert)" = "$(make -s -f pipelines/policy.mk CHEXPERT=/data/chexpert flags-u-ignore)" ] ||
+  fail "cross-dataset: the CheXpert model is not the study's baseline run"
+has "$steps" "fit --manifest $out/data/chexpert.parquet .*--run-dir $e/runs/chexpert__s0 " "cross-dataset: no model trained on CheXpert"
+has "$steps" "score $e/preds/official/chexpert__s0.parquet --manifest $out/data/chexpert.parquet .*--aggregate study-max" \
+  "cross-dataset: CheXpert's official set is not scored per study"
+has "$steps" "predict --checkpoint $e/runs/chexpert__s0/best.safetensors --shards $out/data/nih-224 --manifest $out/data/nih.parquet --split valid .*--out $e/preds/nih/chexpert__s0.parquet" \
+  "cross-dataset: the CheXpert model does not predict NIH's images"
+has "$steps" "score $e/preds/nih/chexpert__s0.parquet --manifest $out/data/nih.parquet .*--aggregate image --out $e/eval/nih/chexpert__s0 " \
+  "cross-dataset: NIH is not scored against its own manifest"
+grep -q -- "--allow-train-split\|mimic" <<<"$steps" && fail "cross-dataset: MIMIC or NIH's train split planned unasked"
+steps=$(plan "${args[@]}" NIH_SPLIT=train)
+has "$steps" "predict .*--manifest $out/data/nih.parquet --split train .*--out $e/preds/nih/" "cross-dataset: NIH_SPLIT=train is not predicted"
+has "$steps" "score $e/preds/nih/chexpert__s0.parquet .*--allow-train-split" \
+  "cross-dataset: NIH's train split is not scored with --allow-train-split"
+steps=$(plan "${args[@]}" MIMIC=/data/mimic)
+one_writer "$steps" "cross-dataset with MIMIC"
+has "$steps" "cxr-index mimic --root /data/mimic --metadata /data/mimic/mimic-cxr-2.0.0-metadata.csv.gz --labels /data/mimic/mimic-cxr-2.0.0-chexpert.csv.gz --split /data/mimic/mimic-cxr-2.0.0-split.csv.gz --source-split test .*--out $out/data/mimic.parquet" \
+  "cross-dataset: MIMIC's manifest is not its test split"
+has "$steps" "predict .*--shards $out/data/mimic-224 --manifest $out/data/mimic.parquet --split official .*--out $e/preds/mimic/chexpert__s0.parquet" \
+  "cross-dataset: the CheXpert model does not predict MIMIC's official test split"
+has "$steps" "score $e/preds/mimic/chexpert__s0.parquet --manifest $out/data/mimic.parquet .*--aggregate study-max" \
+  "cross-dataset: MIMIC is not scored per study against its own manifest"
+make -s "${args[@]}" MIMIC=/data/mimic "$e/experiment.json"
+"$BIN/cxr-eval" report "$e" --out "$out/cross-dataset.md" 2>/dev/null
+for section in "CheXpert's official validation set" "NIH ChestX-ray14, split valid" "MIMIC-CXR, its official test split"; do
+  has "$(cat "$out/cross-dataset.md")" "^### $section" "cross-dataset: the report has no section $section"
+done
+
 # The demo is pipelines/study.mk: the data first, then every experiment side by side. Apart from
 # the data (made before any experiment starts: the first line of the plan is that stage), no two
 # commands of all the experiments together may write one file.
@@ -86,4 +121,4 @@ study=$(plan -f pipelines/study.mk CHEXPERT=/data/chexpert NIH=/data/nih OUT="$o
 has "$study" "-f pipelines/pretraining.mk PT_ARCH=densenet121$" "study: no DenseNet121 pretraining"
 one_writer "$(grep -v -- "--out $out/study/data/" <<<"$study")" "study (all experiments at once)"
 
-echo "tests/pipelines.sh: 7 real pipelines plan official and held-out scoring, ImageNet inits, every pretraining pair and LAUNCH; no two commands of a plan, or of the demo's experiments together, write one file"
+echo "tests/pipelines.sh: 7 real pipelines plan official and held-out scoring, ImageNet inits, every pretraining pair and LAUNCH; cross-dataset scores the CheXpert baseline on NIH (and MIMIC when given) against their own manifests; no two commands of a plan, or of the demo's experiments together, write one file"

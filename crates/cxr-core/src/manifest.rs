@@ -4,16 +4,16 @@
 //!
 //! | column | type | meaning |
 //! | --- | --- | --- |
-//! | `image_id` | str | NIH: the `Image Index` file name; CheXpert: the CSV's `Path` |
-//! | `dataset` | enum | `chexpert` or `nih` |
+//! | `image_id` | str | NIH: the `Image Index` file name; CheXpert: the CSV's `Path`; MIMIC: `dicom_id`; DICOM: `SOPInstanceUID` |
+//! | `dataset` | enum | `chexpert`, `nih`, `mimic` or `dicom` |
 //! | `path` | str, nullable | image path relative to the dataset root given to the tools; null: the same as `image_id` |
-//! | `patient_id` | str (categorical) | `patient00001` (CheXpert), `00000001` (NIH) |
-//! | `study_id` | str | `patient00001/study1` (CheXpert), `00000001/003` (NIH: patient and follow-up) |
+//! | `patient_id` | str (categorical) | `patient00001` (CheXpert), `00000001` (NIH), `10000032` (MIMIC `subject_id`), DICOM `PatientID` |
+//! | `study_id` | str | `patient00001/study1` (CheXpert), `00000001/003` (NIH: patient and follow-up), `10000032/50414267` (MIMIC: subject and study), DICOM `StudyInstanceUID` |
 //! | `view` | enum | `frontal` or `lateral` |
 //! | `projection` | enum | `AP`, `PA`, `LL`, `RL` or `unknown` |
 //! | `sex` | enum | `male`, `female` or `unknown` |
 //! | `age` | i32, nullable | years as the dataset states them (CheXpert has ages of 0) |
-//! | `source_split` | enum, nullable | the dataset's own split (`train`/`valid` for CheXpert's CSVs) |
+//! | `source_split` | enum, nullable | the dataset's own split (`train`/`valid` for CheXpert's CSVs; `train`/`valid`/`test` for MIMIC's split file, whose `validate` is `valid`) |
 //! | `split` | enum | patient-level `train`/`valid`/`test`; no patient is in two splits |
 //! | one per [`Observation`] | i8, nullable | raw state: 1 positive, 0 negative, -1 uncertain, null not mentioned |
 //!
@@ -70,8 +70,10 @@ macro_rules! string_enum {
 }
 
 string_enum!(
-    /// Which dataset a row comes from.
-    Dataset { Chexpert => "chexpert", Nih => "nih" }
+    /// Which dataset a row comes from: `mimic` is MIMIC-CXR-JPG, `dicom` a folder of DICOM
+    /// files indexed from their own tags (a hospital export). New datasets are added at the end,
+    /// so the category codes of manifests written before them keep their meaning.
+    Dataset { Chexpert => "chexpert", Nih => "nih", Mimic => "mimic", Dicom => "dicom" }
 );
 string_enum!(
     /// Frontal (AP/PA) or lateral.
@@ -436,6 +438,50 @@ mod tests {
             .finish(&mut df)
             .unwrap();
         assert_eq!(Manifest::read(&old).unwrap(), manifest);
+    }
+
+    /// `mimic` and `dicom` were added to `dataset`'s categories after manifests had been
+    /// written with `chexpert` and `nih` only: the old codes keep their meaning, old files read
+    /// the same, and rows of every dataset round trip.
+    #[test]
+    fn datasets_added_later_leave_old_manifests_readable() {
+        assert_eq!(&Dataset::NAMES[..2], ["chexpert", "nih"]);
+        assert_eq!((Dataset::Chexpert.code(), Dataset::Nih.code()), (0, 1));
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m.parquet");
+        let datasets = [Dataset::Chexpert, Dataset::Nih];
+        let old = Manifest {
+            rows: (0..6)
+                .map(|i| ManifestRow {
+                    dataset: datasets[i % 2],
+                    ..sample_row(i)
+                })
+                .collect(),
+        };
+        old.write(&path).unwrap();
+        let mut df = ParquetReader::new(File::open(&path).unwrap())
+            .finish()
+            .unwrap();
+        let two =
+            DataType::from_frozen_categories(FrozenCategories::new(["chexpert", "nih"]).unwrap());
+        let dataset = df.column("dataset").unwrap();
+        let dataset = dataset.cast(&DataType::String).unwrap().cast(&two).unwrap();
+        df.with_column(dataset).unwrap();
+        ParquetWriter::new(File::create(&path).unwrap())
+            .finish(&mut df)
+            .unwrap();
+        assert_eq!(Manifest::read(&path).unwrap(), old);
+
+        let every = Manifest {
+            rows: (0..8)
+                .map(|i| ManifestRow {
+                    dataset: Dataset::ALL[i % Dataset::ALL.len()],
+                    ..sample_row(i)
+                })
+                .collect(),
+        };
+        every.write(&path).unwrap();
+        assert_eq!(Manifest::read(&path).unwrap(), every);
     }
 
     #[test]

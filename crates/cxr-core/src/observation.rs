@@ -5,8 +5,10 @@
 //! `Pleural Effusion`); NIH-only findings get columns of their own. NIH's `Mass` and `Nodule`
 //! are kept separate rather than folded into CheXpert's broader `Lung Lesion`, so no label is
 //! merged that the datasets' authors kept apart. A row of one dataset holds "not mentioned" in
-//! the other dataset's columns.
+//! the other dataset's columns: [`Dataset::labelled_observations`] says which columns a row's
+//! dataset labels, so that a "not mentioned" there is never read as a negative.
 
+use crate::manifest::Dataset;
 use crate::{Error, Result};
 use std::fmt;
 
@@ -79,6 +81,18 @@ pub const NIH_14: [Observation; 14] = [
     Observation(20), // Hernia
 ];
 
+/// What NIH ChestX-ray14 labels on every image: its 14 findings and `No Finding` (its label
+/// file lists each image's findings, or `No Finding`; a finding not listed is absent).
+const NIH_LABELLED: [Observation; 15] = {
+    let mut all = [Observation(0); 15]; // No Finding first, as in CheXpert's order
+    let mut i = 0;
+    while i < 14 {
+        all[i + 1] = NIH_14[i];
+        i += 1;
+    }
+    all
+};
+
 /// The CheXpert competition tasks, averaged for the headline AUC.
 pub const COMPETITION_5: [Observation; 5] = [
     Observation(8),  // Atelectasis
@@ -126,6 +140,30 @@ impl Observation {
             "competition5" | "competition" => Ok(COMPETITION_5.to_vec()),
             _ => spec.split(',').map(Observation::parse).collect(),
         }
+    }
+}
+
+impl Dataset {
+    /// The observations this dataset labels on every image: CheXpert's 14 for CheXpert and
+    /// MIMIC-CXR (the CheXpert labeller reads each of them off the report; blank means the
+    /// report does not mention it), NIH's 14 findings and `No Finding` for NIH, none for a
+    /// folder of DICOM files (their tags carry no findings). A row's other columns hold "not
+    /// mentioned" only because the dataset never looks for those findings: scoring or training
+    /// must leave them out, never count them as negatives.
+    ///
+    /// The one place this rule lives: a model trained on one dataset is scored on another over
+    /// the observations both label (`cxr-eval score`).
+    pub fn labelled_observations(self) -> &'static [Observation] {
+        match self {
+            Dataset::Chexpert | Dataset::Mimic => &CHEXPERT_14,
+            Dataset::Nih => &NIH_LABELLED,
+            Dataset::Dicom => &[],
+        }
+    }
+
+    /// Whether this dataset labels `observation` (see [`Dataset::labelled_observations`]).
+    pub fn labels(self, observation: Observation) -> bool {
+        self.labelled_observations().contains(&observation)
     }
 }
 
@@ -178,5 +216,39 @@ mod tests {
             Observation::parse_list("Edema,Atelectasis").unwrap().len(),
             2
         );
+    }
+
+    /// What a CheXpert model's outputs and NIH's labels share: the 5 competition tasks,
+    /// Pneumonia, Pneumothorax and No Finding. CheXpert's broader Lung Lesion is not NIH's
+    /// Mass or Nodule, and NIH-only findings are not CheXpert's.
+    #[test]
+    fn datasets_label_their_own_observations() {
+        assert_eq!(Dataset::Chexpert.labelled_observations(), &CHEXPERT_14);
+        assert_eq!(Dataset::Mimic.labelled_observations(), &CHEXPERT_14);
+        assert!(Dataset::Dicom.labelled_observations().is_empty());
+        let nih = Dataset::Nih.labelled_observations();
+        assert_eq!(nih.len(), 15);
+        assert_eq!(nih[0].name(), "No Finding");
+        assert!(NIH_14.iter().all(|&o| Dataset::Nih.labels(o)));
+        let shared: Vec<&str> = CHEXPERT_14
+            .iter()
+            .filter(|&&o| Dataset::Nih.labels(o))
+            .map(|o| o.name())
+            .collect();
+        assert_eq!(
+            shared,
+            [
+                "No Finding",
+                "Cardiomegaly",
+                "Edema",
+                "Consolidation",
+                "Pneumonia",
+                "Atelectasis",
+                "Pneumothorax",
+                "Pleural Effusion"
+            ]
+        );
+        assert!(COMPETITION_5.iter().all(|&o| Dataset::Nih.labels(o)));
+        assert!(!Dataset::Chexpert.labels(Observation::parse("Mass").unwrap()));
     }
 }

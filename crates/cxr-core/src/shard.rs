@@ -383,6 +383,74 @@ impl ShardInfo {
     }
 }
 
+/// The file in a shard directory that records how its shards were made ([`ShardSettings`]).
+pub const SETTINGS_FILE: &str = "preprocess.json";
+
+/// Everything that decides a shard's bytes, besides the image files themselves: what
+/// `cxr-preprocess` records in [`SETTINGS_FILE`] before writing shards (and checks on every
+/// re-run), and what `cxr-train predict --image` reads to prepare a file as its shard was.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShardSettings {
+    pub format: String,
+    pub size: usize,
+    pub resize: Resize,
+    pub shard_rows: usize,
+    /// `dct` (scaled JPEG decoding allowed) or `full` (`cxr_image::JpegScaling::name`).
+    pub jpeg_decode: String,
+    /// How DICOM values became grey levels: `window` or `full-range`
+    /// (`cxr_image::DicomIntensity::name`). Directories made before DICOM was read record
+    /// none; they hold no decoded DICOM, and read as `window`, the default.
+    #[serde(default = "default_dicom_intensity")]
+    pub dicom_intensity: String,
+    pub manifest_rows: usize,
+    /// SHA-256 of every row's `image_id` and `path`, in order.
+    pub manifest_sha256: String,
+}
+
+/// `cxr_image::DicomIntensity`'s default's name (a cxr-image test holds the two together).
+pub const DEFAULT_DICOM_INTENSITY: &str = "window";
+
+fn default_dicom_intensity() -> String {
+    DEFAULT_DICOM_INTENSITY.to_string()
+}
+
+impl ShardSettings {
+    /// The manifest's fingerprint: SHA-256 of every row's `image_id` and `path`.
+    pub fn fingerprint(manifest: &Manifest) -> String {
+        let mut text = Vec::new();
+        for row in &manifest.rows {
+            for field in [&row.image_id, &row.path] {
+                text.extend_from_slice(field.as_bytes());
+                text.push(0);
+            }
+        }
+        sha256_hex(&text)
+    }
+
+    /// The settings recorded in `dir`, or `None` where none are (a new directory, or shards
+    /// made before settings were recorded).
+    pub fn read(dir: &Path) -> Result<Option<ShardSettings>> {
+        let path = dir.join(SETTINGS_FILE);
+        match std::fs::read(&path) {
+            Ok(bytes) => serde_json::from_slice(&bytes)
+                .map(Some)
+                .map_err(|source| Error::Json { path, source }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(Error::io(&path, e)),
+        }
+    }
+
+    pub fn shard_count(&self) -> usize {
+        ShardIndex::shard_count(self.manifest_rows, self.shard_rows)
+    }
+
+    /// Rows `[first, end)` that shard `k` covers.
+    pub fn rows_of(&self, k: usize) -> std::ops::Range<usize> {
+        let first = k * self.shard_rows;
+        first..(first + self.shard_rows).min(self.manifest_rows)
+    }
+}
+
 impl ShardIndex {
     pub fn read(dir: &Path) -> Result<ShardIndex> {
         let path = dir.join(INDEX_FILE);

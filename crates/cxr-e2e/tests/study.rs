@@ -62,7 +62,10 @@ fn demo_shards(dir: &Path, n: usize) -> (PathBuf, PathBuf) {
         out: shards.clone(),
         target: cxr_image::Target::new(SIZE, cxr_core::shard::Resize::CentreCrop),
         shard_rows: 64,
-        jpeg: cxr_image::JpegScaling::Full,
+        decoding: cxr_image::Decoding {
+            jpeg: cxr_image::JpegScaling::Full,
+            ..Default::default()
+        },
         jobs: Some(2),
         task: cxr_preprocess::ArrayTask::ALL,
     })

@@ -42,6 +42,11 @@ AUC: it is shown as n/a and counted, never as 0 or 0.5.
 Means name the tasks they average: the CheXpert competition 5 (Atelectasis, Cardiomegaly,
 Consolidation, Edema, Pleural Effusion) and all defined observations (sex and view apart).
 
+Across datasets: an observation is scored only on images whose dataset labels it (CheXpert and
+MIMIC-CXR: CheXpert's 14; NIH: its 14 findings and No Finding). A CheXpert model on an NIH
+manifest is scored over the 8 observations both label; the table names them (shared) and the
+ones left out (unscored), as do metrics.json (\"observations\") and the means' task lists.
+
 Intervals resample patients, not images (a patient's views are correlated), with a fixed seed;
 results do not depend on the thread count (RAYON_NUM_THREADS).
 
@@ -56,7 +61,9 @@ each split (cxr-train predict --split) on its own.
 Examples:
   cxr-eval score preds.parquet -m chexpert.parquet
   cxr-eval score preds.csv -m nih.parquet --bootstrap 10000 --seed 7 --out eval/nih
-  cxr-eval score preds.parquet -m chexpert.parquet --policy u-ones --blank ignore";
+  cxr-eval score preds.parquet -m chexpert.parquet --policy u-ones --blank ignore
+  # a CheXpert model on NIH's images (none of which it trained on)
+  cxr-eval score chexpert-model-on-nih.parquet -m nih.parquet --allow-train-split";
 
 const COMPARE_HELP: &str = "\
 A and B must score the same images (in any row order). Per task: both AUCs, their difference

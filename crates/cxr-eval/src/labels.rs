@@ -12,6 +12,13 @@
 //!   unknown projections are left out. Both column names mean this same task.
 //! - `age` is a regression output: it is recognised and skipped, as AUC does not apply.
 //!
+//! Observations a row's dataset never labels are left out of that row's task, whatever the
+//! policy says of blank labels ([`Dataset::labelled_observations`]): NIH has no Lung Opacity
+//! column, so its "not mentioned" there is no negative. A predicted observation that none of the
+//! scored images' datasets labels is not scored at all: [`EvalSet::unlabelled`] names it, and
+//! the tasks scored are what the predictions and the datasets share (a CheXpert model on NIH:
+//! the 8 observations both label).
+//!
 //! Study-level scoring (`Aggregate::StudyMax`, `StudyMean`) follows CheXpert, whose truth is per
 //! study: a study's score is the max or mean of its images' scores, and its label is the largest
 //! known target among its images (positive over negative; images whose target is unknown under
@@ -20,7 +27,9 @@
 
 use anyhow::{bail, Result};
 use cxr_core::predictions::Predictions;
-use cxr_core::{sex_target, view_target, LabelPolicy, Manifest, ManifestRow, Observation, Split};
+use cxr_core::{
+    sex_target, view_target, Dataset, LabelPolicy, Manifest, ManifestRow, Observation, Split,
+};
 use std::collections::HashMap;
 use std::path::Path;
 
@@ -44,10 +53,21 @@ impl TaskKind {
         }
     }
 
+    /// Whether images of `dataset` can have a label for this task: a pathology only when the
+    /// dataset labels that observation; sex and view always (an unknown one is left out by
+    /// [`TaskKind::target`]).
+    pub fn labelled_by(self, dataset: Dataset) -> bool {
+        match self {
+            TaskKind::Pathology(o) => dataset.labels(o),
+            TaskKind::Sex | TaskKind::Projection => true,
+        }
+    }
+
     /// The target of one manifest row under `policy`: `Some(true)` positive, `Some(false)`
-    /// negative, `None` left out.
+    /// negative, `None` left out, as is every row whose dataset does not label the task.
     pub fn target(self, row: &ManifestRow, policy: &LabelPolicy) -> Option<bool> {
         match self {
+            TaskKind::Pathology(_) if !self.labelled_by(row.dataset) => None,
             TaskKind::Pathology(o) => {
                 let t = policy.target(o, row.label(o));
                 t.known.then_some(t.value > 0.5)
@@ -171,7 +191,12 @@ pub struct EvalSet {
     pub n_images: usize,
     /// The manifest splits of the images scored, in [`Split::ALL`] order, each with its count.
     pub splits: Vec<SplitCount>,
+    /// The datasets of the images scored, in [`Dataset::ALL`] order.
+    pub datasets: Vec<Dataset>,
+    /// The tasks scored: those of the predictions that the datasets label.
     pub tasks: Vec<TaskData>,
+    /// Predicted tasks that none of the datasets labels, in the predictions' order: not scored.
+    pub unlabelled: Vec<Task>,
 }
 
 /// How many scored images come from one manifest split, and the first of them.
@@ -291,6 +316,39 @@ pub fn join(
         }
     }
     splits.sort_unstable_by_key(|s| s.split);
+    let mut datasets: Vec<Dataset> = rows
+        .iter()
+        .map(|&(pos, _)| manifest.rows[pos].dataset)
+        .collect();
+    datasets.sort_unstable();
+    datasets.dedup();
+    let (tasks, unlabelled): (Vec<&Task>, Vec<&Task>) = tasks
+        .iter()
+        .partition(|t| datasets.iter().any(|&d| t.kind.labelled_by(d)));
+    if tasks.is_empty() {
+        let labelled: Vec<&str> = datasets
+            .iter()
+            .flat_map(|d| d.labelled_observations())
+            .map(|o| o.name())
+            .collect();
+        bail!(
+            "{}: none of its task columns ({}) is an observation that {} labels ({}); there is \
+             nothing to score. Score these predictions against a manifest of a dataset that \
+             labels what the model predicts",
+            predictions_path.display(),
+            unlabelled
+                .iter()
+                .map(|t| t.column.as_str())
+                .collect::<Vec<_>>()
+                .join(", "),
+            dataset_names(&datasets),
+            if labelled.is_empty() {
+                "it labels none".to_string()
+            } else {
+                format!("it labels {}", labelled.join(", "))
+            }
+        );
+    }
     // Manifest order, so results never depend on the order of the predictions file's rows.
     rows.sort_unstable();
     let columns: Vec<&[f64]> = tasks
@@ -372,7 +430,7 @@ pub fn join(
                 }
             }
             TaskData {
-                task: task.clone(),
+                task: (*task).clone(),
                 labels,
                 scores,
             }
@@ -385,8 +443,19 @@ pub fn join(
         patient_ids,
         n_images: rows.len(),
         splits,
+        datasets,
         tasks: task_data,
+        unlabelled: unlabelled.into_iter().cloned().collect(),
     })
+}
+
+/// `nih`, `chexpert and nih`: the datasets as the manifest spells them, for messages.
+fn dataset_names(datasets: &[Dataset]) -> String {
+    datasets
+        .iter()
+        .map(|d| d.as_str())
+        .collect::<Vec<_>>()
+        .join(" and ")
 }
 
 #[cfg(test)]
@@ -554,6 +623,94 @@ pub(crate) mod tests {
         assert_eq!(max.unit_patient, [0, 0, 1]);
         let mean = eval(&p, &m, &policy, Aggregate::StudyMean).unwrap();
         assert_eq!(mean.tasks[0].scores, [0.4, 0.5, 0.5]);
+    }
+
+    /// An NIH row (one image per study) with `findings` positive and NIH's other labels
+    /// negative, as cxr-index writes them.
+    fn nih_row(image: &str, findings: &[&str]) -> ManifestRow {
+        let mut r = ManifestRow {
+            split: Split::Test,
+            ..ManifestRow::unlabelled(Dataset::Nih, image, image, image, image)
+        };
+        for &o in Dataset::Nih.labelled_observations() {
+            r.labels[o.index()] = LabelState::Negative;
+        }
+        for f in findings {
+            r.labels[Observation::parse(f).unwrap().index()] = LabelState::Positive;
+        }
+        r
+    }
+
+    fn columns(ids: &[&str], columns: &[&str]) -> Predictions {
+        let scores = (0..columns.len())
+            .map(|c| (0..ids.len()).map(|i| (i * 7 + c) as f64 % 5.0).collect())
+            .collect();
+        Predictions::new(
+            ids.iter().map(|s| s.to_string()).collect(),
+            columns.iter().map(|s| s.to_string()).collect(),
+            scores,
+        )
+        .unwrap()
+    }
+
+    /// A CheXpert model's Lung Opacity on NIH images: NIH never labels it, so it is not scored
+    /// (and not as all-negative, which blank = negative would make of it); the shared tasks are.
+    #[test]
+    fn observations_the_images_dataset_never_labels_are_not_scored() {
+        let m = Manifest {
+            rows: vec![
+                nih_row("a.png", &["Effusion"]),
+                nih_row("b.png", &["No Finding"]),
+                nih_row("c.png", &["Mass"]),
+            ],
+        };
+        let ids = ["a.png", "b.png", "c.png"];
+        let p = columns(
+            &ids,
+            &["Lung Opacity", "Pleural Effusion", "sex", "Lung Lesion"],
+        );
+        let set = eval(&p, &m, &LabelPolicy::evaluation(), Aggregate::Image).unwrap();
+        assert_eq!(set.datasets, [Dataset::Nih]);
+        let scored: Vec<&str> = set.tasks.iter().map(|t| t.task.kind.name()).collect();
+        assert_eq!(scored, ["Pleural Effusion", "sex (male vs female)"]);
+        let unlabelled: Vec<&str> = set.unlabelled.iter().map(|t| t.column.as_str()).collect();
+        assert_eq!(unlabelled, ["Lung Opacity", "Lung Lesion"]);
+        assert_eq!(set.tasks[0].labels, [Some(true), Some(false), Some(false)]);
+
+        let p = columns(&ids, &["Lung Opacity", "Support Devices"]);
+        let err = eval(&p, &m, &LabelPolicy::evaluation(), Aggregate::Image)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("p.csv")
+                && err.contains("(Lung Opacity, Support Devices)")
+                && err.contains("that nih labels")
+                && err.contains("it labels No Finding, Atelectasis"),
+            "{err}"
+        );
+    }
+
+    /// In a manifest of both datasets, a CheXpert-only observation is scored on the CheXpert
+    /// images alone: NIH's blank there is left out even when blank counts as negative.
+    #[test]
+    fn a_row_counts_only_for_what_its_dataset_labels() {
+        let blank_negative = LabelPolicy::parse("u-ignore", cxr_core::BlankRule::Negative).unwrap();
+        let chexpert = row("x.jpg", "s1", "p1", LabelState::NotMentioned);
+        let nih = nih_row("a.png", &["Edema"]);
+        let opacity = TaskKind::Pathology(Observation::parse("Lung Opacity").unwrap());
+        let edema = TaskKind::Pathology(Observation::parse("Edema").unwrap());
+        assert_eq!(opacity.target(&chexpert, &blank_negative), Some(false));
+        assert_eq!(opacity.target(&nih, &blank_negative), None);
+        assert_eq!(edema.target(&nih, &blank_negative), Some(true));
+        let m = Manifest {
+            rows: vec![nih.clone(), chexpert],
+        };
+        let p = columns(&["a.png", "x.jpg"], &["Lung Opacity", "Mass"]);
+        let set = eval(&p, &m, &blank_negative, Aggregate::Image).unwrap();
+        assert_eq!(set.datasets, [Dataset::Chexpert, Dataset::Nih]);
+        assert!(set.unlabelled.is_empty());
+        assert_eq!(set.tasks[0].labels, [None, Some(false)]);
+        assert_eq!(set.tasks[1].labels, [Some(false), None]);
     }
 
     #[test]

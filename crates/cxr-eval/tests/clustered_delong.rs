@@ -183,6 +183,8 @@ fn eval_set(c: &Case, scores: &[f64]) -> EvalSet {
         unit_patient,
         patient_ids: patients.iter().map(|p| format!("p{p}")).collect(),
         n_images: c.labels.len(),
+        datasets: vec![cxr_core::Dataset::Chexpert],
+        unlabelled: Vec::new(),
         splits: Vec::new(),
         tasks: vec![TaskData {
             task: Task {

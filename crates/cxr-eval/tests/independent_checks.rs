@@ -91,6 +91,8 @@ fn eval_set(models: usize) -> EvalSet {
         unit_patient: (0..N).map(|i| (i * PATIENTS / N) as u32).collect(),
         patient_ids: (0..PATIENTS).map(|p| format!("p{p}")).collect(),
         n_images: N,
+        datasets: vec![cxr_core::Dataset::Chexpert],
+        unlabelled: Vec::new(),
         splits: Vec::new(),
         tasks,
     }

@@ -1,4 +1,4 @@
-//! Decoding PNG and JPEG files to 8-bit grey.
+//! Decoding PNG, JPEG and DICOM files to 8-bit grey.
 //!
 //! Chest X-rays arrive as 8-bit grey PNGs (NIH), a few RGBA PNGs among them (six in NIH's
 //! release), 16-bit PNGs (DICOM exports) and greyscale JPEGs (CheXpert). Everything is brought to
@@ -24,7 +24,12 @@
 //! reduced decode is our own ([`crate::jpeg`], baseline files); everything else (full size,
 //! progressive, arithmetic coding) goes to `zune-jpeg`. Both give colour JPEGs' Y channel, which
 //! is the same BT.601 luma as above.
+//!
+//! DICOM files (recognised by `DICM` at byte 128) have display rules of their own: the modality
+//! and VOI transforms, MONOCHROME1 inversion, a choice between the file's window and the full
+//! range ([`DicomIntensity`]); see [`crate::dicom`].
 
+use crate::dicom::{self, DicomIntensity};
 use crate::jpeg;
 use crate::resize::Target;
 use std::io::Cursor;
@@ -60,11 +65,13 @@ impl Grey {
 /// 3000), low enough that a corrupt header claiming 60000 x 60000 is refused before allocating.
 pub const MAX_PIXELS: usize = 100_000_000;
 
-/// The file formats recognised, by their first bytes (file extensions are not trusted).
+/// The file formats recognised, by their magic bytes (file extensions are not trusted): PNG and
+/// JPEG at the start, DICOM's `DICM` after its 128-byte preamble.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Format {
     Png,
     Jpeg,
+    Dicom,
 }
 
 impl Format {
@@ -73,6 +80,8 @@ impl Format {
             Some(Format::Png)
         } else if bytes.starts_with(&[0xFF, 0xD8, 0xFF]) {
             Some(Format::Jpeg)
+        } else if dicom::sniff(bytes) {
+            Some(Format::Dicom)
         } else {
             None
         }
@@ -80,30 +89,58 @@ impl Format {
 }
 
 /// How a JPEG may be decoded.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum JpegScaling {
     /// Decode at a reduced scale (1/2, 1/4, 1/8) when the target allows it; see the module docs.
+    #[default]
     Dct,
     /// Always decode every pixel (slower; for comparisons and the rare user who wants it).
     Full,
 }
 
-/// Decode a PNG or JPEG file's bytes to 8-bit grey. `target` says how large the image has to stay
-/// for the resize that follows (it only matters to JPEG's scaled decode). Errors are one-line
-/// reasons for the errors report.
-pub fn decode(bytes: &[u8], target: &Target, scaling: JpegScaling) -> Result<Grey, String> {
+impl JpegScaling {
+    /// The name in the shard settings (`cxr_core::shard::ShardSettings::jpeg_decode`).
+    pub fn name(self) -> &'static str {
+        match self {
+            JpegScaling::Dct => "dct",
+            JpegScaling::Full => "full",
+        }
+    }
+
+    /// The scaling a name stands for; the error lists the names.
+    pub fn from_name(name: &str) -> Result<JpegScaling, String> {
+        [JpegScaling::Dct, JpegScaling::Full]
+            .into_iter()
+            .find(|j| j.name() == name)
+            .ok_or_else(|| format!("JPEG decoding `{name}`: use dct or full"))
+    }
+}
+
+/// The choices that decide how a file's values become grey levels: everything besides the
+/// target that changes a shard's bytes, so every tool passes the same one for the same pixels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Decoding {
+    pub jpeg: JpegScaling,
+    pub dicom: DicomIntensity,
+}
+
+/// Decode a PNG, JPEG or DICOM file's bytes to 8-bit grey. `target` says how large the image has
+/// to stay for the resize that follows (it only matters to JPEG's scaled decode). Errors are
+/// one-line reasons for the errors report.
+pub fn decode(bytes: &[u8], target: &Target, decoding: Decoding) -> Result<Grey, String> {
     match Format::sniff(bytes) {
         Some(Format::Png) => decode_png(bytes),
-        Some(Format::Jpeg) => decode_jpeg(bytes, target, scaling),
+        Some(Format::Jpeg) => decode_jpeg(bytes, target, decoding.jpeg),
+        Some(Format::Dicom) => dicom::decode(bytes, decoding.dicom),
         None if bytes.is_empty() => Err("empty file".to_string()),
         None => Err(format!(
-            "not a PNG or JPEG file (starts with {:02x?})",
+            "not a PNG, JPEG or DICOM file (starts with {:02x?})",
             &bytes[..bytes.len().min(8)]
         )),
     }
 }
 
-fn check_size(width: usize, height: usize) -> Result<(), String> {
+pub(crate) fn check_size(width: usize, height: usize) -> Result<(), String> {
     if width == 0 || height == 0 {
         return Err(format!("image has no pixels ({width} x {height})"));
     }
@@ -168,15 +205,23 @@ fn be16(s: &[u8]) -> u16 {
     u16::from_be_bytes([s[0], s[1]])
 }
 
-/// ITU-R BT.601 luma with Pillow's integer weights (they sum to 65536), rounded; for 8- or 16-bit
-/// samples alike.
+/// ITU-R BT.601 luma with Pillow's integer weights (they sum to 65536), rounded; for 8-, 16- or
+/// 32-bit samples alike (the luma is never above the largest sample).
 pub fn luma(r: u32, g: u32, b: u32) -> u32 {
-    (r * 19595 + g * 38470 + b * 7471 + 0x8000) >> 16
+    let weighted = u64::from(r) * 19595 + u64::from(g) * 38470 + u64::from(b) * 7471;
+    ((weighted + 0x8000) >> 16) as u32
 }
 
 /// A 16-bit sample scaled to 8 bits, rounded to nearest: `round(v * 255 / 65535)`.
 pub fn to_8bit(v: u16) -> u8 {
-    ((u32::from(v) * 255 + 32767) / 65535) as u8
+    scale_to_u8(v.into(), u16::MAX.into())
+}
+
+/// A sample of `0..=max` scaled to 8 bits, rounded to nearest (`max` > 0; larger samples give
+/// 255): `(v * 255 + max / 2) / max` in integers.
+pub fn scale_to_u8(v: u32, max: u32) -> u8 {
+    let (v, max) = (u64::from(v.min(max)), u64::from(max.max(1)));
+    ((v * 255 + max / 2) / max) as u8
 }
 
 fn decode_jpeg(bytes: &[u8], target: &Target, scaling: JpegScaling) -> Result<Grey, String> {
@@ -249,8 +294,9 @@ mod tests {
     #[test]
     fn unknown_and_empty_bytes_are_named() {
         let t = Target::new(8, cxr_core::shard::Resize::CentreCrop);
-        assert_eq!(decode(b"", &t, JpegScaling::Dct), Err("empty file".into()));
-        let err = decode(b"GIF89a....", &t, JpegScaling::Dct).unwrap_err();
-        assert!(err.starts_with("not a PNG or JPEG"), "{err}");
+        let d = Decoding::default();
+        assert_eq!(decode(b"", &t, d), Err("empty file".into()));
+        let err = decode(b"GIF89a....", &t, d).unwrap_err();
+        assert!(err.starts_with("not a PNG, JPEG or DICOM"), "{err}");
     }
 }

@@ -117,7 +117,9 @@ fn split_from_name(path: &Path) -> Option<Split> {
 // The fields below are matched as bytes: a quarter of a million rows of 19 fields each, where a
 // UTF-8 check per field costs more than the match.
 
-fn label(cell: &Cell, column: usize, name: &str) -> Result<LabelState, IndexError> {
+/// A label as CheXpert's labeller writes it (MIMIC-CXR-JPG's label files too): `1.0` positive,
+/// `0.0` negative, `-1.0` uncertain, blank not mentioned.
+pub(crate) fn label(cell: &Cell, column: usize, name: &str) -> Result<LabelState, IndexError> {
     let value = cell.bytes(column, name)?;
     match value {
         b"" => Ok(LabelState::NotMentioned),

@@ -84,6 +84,20 @@ pub fn for_each_row<C>(
     row: impl for<'a> Fn(&'a mut C, &'a Cell<'a>) -> Result<ManifestRow<&'a str>, IndexError>,
     sink: &mut Sink,
 ) -> Result<(), IndexError> {
+    for_each_record(path, find, |columns, line, cell| {
+        sink(line, cell.and_then(|cell| row(columns, cell)))
+    })
+}
+
+/// Open `path`, find its columns with `find` and hand `each` every record, or the error reading
+/// it, with the line it starts on: for files read into tables (labels by study, splits by image)
+/// rather than into rows. Returning `Err` stops reading. A file with a header and no records is
+/// an error ([`IndexError::NoRows`]).
+pub fn for_each_record<C>(
+    path: &Path,
+    find: impl FnOnce(&LabelFile) -> Result<C, IndexError>,
+    mut each: impl FnMut(&mut C, u64, Result<&Cell<'_>, IndexError>) -> Result<(), IndexError>,
+) -> Result<(), IndexError> {
     let mut file = LabelFile::open(path)?;
     let mut columns = find(&file)?;
     let mut record = csv::ByteRecord::new();
@@ -102,7 +116,7 @@ pub fn for_each_row<C>(
                     IndexError::Csv { line, .. } => *line,
                     _ => 0,
                 };
-                sink(line, Err(e))?
+                each(&mut columns, line, Err(e))?
             }
             Ok(true) => {
                 records += 1;
@@ -112,7 +126,7 @@ pub fn for_each_row<C>(
                     line,
                     record: &record,
                 };
-                sink(line, row(&mut columns, &cell))?;
+                each(&mut columns, line, Ok(&cell))?;
             }
         }
     }
@@ -140,6 +154,21 @@ impl Cell<'_> {
             .get(index)
             .map(<[u8]>::trim_ascii)
             .ok_or_else(|| self.error(column, "", "the row is too short: missing"))
+    }
+
+    /// Refuse a record without exactly `fields` fields: files whose header names every column
+    /// (not NIH's) are read this way, so that a field lost or added shifts no value into the
+    /// next column unnoticed.
+    pub fn check_width(&self, fields: usize) -> Result<(), IndexError> {
+        if self.record.len() == fields {
+            return Ok(());
+        }
+        Err(IndexError::Width {
+            file: self.file.to_path_buf(),
+            line: self.line,
+            found: self.record.len(),
+            expected: fields,
+        })
     }
 
     /// The error for field bytes that are none of the expected values.

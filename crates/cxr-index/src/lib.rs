@@ -6,14 +6,21 @@
 //! patient-level splits ([`split`]) and stores them column by column, the only copy of each
 //! value, and refuses an image id kept twice (naming the file and line of both rows);
 //! [`images`] checks which rows have an image on disk; [`summary`] counts what was indexed.
+//! Datasets whose labels sit in a file of their own ([`mimic`], a [`dicom`] folder's
+//! `--labels`) join them by study or image through a [`label_table::LabelTable`]; [`view`]
+//! reads DICOM's view terms, for MIMIC's metadata and DICOM headers alike.
 
 pub mod chexpert;
 pub mod csvfile;
+pub mod dicom;
 pub mod filter;
 pub mod images;
+pub mod label_table;
+pub mod mimic;
 pub mod nih;
 pub mod split;
 pub mod summary;
+pub mod view;
 
 use cxr_core::{ManifestColumns, ManifestRow};
 use filter::Filter;
@@ -50,8 +57,33 @@ pub enum IndexError {
         file: PathBuf,
         source: std::io::Error,
     },
+    #[error("{file}:{line}: {found} fields where the header has {expected} (a comma too many or too few?)")]
+    Width {
+        file: PathBuf,
+        line: u64,
+        found: usize,
+        expected: usize,
+    },
     #[error("{file}: no rows: the file has a header but no records (is it the right file?)")]
     NoRows { file: PathBuf },
+    #[error(
+        "{file}: `{key}` has two rows, lines {first} and {second}: each key must have one (the \
+         same file given twice, or two files joined into one?)"
+    )]
+    DuplicateKey {
+        file: PathBuf,
+        key: String,
+        first: u64,
+        second: u64,
+    },
+    /// An image whose view is neither frontal nor lateral (see [`view`]): left out and counted,
+    /// never fatal, unless `--unknown-view frontal` keeps it.
+    #[error("{file}:{line}: view `{value}` is neither frontal nor lateral")]
+    UnknownView {
+        file: PathBuf,
+        line: u64,
+        value: String,
+    },
     #[error(
         "image `{id}` is in the label files twice: {}:{} and {}:{}{}; each image must have one \
          row",
@@ -70,7 +102,10 @@ pub enum IndexError {
 impl IndexError {
     /// Whether `--lenient` may skip the row that raised this error.
     pub fn is_row_level(&self) -> bool {
-        matches!(self, IndexError::Value { .. } | IndexError::Csv { .. })
+        matches!(
+            self,
+            IndexError::Value { .. } | IndexError::Csv { .. } | IndexError::Width { .. }
+        )
     }
 }
 
@@ -87,6 +122,9 @@ pub struct Indexer {
     pub lenient: bool,
     pub columns: ManifestColumns,
     pub skipped: Vec<IndexError>,
+    /// Images left out because their view is neither frontal nor lateral, by the value that
+    /// said so (`""` for a blank).
+    pub unknown_views: std::collections::BTreeMap<String, usize>,
     /// Rows read from the label files, kept or not.
     pub read: usize,
     /// The label files read so far; the last is being read.
@@ -107,6 +145,7 @@ impl Indexer {
             lenient,
             columns: ManifestColumns::default(),
             skipped: Vec::new(),
+            unknown_views: Default::default(),
             read: 0,
             files: Vec::new(),
             origins: Vec::new(),
@@ -140,10 +179,25 @@ impl Indexer {
                 self.origins.push((file, line));
             }
             Ok(_) => {}
-            Err(e) if self.lenient && e.is_row_level() => self.skipped.push(e),
-            Err(e) => return Err(e),
+            Err(IndexError::UnknownView { value, .. }) => {
+                self.read += 1;
+                *self.unknown_views.entry(value).or_default() += 1;
+            }
+            Err(e) => return self.tolerate(e),
         }
         Ok(())
+    }
+
+    /// Skip and keep a bad row under `lenient`; otherwise (or for an error that is not about one
+    /// row) return it, to stop the run. For every file read, label files and the tables joined
+    /// onto them alike.
+    pub fn tolerate(&mut self, e: IndexError) -> Result<(), IndexError> {
+        if self.lenient && e.is_row_level() {
+            self.skipped.push(e);
+            Ok(())
+        } else {
+            Err(e)
+        }
     }
 
     /// Refuse an image id kept twice, naming the file and line of both rows: the first row that

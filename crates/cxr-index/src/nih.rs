@@ -132,9 +132,8 @@ fn sex(cell: &Cell, column: usize) -> Result<Sex, IndexError> {
 
 fn projection(cell: &Cell, column: usize) -> Result<Projection, IndexError> {
     let value = cell.get(column, "View Position")?;
-    match value {
-        "PA" => Ok(Projection::Pa),
-        "AP" => Ok(Projection::Ap),
+    match crate::view::from_view_position(value) {
+        Some((View::Frontal, projection)) => Ok(projection),
         _ => Err(cell.error("View Position", value, "expected PA or AP, found")),
     }
 }

@@ -10,6 +10,11 @@
 //! numbers come from) and the images of an official test list (NIH's `test_list.txt`). Scoring
 //! there makes a study comparable with the literature; checkpoints are selected on `valid`, a
 //! patient slice of the training file, so the official set is never looked at before scoring.
+//!
+//! MIMIC-CXR-JPG publishes three patient-disjoint splits: its `test` is the evaluation set,
+//! `official`; its `validate`, published for model selection, goes to `valid` as a whole; its
+//! `train` patients are split by the hash like any other. With `--fractions 1,0,0` the manifest's
+//! `train`, `valid` and `official` are MIMIC's own `train`, `validate` and `test`.
 
 use cxr_core::hash::{seeded_hash, unit_interval};
 use cxr_core::{Dataset, ManifestColumns, ManifestRow, Split};
@@ -92,10 +97,12 @@ impl Splitter {
     }
 
     /// The split of `row`'s patient, or `official` for the dataset's own evaluation set
-    /// (CheXpert's `valid.csv`, an official list's images).
+    /// (CheXpert's `valid.csv`, MIMIC's `test`, an official list's images).
     pub fn split(&mut self, row: &ManifestRow<&str>) -> Split {
-        let own_evaluation_set = row.source_split.is_some_and(|s| s != Split::Train);
-        if own_evaluation_set || self.official.contains(row.image_id) {
+        if let Some(split) = own_split(row) {
+            return split;
+        }
+        if self.official.contains(row.image_id) {
             return Split::Official;
         }
         if let Some((dataset, patient, split)) = &self.last {
@@ -122,6 +129,16 @@ impl Splitter {
         } else {
             Split::Test
         }
+    }
+}
+
+/// The split that the dataset's own split fixes for `row`: none for its training rows, which are
+/// split by patient; `valid` for MIMIC's `validate`; `official` for any other evaluation set.
+fn own_split(row: &ManifestRow<&str>) -> Option<Split> {
+    match (row.dataset, row.source_split?) {
+        (_, Split::Train) => None,
+        (Dataset::Mimic, Split::Valid) => Some(Split::Valid),
+        _ => Some(Split::Official),
     }
 }
 

@@ -31,6 +31,17 @@ pub struct Summary {
     pub missing_images: Option<usize>,
     /// Rows `--lenient` skipped.
     pub skipped_rows: usize,
+    /// Images left out because their view is neither frontal nor lateral (MIMIC, DICOM).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub unknown_views: usize,
+    /// Files under a DICOM folder that were not indexed (listed beside the manifest).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub files_not_indexed: usize,
+}
+
+/// Counts that only some datasets have are left out of the JSON where they are zero.
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 impl Summary {
@@ -80,6 +91,8 @@ impl Summary {
             labels,
             missing_images: None,
             skipped_rows: 0,
+            unknown_views: 0,
+            files_not_indexed: 0,
         }
     }
 }
@@ -133,6 +146,16 @@ impl fmt::Display for Summary {
         }
         if self.skipped_rows > 0 {
             writeln!(f, "skipped      {} bad rows (--lenient)", self.skipped_rows)?;
+        }
+        if self.unknown_views > 0 {
+            writeln!(
+                f,
+                "left out     {} images of neither a frontal nor a lateral view",
+                self.unknown_views
+            )?;
+        }
+        if self.files_not_indexed > 0 {
+            writeln!(f, "not indexed  {} files", self.files_not_indexed)?;
         }
         writeln!(
             f,

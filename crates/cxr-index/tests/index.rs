@@ -2,10 +2,13 @@
 //! default `../shared/data` beside the repository, which CI provides; see `cxr_core::testdata`)
 //! and on a synthetic CheXpert train.csv with every quirk of the real one.
 
-use cxr_core::{LabelState, Manifest, Observation, Projection, Sex, Split, View};
+mod common;
+
+use common::{count, index, index_ok, obs, stderr_of};
+use cxr_core::{LabelState, Manifest, Projection, Sex, Split, View};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 
 fn shared() -> PathBuf {
     cxr_core::testdata::shared_path("data")
@@ -24,40 +27,6 @@ fn chexpert(csvs: &[&Path], out: &Path, extra: &[&str]) -> Vec<String> {
     args.extend(["--out".to_string(), out.display().to_string()]);
     args.extend(extra.iter().map(|s| s.to_string()));
     args
-}
-
-fn index<S: AsRef<str> + std::fmt::Debug>(args: &[S]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_cxr-index"))
-        .args(args.iter().map(|a| a.as_ref()))
-        .output()
-        .unwrap()
-}
-
-fn index_ok<S: AsRef<str> + std::fmt::Debug>(args: &[S]) -> String {
-    let out = index(args);
-    assert!(
-        out.status.success(),
-        "cxr-index {args:?} failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
-
-fn stderr_of<S: AsRef<str> + std::fmt::Debug>(args: &[S]) -> String {
-    let out = index(args);
-    assert!(
-        !out.status.success(),
-        "cxr-index {args:?} should have failed"
-    );
-    String::from_utf8(out.stderr).unwrap()
-}
-
-fn obs(name: &str) -> Observation {
-    Observation::parse(name).unwrap()
-}
-
-fn count(m: &Manifest, f: impl Fn(&cxr_core::ManifestRow) -> bool) -> usize {
-    m.rows.iter().filter(|r| f(r)).count()
 }
 
 fn assert_patients_in_one_split(m: &Manifest) {

@@ -194,8 +194,9 @@ impl DenseNet {
         self.norm5.forward(&x, mode)
     }
 
-    /// What the heads see: ReLU of the features, averaged over space.
-    pub(crate) fn pool(features: &Tensor) -> Result<Tensor> {
-        crate::layers::global_avg_pool(&features.relu()?)
+    /// The map the heads average over space: the features after the final ReLU (torchvision's
+    /// `F.relu(features)` in `DenseNet.forward`), which is also the map Grad-CAM explains.
+    pub(crate) fn pooled_map(features: &Tensor) -> Result<Tensor> {
+        Ok(features.relu()?)
     }
 }

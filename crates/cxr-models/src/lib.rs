@@ -3,7 +3,8 @@
 //! The study pretrains and compares torchvision's chest X-ray classifiers, so the models here are
 //! torchvision's, layer for layer: the same tensor names (a checkpoint moves between this crate
 //! and PyTorch unchanged), the same initialisation schemes, the same BatchNorm train/eval
-//! behaviour, and golden tests against PyTorch's own numbers (`tests/golden.rs`).
+//! behaviour, and golden tests against PyTorch's own numbers (`tests/golden.rs`). [`grad_cam`]
+//! explains a model's output with Grad-CAM, as the `pytorch-grad-cam` library computes it.
 //!
 //! A [`Model`] is a backbone plus named heads, built from a [`ModelConfig`]:
 //!
@@ -43,6 +44,7 @@ mod densenet;
 mod device;
 mod error;
 mod finite;
+pub mod grad_cam;
 mod heads;
 mod init;
 mod kernels;
@@ -61,6 +63,7 @@ pub use config::{
 pub use device::{device, gpu_memory, GpuMemory};
 pub use error::{ModelError, NonFiniteTensor, Result, TensorMismatch, WeightMismatch};
 pub use finite::check_finite;
+pub use grad_cam::GradCam;
 pub use kernels::{can_update_in_place, update_in_place, with_candle_ops};
 pub use layers::Mode;
 pub use loss::bce_with_logits;

@@ -15,7 +15,7 @@ use crate::error::{ModelError, Result};
 use crate::heads::Head;
 use crate::init::InitRng;
 use crate::kernels;
-use crate::layers::{Frozen, Mode};
+use crate::layers::{global_avg_pool, Frozen, Mode};
 use crate::precision::{self, Precision};
 use crate::resnet::ResNet;
 use crate::state::{Builder, Slot, State, DTYPE};
@@ -23,6 +23,25 @@ use crate::state::{Builder, Slot, State, DTYPE};
 enum Backbone {
     DenseNet(DenseNet),
     ResNet(ResNet),
+}
+
+impl Backbone {
+    /// Activations before the global pool (see [`ModelOutput::features`]).
+    fn features(&self, x: &Tensor, mode: Mode) -> Result<Tensor> {
+        match self {
+            Backbone::DenseNet(net) => net.features(x, mode),
+            Backbone::ResNet(net) => net.features(x, mode),
+        }
+    }
+
+    /// The map the heads average over space, `[N, C, h, w]`: DenseNet's features after the
+    /// final ReLU, ResNet's `layer4` output as it is. Grad-CAM explains this map.
+    fn pooled_map(&self, features: &Tensor) -> Result<Tensor> {
+        match self {
+            Backbone::DenseNet(_) => DenseNet::pooled_map(features),
+            Backbone::ResNet(_) => Ok(features.clone()),
+        }
+    }
 }
 
 /// What a forward pass returns.
@@ -176,27 +195,9 @@ impl Model {
     }
 
     fn forward_layers(&self, x: &Tensor, mode: Mode) -> Result<ModelOutput> {
-        let dims = x.dims();
-        if dims.len() != 4 || dims[1] != self.config.in_channels || x.dtype() != DTYPE {
-            return Err(ModelError::InvalidInput(format!(
-                "expected an f32 tensor [N, {}, H, W], got {:?} {:?}",
-                self.config.in_channels,
-                x.dtype(),
-                dims
-            )));
-        }
-        let (features, pooled) = match &self.backbone {
-            Backbone::DenseNet(net) => {
-                let features = net.features(x, mode)?;
-                let pooled = DenseNet::pool(&features)?;
-                (features, pooled)
-            }
-            Backbone::ResNet(net) => {
-                let features = net.features(x, mode)?;
-                let pooled = ResNet::pool(&features)?;
-                (features, pooled)
-            }
-        };
+        self.check_input(x)?;
+        let features = self.backbone.features(x, mode)?;
+        let pooled = global_avg_pool(&self.backbone.pooled_map(&features)?)?;
         let heads = self
             .heads
             .iter()
@@ -207,6 +208,48 @@ impl Model {
             pooled,
             heads,
         })
+    }
+
+    fn check_input(&self, x: &Tensor) -> Result<()> {
+        let dims = x.dims();
+        if dims.len() != 4 || dims[1] != self.config.in_channels || x.dtype() != DTYPE {
+            return Err(ModelError::InvalidInput(format!(
+                "expected an f32 tensor [N, {}, H, W], got {:?} {:?}",
+                self.config.in_channels,
+                x.dtype(),
+                dims
+            )));
+        }
+        Ok(())
+    }
+
+    /// The map the heads pool (see [`Backbone::pooled_map`]) for `x`, in [`Mode::Eval`] and
+    /// recording nothing: where [`Model::grad_cam`] starts its backward from.
+    pub(crate) fn eval_pooled_map(&self, x: &Tensor) -> Result<Tensor> {
+        self.check_input(x)?;
+        self.precision_scope(|| {
+            crate::layers::without_grad(|| {
+                let features = self.backbone.features(&x.detach(), Mode::Eval)?;
+                self.backbone.pooled_map(&features)
+            })
+        })
+    }
+
+    /// The logits `[N, outputs]` of the head `name` from a pooled map: the rest of
+    /// [`Model::forward`] after the backbone, recorded for a backward when `map` is a variable.
+    pub(crate) fn head_logits(&self, map: &Tensor, name: &str) -> Result<Tensor> {
+        let head = self
+            .heads
+            .iter()
+            .find(|h| h.spec.name == name)
+            .ok_or_else(|| {
+                let names: Vec<&str> = self.heads.iter().map(|h| h.spec.name.as_str()).collect();
+                ModelError::InvalidInput(format!(
+                    "the model has no head `{name}` (its heads: {})",
+                    names.join(", ")
+                ))
+            })?;
+        self.precision_scope(|| head.forward(&global_avg_pool(map)?))
     }
 
     /// The trainable parameters under their torchvision names (no BatchNorm buffers).

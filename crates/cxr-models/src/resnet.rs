@@ -12,8 +12,7 @@ use crate::error::Result;
 use crate::init::{Fan, Init};
 use crate::kernels;
 use crate::layers::{
-    fused_inputs, global_avg_pool, max_pool2d, record_fused, BatchNorm, Conv2d, ConvSpec, Mode,
-    BN_EPS,
+    fused_inputs, max_pool2d, record_fused, BatchNorm, Conv2d, ConvSpec, Mode, BN_EPS,
 };
 use crate::state::Builder;
 
@@ -171,7 +170,8 @@ impl ResNet {
         Ok(Self { stem, stages })
     }
 
-    /// The output of `layer4`.
+    /// The output of `layer4`, which the heads average over space as it is (and Grad-CAM
+    /// explains).
     pub(crate) fn features(&self, x: &Tensor, mode: Mode) -> Result<Tensor> {
         let x = self.stem.forward_relu(x, mode)?;
         let mut x = max_pool2d(&x, 3, 2, 1)?;
@@ -179,10 +179,5 @@ impl ResNet {
             x = block.forward(&x, mode)?;
         }
         Ok(x)
-    }
-
-    /// What the heads see: the features averaged over space.
-    pub(crate) fn pool(features: &Tensor) -> Result<Tensor> {
-        global_avg_pool(features)
     }
 }

@@ -20,5 +20,5 @@
 pub mod output;
 pub mod run;
 
-pub use cxr_image::{JpegScaling, Target};
+pub use cxr_image::{Decoding, DicomIntensity, JpegScaling, Target};
 pub use run::{run, ArrayTask, Options, Summary};

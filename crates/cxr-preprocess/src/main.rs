@@ -4,7 +4,7 @@ use anyhow::Result;
 use clap::Parser;
 use cxr_core::shard::{Resize, INDEX_FILE};
 use cxr_preprocess::output::{self, Finish, ERRORS_FILE};
-use cxr_preprocess::{run, ArrayTask, JpegScaling, Options, Target};
+use cxr_preprocess::{run, ArrayTask, Decoding, DicomIntensity, JpegScaling, Options, Target};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -13,6 +13,13 @@ use std::process::ExitCode;
 enum ResizeArg {
     Pad,
     CentreCrop,
+}
+
+/// `--dicom-intensity`: which DICOM values span black to white.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum DicomIntensityArg {
+    Window,
+    FullRange,
 }
 
 const EXAMPLES: &str = "\
@@ -46,10 +53,18 @@ colour JPEGs give their Y channel, the same luma), alpha is dropped, 16-bit samp
 to 8 bits with rounding. Large JPEGs are decoded at
 1/2, 1/4 or 1/8 scale when at least twice the output size remains (--full-decode turns that off).
 
+DICOM (recognised by its DICM header, whatever the file name): the first frame, through Rescale
+Slope/Intercept (or the Modality LUT), then as a viewer shows it: the file's VOI LUT, else its
+first Window Center/Width, else its lowest to highest value (--dicom-intensity full-range always
+takes that range, so nothing is clipped); MONOCHROME1 is inverted so that bone is bright. Transfer
+syntaxes: uncompressed (little/big endian, explicit/implicit VR), deflate, RLE, JPEG baseline,
+8-bit extended and lossless, JPEG 2000. JPEG-LS, JPEG XL, 12-bit lossy JPEG and 32-bit RLE are
+refused, naming the syntax, in errors.csv.
+
 Exit status: 0 success; 1 the job failed (message says why); 2 bad arguments; 3 the shards were
 written but some images could not be used (listed in errors.csv; --allow-errors makes that 0).";
 
-/// Decode chest X-rays (PNG, JPEG) to grey S x S squares in safetensors shards, resumably and in
+/// Decode chest X-rays (PNG, JPEG, DICOM) to grey S x S squares in safetensors shards, resumably and in
 /// parallel.
 #[derive(Parser, Debug)]
 #[command(name = "cxr-preprocess", version, after_help = EXAMPLES)]
@@ -85,6 +100,12 @@ struct Args {
     #[arg(long)]
     full_decode: bool,
 
+    /// DICOM grey levels. window: as a viewer shows the image (the file's VOI LUT or first
+    /// window, else its full range). full-range: the image's lowest to highest value, ignoring
+    /// any window (nothing clipped to black or white). Recorded with the shards
+    #[arg(long, value_enum, value_name = "RULE", default_value = "window")]
+    dicom_intensity: DicomIntensityArg,
+
     /// Worker threads [default: all cores].
     #[arg(long, short = 'j', value_name = "N")]
     jobs: Option<usize>,
@@ -103,7 +124,7 @@ struct Args {
     num_shards: Option<usize>,
 
     /// Only (re)write index.json and errors.csv from the finished shards in --out.
-    #[arg(long, conflicts_with_all = ["manifest", "root", "size", "resize", "full_decode", "shard_index"])]
+    #[arg(long, conflicts_with_all = ["manifest", "root", "size", "resize", "full_decode", "dicom_intensity", "shard_index"])]
     index_only: bool,
 }
 
@@ -145,7 +166,7 @@ fn execute(args: &Args) -> Result<ExitCode> {
     // Before any work: --out must not be (nor write its fixed files over) the manifest or root.
     cxr_core::paths::refuse_output_dir_among_inputs(
         ("--out", out),
-        &[INDEX_FILE, output::SETTINGS_FILE, ERRORS_FILE],
+        &[INDEX_FILE, cxr_core::shard::SETTINGS_FILE, ERRORS_FILE],
         &[("--manifest", manifest), ("--root", root)],
     )?;
     let options = Options {
@@ -160,10 +181,16 @@ fn execute(args: &Args) -> Result<ExitCode> {
             },
         ),
         shard_rows: args.shard_rows,
-        jpeg: if args.full_decode {
-            JpegScaling::Full
-        } else {
-            JpegScaling::Dct
+        decoding: Decoding {
+            jpeg: if args.full_decode {
+                JpegScaling::Full
+            } else {
+                JpegScaling::Dct
+            },
+            dicom: match args.dicom_intensity {
+                DicomIntensityArg::Window => DicomIntensity::Window,
+                DicomIntensityArg::FullRange => DicomIntensity::FullRange,
+            },
         },
         jobs: args.jobs,
         task: ArrayTask::resolve(args.shard_index, args.num_shards, |name| {

@@ -1,7 +1,7 @@
 //! The output directory: what lives there besides the shards, and who may write it when.
 //!
 //! - `preprocess.json` records the settings the shards were made with (size, resize, rows per
-//!   shard, JPEG scaling and a fingerprint of the manifest's ids and paths). A re-run that would
+//!   shard, JPEG scaling, DICOM intensity rule and a fingerprint of the manifest's ids and paths). A re-run that would
 //!   mix shards of another size or manifest into the directory is refused instead of "resuming".
 //!   It is written once the first shard has been made in memory, just before that shard is
 //!   written (with nothing to make, at the end), so a run whose settings fail before that (a
@@ -15,60 +15,38 @@
 //!   kernel drops the lock when its process dies, so a `kill -9` never leaves it stuck.
 
 use anyhow::{bail, ensure, Context, Result};
-use cxr_core::hash::sha256_hex;
-use cxr_core::shard::{info_file, ImageError, ShardIndex, ShardInfo, FORMAT};
-use cxr_core::{atomic, Manifest};
+use cxr_core::atomic;
+use cxr_core::shard::{
+    info_file, ImageError, ShardIndex, ShardInfo, ShardSettings, FORMAT, SETTINGS_FILE,
+};
 use rayon::prelude::*;
-use serde::{Deserialize, Serialize};
 use std::collections::HashSet;
-use std::fs::{self, File, OpenOptions};
+use std::fs::{File, OpenOptions};
 use std::path::Path;
 
-pub const SETTINGS_FILE: &str = "preprocess.json";
 pub const ERRORS_FILE: &str = "errors.csv";
 const LOCK_FILE: &str = ".cxr-preprocess.lock";
 
-/// Everything that decides a shard's bytes, besides the image files themselves.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Settings {
-    pub format: String,
-    pub size: usize,
-    pub resize: cxr_core::shard::Resize,
-    pub shard_rows: usize,
-    /// `dct` (scaled JPEG decoding allowed) or `full`.
-    pub jpeg_decode: String,
-    pub manifest_rows: usize,
-    /// SHA-256 of every row's `image_id` and `path`, in order.
-    pub manifest_sha256: String,
+/// What the output directory checks and records of [`ShardSettings`] (the settings file's
+/// format is cxr-core's: `cxr-train` reads it too).
+pub trait OutputSettings {
+    /// Record these settings in a new output directory, or check that an existing one was
+    /// made with the same. Every shard is written after a successful claim, so two runs with
+    /// different settings never both write into one directory.
+    fn claim(&self, out: &Path) -> Result<()>;
+    /// Check, without writing anything, that the directory was not made with other settings:
+    /// `true` if it records these, `false` if it records none yet.
+    fn check(&self, out: &Path) -> Result<bool>;
+    /// Shard `k`'s sidecar if the shard is complete; an error if the sidecar contradicts
+    /// these settings (a directory tampered with, or shards copied from another run). The
+    /// shard file is not hashed here: see [`OutputSettings::state`].
+    fn done(&self, out: &Path, k: usize) -> Result<Option<ShardInfo>>;
+    /// Whether shard `k` is done, missing, or written but failing its sidecar's checksum.
+    fn state(&self, out: &Path, k: usize) -> Result<ShardState>;
 }
 
-impl Settings {
-    pub fn fingerprint(manifest: &Manifest) -> String {
-        let mut text = Vec::new();
-        for row in &manifest.rows {
-            for field in [&row.image_id, &row.path] {
-                text.extend_from_slice(field.as_bytes());
-                text.push(0);
-            }
-        }
-        sha256_hex(&text)
-    }
-
-    pub fn read(out: &Path) -> Result<Option<Settings>> {
-        let path = out.join(SETTINGS_FILE);
-        match fs::read(&path) {
-            Ok(bytes) => serde_json::from_slice(&bytes)
-                .map(Some)
-                .with_context(|| format!("{}: not a cxr-preprocess settings file; delete it if the directory holds no shards", path.display())),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
-        }
-    }
-
-    /// Record these settings in a new output directory, or check that an existing one was made
-    /// with the same. Every shard is written after a successful claim, so two runs with different
-    /// settings never both write into one directory.
-    pub fn claim(&self, out: &Path) -> Result<()> {
+impl OutputSettings for ShardSettings {
+    fn claim(&self, out: &Path) -> Result<()> {
         let _lock = lock(out)?;
         if !self.check(out)? {
             let json = serde_json::to_vec_pretty(self).expect("serialisable");
@@ -77,72 +55,20 @@ impl Settings {
         Ok(())
     }
 
-    /// Check, without writing anything, that the directory was not made with other settings:
-    /// `true` if it records these, `false` if it records none yet.
-    pub fn check(&self, out: &Path) -> Result<bool> {
-        match Settings::read(out)? {
+    fn check(&self, out: &Path) -> Result<bool> {
+        match ShardSettings::read(out)? {
             None => Ok(false),
             Some(found) if found == *self => Ok(true),
             Some(found) => bail!(
                 "{} already holds shards made with other settings ({}); \
                  choose another --out, or delete that directory to start over",
                 out.display(),
-                found.differences(self).join(", ")
+                differences(&found, self).join(", ")
             ),
         }
     }
 
-    fn differences(&self, other: &Settings) -> Vec<String> {
-        let mut diffs = Vec::new();
-        let mut check = |name: &str, a: String, b: String| {
-            if a != b {
-                diffs.push(format!("{name} {a} there, {b} now"));
-            }
-        };
-        check("format", self.format.clone(), other.format.clone());
-        check("size", self.size.to_string(), other.size.to_string());
-        check(
-            "resize",
-            format!("{:?}", self.resize),
-            format!("{:?}", other.resize),
-        );
-        check(
-            "shard rows",
-            self.shard_rows.to_string(),
-            other.shard_rows.to_string(),
-        );
-        check(
-            "JPEG decode",
-            self.jpeg_decode.clone(),
-            other.jpeg_decode.clone(),
-        );
-        check(
-            "manifest rows",
-            self.manifest_rows.to_string(),
-            other.manifest_rows.to_string(),
-        );
-        if self.manifest_rows == other.manifest_rows
-            && self.manifest_sha256 != other.manifest_sha256
-        {
-            diffs.push("the manifest's image ids or paths differ".to_string());
-        }
-        diffs
-    }
-
-    pub fn shard_count(&self) -> usize {
-        ShardIndex::shard_count(self.manifest_rows, self.shard_rows)
-    }
-
-    /// Rows `[first, end)` that shard `k` covers.
-    pub fn rows_of(&self, k: usize) -> std::ops::Range<usize> {
-        let first = k * self.shard_rows;
-        first..(first + self.shard_rows).min(self.manifest_rows)
-    }
-
-    /// Shard `k`'s sidecar if the shard is complete; an error if the sidecar contradicts these
-    /// settings (a directory tampered with, or shards copied from another run). The shard file is
-    /// not hashed here: see [`Settings::state`].
-    pub fn done(&self, out: &Path, k: usize) -> Result<Option<ShardInfo>> {
+    fn done(&self, out: &Path, k: usize) -> Result<Option<ShardInfo>> {
         let Some(info) = ShardInfo::read_done(out, k) else {
             return Ok(None);
         };
@@ -160,8 +86,7 @@ impl Settings {
         Ok(Some(info))
     }
 
-    /// Whether shard `k` is done, missing, or written but failing its sidecar's checksum.
-    pub fn state(&self, out: &Path, k: usize) -> Result<ShardState> {
+    fn state(&self, out: &Path, k: usize) -> Result<ShardState> {
         let Some(info) = self.done(out, k)? else {
             return Ok(ShardState::Missing);
         };
@@ -177,6 +102,47 @@ impl Settings {
             Err(e) => Err(e.into()),
         }
     }
+}
+
+/// What differs between the settings `a` found and `b` asked for, for the refusal.
+fn differences(a: &ShardSettings, other: &ShardSettings) -> Vec<String> {
+    let mut diffs = Vec::new();
+    let mut check = |name: &str, a: String, b: String| {
+        if a != b {
+            diffs.push(format!("{name} {a} there, {b} now"));
+        }
+    };
+    check("format", a.format.clone(), other.format.clone());
+    check("size", a.size.to_string(), other.size.to_string());
+    check(
+        "resize",
+        format!("{:?}", a.resize),
+        format!("{:?}", other.resize),
+    );
+    check(
+        "shard rows",
+        a.shard_rows.to_string(),
+        other.shard_rows.to_string(),
+    );
+    check(
+        "JPEG decode",
+        a.jpeg_decode.clone(),
+        other.jpeg_decode.clone(),
+    );
+    check(
+        "DICOM intensity",
+        a.dicom_intensity.clone(),
+        other.dicom_intensity.clone(),
+    );
+    check(
+        "manifest rows",
+        a.manifest_rows.to_string(),
+        other.manifest_rows.to_string(),
+    );
+    if a.manifest_rows == other.manifest_rows && a.manifest_sha256 != other.manifest_sha256 {
+        diffs.push("the manifest's image ids or paths differ".to_string());
+    }
+    diffs
 }
 
 /// What an output directory holds of one shard.
@@ -228,7 +194,7 @@ pub fn finish(out: &Path) -> Result<Finish> {
 /// written or checked).
 pub fn finish_trusting(out: &Path, verified: &HashSet<usize>) -> Result<Finish> {
     let _lock = lock(out)?;
-    let settings = Settings::read(out)?.with_context(|| {
+    let settings = ShardSettings::read(out)?.with_context(|| {
         format!(
             "{} has no {SETTINGS_FILE}: it is not a cxr-preprocess output directory",
             out.display()

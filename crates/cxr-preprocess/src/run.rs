@@ -8,11 +8,12 @@
 //! (rayon steals across both levels), so both cores stay busy while a finished shard is hashed and
 //! written.
 
-use crate::output::{self, Finish, Settings, ShardState};
+use crate::output::{self, Finish, OutputSettings, ShardState};
 use anyhow::{bail, ensure, Context, Result};
+use cxr_core::shard::ShardSettings;
 use cxr_core::shard::{self, shard_file, ImageError, ShardInfo, FORMAT};
 use cxr_core::{Manifest, ManifestRow};
-use cxr_image::{JpegScaling, Target};
+use cxr_image::{Decoding, Target};
 use indicatif::{ProgressBar, ProgressStyle};
 use rayon::prelude::*;
 use std::collections::HashSet;
@@ -93,7 +94,8 @@ pub struct Options {
     pub out: PathBuf,
     pub target: Target,
     pub shard_rows: usize,
-    pub jpeg: JpegScaling,
+    /// JPEG scaling and the DICOM intensity rule.
+    pub decoding: Decoding,
     /// Worker threads; `None` uses every core.
     pub jobs: Option<usize>,
     pub task: ArrayTask,
@@ -217,18 +219,15 @@ pub fn run(options: &Options) -> Result<Summary> {
     );
     let out = options.out.as_path();
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
-    let settings = Settings {
+    let settings = ShardSettings {
         format: FORMAT.to_string(),
         size: target.size,
         resize: target.resize,
         shard_rows,
-        jpeg_decode: match options.jpeg {
-            JpegScaling::Dct => "dct",
-            JpegScaling::Full => "full",
-        }
-        .to_string(),
+        jpeg_decode: options.decoding.jpeg.name().to_string(),
+        dicom_intensity: options.decoding.dicom.name().to_string(),
         manifest_rows: manifest.len(),
-        manifest_sha256: Settings::fingerprint(&manifest),
+        manifest_sha256: ShardSettings::fingerprint(&manifest),
     };
     // Refuse other settings now, but record ours only once a shard has been made with them, just
     // before it is written: a run that fails before (a shard too large for memory, say) must not
@@ -288,7 +287,7 @@ pub fn run(options: &Options) -> Result<Summary> {
         out,
         settings: &settings,
         target,
-        jpeg: options.jpeg,
+        decoding: options.decoding,
         progress: &progress,
         claimed: Mutex::new(false),
     };
@@ -323,9 +322,9 @@ struct Job<'a> {
     paths: &'a [&'a Path],
     root: &'a Path,
     out: &'a Path,
-    settings: &'a Settings,
+    settings: &'a ShardSettings,
     target: Target,
-    jpeg: JpegScaling,
+    decoding: Decoding,
     progress: &'a ProgressBar,
     /// Whether this run has recorded (or found) its settings in the directory.
     claimed: Mutex<bool>,
@@ -406,7 +405,7 @@ impl Job<'_> {
             std::io::ErrorKind::NotFound => "file not found".to_string(),
             _ => format!("cannot read: {e}"),
         })?;
-        cxr_image::prepare(&bytes, &self.target, self.jpeg, pixels)
+        cxr_image::prepare(&bytes, &self.target, self.decoding, pixels)
     }
 }
 

@@ -463,6 +463,8 @@ fn help_teaches_with_examples() {
         "--shard-index",
         "--resize",
         "--allow-errors",
+        "--dicom-intensity",
+        "DICOM",
         "SLURM_ARRAY_TASK_ID",
         "Exit status",
     ] {

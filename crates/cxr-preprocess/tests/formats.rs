@@ -6,7 +6,7 @@ mod common;
 use common::{fixture, nih_full, nih_pngs, shared_data, write_manifest};
 use cxr_core::shard::{Resize, ShardIndex};
 use cxr_image::decode::{decode, Grey};
-use cxr_image::{JpegScaling, Target};
+use cxr_image::{Decoding, JpegScaling, Target};
 use cxr_preprocess::{run, ArrayTask, Options};
 use image::{ColorType, DynamicImage, ImageBuffer, Luma, LumaA, Rgb, Rgba};
 use std::path::{Path, PathBuf};
@@ -23,7 +23,15 @@ fn chexpert_jpegs() -> Vec<PathBuf> {
 
 fn ours(path: &Path, target: Target, scaling: JpegScaling) -> Grey {
     let bytes = std::fs::read(path).unwrap();
-    decode(&bytes, &target, scaling).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+    decode(&bytes, &target, jpeg(scaling)).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// The default decoding with JPEG's `scaling`.
+fn jpeg(scaling: JpegScaling) -> Decoding {
+    Decoding {
+        jpeg: scaling,
+        ..Decoding::default()
+    }
 }
 
 /// The independent reference: the `image` crate's decode, BT.601 luma in f64, 0..=255.
@@ -332,7 +340,7 @@ fn reference_resize(
 }
 
 /// Run the real pipeline on `paths` (relative to `root`) and return each image's shard pixels.
-fn shard_pixels(root: &Path, paths: &[String], target: Target, jpeg: JpegScaling) -> Vec<Vec<u8>> {
+fn shard_pixels(root: &Path, paths: &[String], target: Target, decoding: Decoding) -> Vec<Vec<u8>> {
     let dir = tempfile::tempdir().unwrap();
     let manifest = dir.path().join("m.parquet");
     write_manifest(&manifest, paths);
@@ -343,7 +351,7 @@ fn shard_pixels(root: &Path, paths: &[String], target: Target, jpeg: JpegScaling
         out: out.clone(),
         target,
         shard_rows: 16,
-        jpeg,
+        decoding,
         jobs: None,
         task: ArrayTask::ALL,
     })
@@ -362,7 +370,7 @@ fn shard_pixels(root: &Path, paths: &[String], target: Target, jpeg: JpegScaling
 fn png_shards_match_an_independent_lanczos3_within_one_grey_level() {
     let names = nih_pngs();
     let target = Target::new(224, Resize::CentreCrop);
-    let shards = shard_pixels(&nih_full(), &names, target, JpegScaling::Dct);
+    let shards = shard_pixels(&nih_full(), &names, target, jpeg(JpegScaling::Dct));
     let (mut worst, mut worst_image_crate) = (0f64, 0f64);
     for (name, pixels) in names.iter().zip(&shards) {
         let image = image::open(nih_full().join(name)).unwrap();
@@ -417,7 +425,7 @@ fn non_square_png_shards_match_a_reference_resize_within_one_grey_level() {
     }
     for resize in [Resize::CentreCrop, Resize::Pad] {
         let target = Target::new(96, resize);
-        let shards = shard_pixels(dir.path(), &paths, target, JpegScaling::Dct);
+        let shards = shard_pixels(dir.path(), &paths, target, jpeg(JpegScaling::Dct));
         for (name, pixels) in paths.iter().zip(&shards) {
             let (w, h, luma) = reference_grey(&image::open(dir.path().join(name)).unwrap());
             let reference = reference_resize(w, h, &luma, 96, resize);
@@ -441,8 +449,8 @@ fn jpeg_shards_stay_close_to_a_full_decode_and_reference_resize() {
         .collect();
     for resize in [Resize::CentreCrop, Resize::Pad] {
         let target = Target::new(224, resize);
-        let reduced = shard_pixels(&valid, &paths, target, JpegScaling::Dct);
-        let full = shard_pixels(&valid, &paths, target, JpegScaling::Full);
+        let reduced = shard_pixels(&valid, &paths, target, jpeg(JpegScaling::Dct));
+        let full = shard_pixels(&valid, &paths, target, jpeg(JpegScaling::Full));
         for ((path, reduced), full) in paths.iter().zip(&reduced).zip(&full) {
             let (w, h, luma) = reference_grey(&image::open(valid.join(path)).unwrap());
             let reference = reference_resize(w, h, &luma, 224, resize);

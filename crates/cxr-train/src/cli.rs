@@ -10,6 +10,7 @@
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use cxr_core::shard::Resize;
 use cxr_core::{paths, Manifest, Split};
 use cxr_models::{Architecture, Precision};
 use std::path::PathBuf;
@@ -22,6 +23,8 @@ use crate::config::{
     ScheduleConfig, Select, Task, TrainConfig,
 };
 use crate::gpu_check::{self, GpuCheckOptions};
+use crate::image_predict::{self, ImagePredictOptions};
+use crate::input::InputFlags;
 use crate::numeric::{
     at_least_one_u64, at_least_one_usize, below_one_f64, decay_factor_f64, degrees_f64,
     divisor_f64, finite_f32, in_channels, non_negative_f64, positive_f32, positive_f64, unit_f64,
@@ -71,13 +74,24 @@ best.safetensors only (--keep last: last.safetensors too; --keep all: the resume
 gives the same numbers on the CPU with the same thread count, also across --resume.";
 
 const PREDICT_EXAMPLES: &str = "\
-Example:
+Examples:
   cxr-train predict --checkpoint runs/view/best.safetensors --shards shards/nih-128 \\
       --manifest nih.parquet --split test --out view-test.parquet
   cxr-eval score view-test.parquet --manifest nih.parquet
 
+  # Single files, no manifest or shards; Grad-CAM heatmaps of Edema beside the predictions
+  cxr-train predict --checkpoint runs/dn121/best.safetensors --image a.png b.jpg c.dcm \\
+      --cam Edema --out single/preds.parquet
+
 Columns: image_id, then one per output: observation names (probabilities), sex (P(male)),
-view (P(PA)), age (years).";
+view (P(PA)), age (years).
+
+With --image, each file is decoded and resized exactly as cxr-preprocess made the shards the
+checkpoint was trained on (found through its run configuration; --size, --resize,
+--full-decode and --dicom-intensity override, and --size is needed where those shards cannot be
+read), and the probabilities are also printed as a table. Grad-CAM (--cam) follows the
+pytorch-grad-cam library's GradCAM on the map the heads pool (DenseNet: the features after the
+final ReLU; ResNet: layer4); the overlay is on the input square the model saw.";
 
 #[derive(Parser)]
 #[command(
@@ -524,19 +538,26 @@ pub struct PretrainArgs {
 pub struct PredictArgs {
     #[arg(long)]
     checkpoint: PathBuf,
-    #[arg(long)]
-    shards: PathBuf,
-    #[arg(long)]
-    manifest: PathBuf,
+    /// Shard directory of the images to score (with --manifest and --split).
+    #[arg(long, required_unless_present = "image", conflicts_with = "image")]
+    shards: Option<PathBuf>,
+    /// Manifest of the shards.
+    #[arg(long, required_unless_present = "image", conflicts_with = "image")]
+    manifest: Option<PathBuf>,
     /// train, valid, test (the held-out patients of the training file) or official (the
     /// dataset's own evaluation set: CheXpert's valid.csv).
-    #[arg(long, default_value = "test")]
+    #[arg(long, default_value = "test", conflicts_with = "image")]
     split: String,
     /// Keep frontal images only.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "image")]
     frontal_only: bool,
-    /// Predictions file (Parquet). While it is computed, finished chunks of images are kept in
-    /// OUT.partial/, so a re-run after an interruption scores only what is missing.
+    /// Image files (PNG, JPEG, DICOM) to score instead of shards: each prepared as
+    /// cxr-preprocess made the shards the checkpoint was trained on (see --size), image ids are
+    /// the paths as given.
+    #[arg(long, value_name = "FILE", num_args = 1..)]
+    image: Vec<PathBuf>,
+    /// Predictions file (Parquet). While it is computed from shards, finished chunks of images
+    /// are kept in OUT.partial/, so a re-run after an interruption scores only what is missing.
     #[arg(long)]
     out: PathBuf,
     #[arg(long, default_value_t = 32, value_parser = at_least_one_usize)]
@@ -549,6 +570,51 @@ pub struct PredictArgs {
     /// f32, or bf16 on CUDA (as the run was trained, or not: the checkpoint is f32 either way).
     #[arg(long, default_value = "f32")]
     precision: String,
+    /// With --image: side of the input square [default: the training shards' (their
+    /// index.json, found through the checkpoint's run configuration)].
+    #[arg(long, requires = "image", conflicts_with = "shards", value_parser = image_side)]
+    size: Option<usize>,
+    /// With --image: pad or centre-crop [default: the training shards'].
+    #[arg(long, requires = "image", conflicts_with = "shards", value_enum)]
+    resize: Option<ResizeArg>,
+    /// With --image: decode every JPEG pixel (--full-decode false: the scaled decode)
+    /// [default: as the training shards were made].
+    #[arg(long, requires = "image",
+        conflicts_with = "shards", num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
+    full_decode: Option<bool>,
+    /// With --image: DICOM grey levels, window (the file's VOI LUT or window) or full-range
+    /// [default: as the training shards were made].
+    #[arg(long, requires = "image", conflicts_with = "shards")]
+    dicom_intensity: Option<String>,
+    /// With --image: Grad-CAM heatmaps of this output, a predictions column (Edema, Pleural
+    /// Effusion, sex, age, view: whatever the checkpoint has), per image STEM.OUTPUT.png (an
+    /// overlay on the input square) and STEM.OUTPUT.safetensors (the raw and upsampled maps).
+    #[arg(
+        long,
+        requires = "image",
+        conflicts_with = "shards",
+        value_name = "OUTPUT"
+    )]
+    cam: Option<String>,
+    /// Folder of the heatmaps [default: the folder of --out].
+    #[arg(long, requires = "cam", value_name = "DIR")]
+    cam_dir: Option<PathBuf>,
+}
+
+/// `--resize` of `predict --image`: how a film becomes a square.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum ResizeArg {
+    Pad,
+    CentreCrop,
+}
+
+/// `--size` of `predict --image`, within the sides cxr-preprocess makes.
+fn image_side(text: &str) -> std::result::Result<usize, String> {
+    let size = text
+        .parse()
+        .map_err(|e| format!("`{text}` is not a number of pixels: {e}"))?;
+    cxr_image::Target::check_size(size)?;
+    Ok(size)
 }
 
 /// A `fit` command resolved: the run, how to run it, and the run store it trains in, if any.
@@ -818,14 +884,24 @@ impl PretrainArgs {
     }
 }
 
+/// What `predict` runs: a split of shards, or image files.
+#[derive(Debug)]
+pub enum PredictJob<'a> {
+    Split(PredictOptions<'a>),
+    Images(ImagePredictOptions),
+}
+
 impl PredictArgs {
     /// What to predict. An --out that is one of the inputs is refused before anything is read.
-    pub fn options(&self) -> Result<PredictOptions<'_>> {
-        let index = self.shards.join(cxr_core::shard::INDEX_FILE);
+    pub fn job(&self) -> Result<PredictJob<'_>> {
+        let (Some(shards), Some(manifest)) = (&self.shards, &self.manifest) else {
+            return self.images().map(PredictJob::Images);
+        };
+        let index = shards.join(cxr_core::shard::INDEX_FILE);
         let inputs = [
             ("--checkpoint", self.checkpoint.as_path()),
-            ("--manifest", &self.manifest),
-            ("--shards", &self.shards),
+            ("--manifest", manifest),
+            ("--shards", shards),
             ("the --shards index", &index),
         ];
         paths::refuse_output_among_inputs(("--out", &self.out), &inputs)?;
@@ -835,10 +911,10 @@ impl PredictArgs {
                 self.split
             )
         })?;
-        Ok(PredictOptions {
+        Ok(PredictJob::Split(PredictOptions {
             checkpoint: &self.checkpoint,
-            shards: &self.shards,
-            manifest: &self.manifest,
+            shards,
+            manifest,
             split,
             frontal_only: self.frontal_only,
             out: &self.out,
@@ -846,6 +922,45 @@ impl PredictArgs {
             chunk_images: self.chunk,
             device: device(&self.device)?,
             precision: precision(&self.precision)?,
+        }))
+    }
+
+    fn images(&self) -> Result<ImagePredictOptions> {
+        let mut inputs = vec![("--checkpoint", self.checkpoint.as_path())];
+        inputs.extend(self.image.iter().map(|p| ("--image", p.as_path())));
+        paths::refuse_output_among_inputs(("--out", &self.out), &inputs)?;
+        let dicom = self
+            .dicom_intensity
+            .as_deref()
+            .map(|name| {
+                named(
+                    "--dicom-intensity",
+                    cxr_image::DicomIntensity::from_name(name).map_err(anyhow::Error::msg),
+                )
+            })
+            .transpose()?;
+        let cam_dir = || {
+            self.cam_dir
+                .clone()
+                .unwrap_or_else(|| image_predict::default_cam_dir(&self.out))
+        };
+        Ok(ImagePredictOptions {
+            checkpoint: self.checkpoint.clone(),
+            images: self.image.clone(),
+            out: self.out.clone(),
+            batch_size: self.batch_size,
+            device: device(&self.device)?,
+            precision: precision(&self.precision)?,
+            input: InputFlags {
+                size: self.size,
+                resize: self.resize.map(|r| match r {
+                    ResizeArg::Pad => Resize::Pad,
+                    ResizeArg::CentreCrop => Resize::CentreCrop,
+                }),
+                full_decode: self.full_decode,
+                dicom,
+            },
+            cam: self.cam.clone().map(|name| (name, cam_dir())),
         })
     }
 }
@@ -1495,7 +1610,10 @@ mod tests {
         let Command::Predict(args) = parse(&line("predict", &defaults, extra)) else {
             unreachable!("a predict command")
         };
-        check(args.options());
+        check(args.job().map(|job| match job {
+            PredictJob::Split(options) => options,
+            PredictJob::Images(_) => panic!("a split to predict"),
+        }));
     }
 
     #[test]
@@ -1523,9 +1641,125 @@ mod tests {
             (&["--device", "tpu"], "--device: "),
         ] {
             predict(args, |options| {
-                let err = format!("{:#}", options.err().expect("refused"));
+                let err = format!("{:#}", options.expect_err("refused"));
                 assert!(err.starts_with(expected), "{args:?}: {err}");
             });
+        }
+    }
+
+    /// `predict --image` with `extra`, resolved (or the parser's error).
+    fn predict_images(extra: &[&str]) -> std::result::Result<Result<ImagePredictOptions>, String> {
+        let base = [
+            "cxr-train",
+            "predict",
+            "--checkpoint",
+            "/runs/r/best.safetensors",
+        ];
+        let line = [&base[..], extra].concat();
+        let cli = Cli::try_parse_from(line).map_err(|e| e.to_string())?;
+        let Command::Predict(args) = cli.command else {
+            unreachable!("a predict command")
+        };
+        Ok(args.job().map(|job| match job {
+            PredictJob::Images(options) => options,
+            PredictJob::Split(_) => panic!("images to predict"),
+        }))
+    }
+
+    #[test]
+    fn predict_image_options() {
+        let files = ["--image", "/x/a.png", "/y/b.dcm", "--out", "/out/p.parquet"];
+        let o = predict_images(&files).unwrap().unwrap();
+        assert_eq!(o.images, [PathBuf::from("/x/a.png"), "/y/b.dcm".into()]);
+        assert_eq!(o.input, InputFlags::default());
+        assert_eq!(o.cam, None);
+        let extra = [
+            "--size",
+            "96",
+            "--resize",
+            "centre-crop",
+            "--full-decode",
+            "--dicom-intensity",
+            "full-range",
+            "--cam",
+            "Edema",
+        ];
+        let o = predict_images(&[&files[..], &extra].concat())
+            .unwrap()
+            .unwrap();
+        let want = InputFlags {
+            size: Some(96),
+            resize: Some(Resize::CentreCrop),
+            full_decode: Some(true),
+            dicom: Some(cxr_image::DicomIntensity::FullRange),
+        };
+        assert_eq!(o.input, want);
+        // Heatmaps go beside the predictions unless --cam-dir says otherwise.
+        assert_eq!(o.cam, Some(("Edema".into(), "/out".into())));
+        let o = predict_images(
+            &[
+                &files[..],
+                &["--full-decode", "false", "--cam", "view", "--cam-dir", "/h"],
+            ]
+            .concat(),
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(o.input.full_decode, Some(false));
+        assert_eq!(o.cam, Some(("view".into(), "/h".into())));
+    }
+
+    #[test]
+    fn predict_image_refusals() {
+        let files = ["--image", "/x/a.png", "--out", "/out/p.parquet"];
+        // Refused by the parser: a split's flags with --image, image flags without it.
+        for extra in [
+            &["--shards", "/s"][..],
+            &["--split", "valid"],
+            &["--frontal-only"],
+        ] {
+            let err = predict_images(&[&files[..], extra].concat()).unwrap_err();
+            assert!(err.contains("cannot be used with"), "{extra:?}: {err}");
+        }
+        let split = [
+            "--shards",
+            "/s",
+            "--manifest",
+            "/m.parquet",
+            "--out",
+            "/o.parquet",
+        ];
+        for extra in [
+            &["--cam", "Edema"][..],
+            &["--size", "64"],
+            &["--resize", "pad"],
+            &["--full-decode"],
+            &["--dicom-intensity", "window"],
+        ] {
+            let err = predict_images(&[&split[..], extra].concat()).unwrap_err();
+            let refused = format!("'--shards <SHARDS>' cannot be used with '{}", extra[0]);
+            assert!(err.contains(&refused), "{extra:?}: {err}");
+        }
+        let err = predict_images(&["--out", "/o.parquet"]).unwrap_err();
+        assert!(err.contains("--shards <SHARDS>"), "{err}");
+        let err = predict_images(&[&files[..], &["--size", "8"]].concat()).unwrap_err();
+        assert!(err.contains("--size 8 is out of range"), "{err}");
+        // Refused as the line is resolved.
+        for (extra, expected) in [
+            (
+                &["--image", "/out/p.parquet"][..],
+                "--out /out/p.parquet is also an input (--image /out/p.parquet)",
+            ),
+            (
+                &["--dicom-intensity", "bright"],
+                "--dicom-intensity: DICOM intensity `bright`: use window or full-range",
+            ),
+        ] {
+            let err = predict_images(&[&files[..], extra].concat())
+                .unwrap()
+                .unwrap_err();
+            let err = format!("{err:#}");
+            assert!(err.starts_with(expected), "{extra:?}: {err}");
         }
     }
 

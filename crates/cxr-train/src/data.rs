@@ -250,6 +250,26 @@ pub struct DeviceBatch {
 }
 
 impl Batch {
+    /// Grey squares (`size * size` levels each) as a batch without targets, normalised exactly
+    /// as [`Samples::batch`] normalises a shard's images without augmentation: what `cxr-train
+    /// predict --image` feeds the model.
+    pub fn from_pixels(pixels: &[&[u8]], size: usize, norm: &Normalisation) -> Batch {
+        let per = norm.mean.len() * size * size;
+        let mut images = vec![0f32; pixels.len() * per];
+        images
+            .par_chunks_mut(per)
+            .zip(pixels)
+            .for_each(|(out, grey)| prepare(grey, size, None, norm, out));
+        Batch {
+            len: pixels.len(),
+            channels: norm.mean.len(),
+            size,
+            images,
+            targets: Vec::new(),
+            masks: Vec::new(),
+        }
+    }
+
     pub fn to_device(self, device: &Device) -> Result<DeviceBatch> {
         let n = self.len;
         let per_head = |list: Vec<Vec<f32>>| -> Result<Vec<Tensor>> {

@@ -3,8 +3,9 @@
 //! (sex, age, view), reproducible and resumable.
 //!
 //! The library is what the `cxr-train` binary runs: [`trainer::fit`] with a
-//! [`config::TrainConfig`], and [`predict::run`] for a predictions file `cxr-eval` scores; its
-//! flags, and how they become those configurations, are [`cli`]'s.
+//! [`config::TrainConfig`], and [`predict::run`] for a predictions file `cxr-eval` scores
+//! ([`image_predict::run`] for single image files, with Grad-CAM heatmaps); its flags, and how
+//! they become those configurations, are [`cli`]'s.
 
 pub mod augment;
 pub mod barlow;
@@ -15,6 +16,9 @@ pub mod config;
 pub mod dam;
 pub mod data;
 pub mod gpu_check;
+pub mod heatmap;
+pub mod image_predict;
+pub mod input;
 pub mod labels;
 pub mod numeric;
 pub mod optim;

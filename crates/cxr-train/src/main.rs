@@ -4,8 +4,8 @@
 
 use anyhow::{Context, Result};
 use clap::Parser;
-use cxr_train::cli::{BenchJob, Cli, Command, FitArgs, PretrainArgs};
-use cxr_train::{bench, gpu_check, predict};
+use cxr_train::cli::{BenchJob, Cli, Command, FitArgs, PredictJob, PretrainArgs};
+use cxr_train::{bench, gpu_check, image_predict, predict};
 use std::io::IsTerminal;
 
 fn main() {
@@ -21,14 +21,35 @@ fn run() -> Result<()> {
     match cli.command {
         Command::Fit(args) => fit(&args)?,
         Command::Pretrain(args) => pretrain(&args)?,
-        Command::Predict(args) => {
-            let options = args.options()?;
-            let n = predict::run(&options)?;
-            eprintln!(
-                "wrote predictions for {n} images to {}",
-                options.out.display()
-            );
-        }
+        Command::Predict(args) => match args.job()? {
+            PredictJob::Split(options) => {
+                let n = predict::run(&options)?;
+                eprintln!(
+                    "wrote predictions for {n} images to {}",
+                    options.out.display()
+                );
+            }
+            PredictJob::Images(options) => {
+                let summary = image_predict::run(&options)?;
+                eprintln!("input: {}", summary.input);
+                print!("{}", image_predict::table(&summary.predictions));
+                eprintln!(
+                    "wrote predictions for {} images to {}",
+                    summary.predictions.len(),
+                    options.out.display()
+                );
+                if let (Some((png, _)), Some((name, dir))) =
+                    (summary.heatmaps.first(), &options.cam)
+                {
+                    eprintln!(
+                        "wrote Grad-CAM heatmaps of {name} for {} images to {} (e.g. {})",
+                        summary.heatmaps.len(),
+                        dir.display(),
+                        png.display()
+                    );
+                }
+            }
+        },
         Command::Bench(args) => match args.job()? {
             BenchJob::Loader(options) => {
                 let report = bench::loader(&options)?;

@@ -16,7 +16,7 @@ use anyhow::{Context, Result};
 use candle_core::{Device, Tensor};
 use cxr_core::predictions::Predictions;
 use cxr_core::{atomic, hash::sha256_hex, LabelPolicy, Manifest, Observation, Split};
-use cxr_models::{Model, Precision};
+use cxr_models::{CheckpointMetadata, Model, ModelOutput, Precision};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -48,14 +48,21 @@ fn infer_range(
     for chunk in positions.chunks(batch_size.max(1)) {
         let batch = samples.batch(chunk, None, norm).to_device(model.device())?;
         let out = inference.infer(&batch.images)?;
-        for (h, head) in samples.heads.iter().enumerate() {
-            let t = out
-                .head(head.task.name())
-                .with_context(|| format!("the model has no `{}` head", head.task.name()))?;
-            logits[h].extend(t.to_device(&Device::Cpu)?.flatten_all()?.to_vec1::<f32>()?);
-        }
+        append_logits(&out, &samples.heads, &mut logits)?;
     }
     Ok(logits)
+}
+
+/// Appends a batch's logits of each of `heads` to `logits` (one list per head, as [`infer`]
+/// returns them).
+pub fn append_logits(out: &ModelOutput, heads: &[HeadTask], logits: &mut [Vec<f32>]) -> Result<()> {
+    for (all, head) in logits.iter_mut().zip(heads) {
+        let t = out
+            .head(head.task.name())
+            .with_context(|| format!("the model has no `{}` head", head.task.name()))?;
+        all.extend(t.to_device(&Device::Cpu)?.flatten_all()?.to_vec1::<f32>()?);
+    }
+    Ok(())
 }
 
 /// Logits as `[n, outputs]` tensors on the CPU, one per head.
@@ -74,22 +81,46 @@ pub fn logit_tensors(samples: &Samples, logits: &[Vec<f32>]) -> Result<Vec<Tenso
         .collect()
 }
 
-/// Predictions (probabilities; age in years) from logits.
-pub fn predictions(samples: &Samples, logits: &[Vec<f32>]) -> Result<Predictions> {
+/// Predictions (probabilities; age in years) of the images `image_ids` from the logits of
+/// `heads` (as [`infer`] returns them).
+pub fn predictions(
+    image_ids: &[String],
+    heads: &[HeadTask],
+    logits: &[Vec<f32>],
+) -> Result<Predictions> {
     let mut tasks = Vec::new();
     let mut scores = Vec::new();
-    for (head, v) in samples.heads.iter().zip(logits) {
+    for (head, v) in heads.iter().zip(logits) {
         let k = head.outputs();
         for (c, name) in head.columns.iter().enumerate() {
             tasks.push(name.clone());
             scores.push(
-                (0..samples.len())
+                (0..image_ids.len())
                     .map(|i| head.score(v[i * k + c]))
                     .collect(),
             );
         }
     }
-    Ok(Predictions::new(samples.image_ids.clone(), tasks, scores)?)
+    Ok(Predictions::new(image_ids.to_vec(), tasks, scores)?)
+}
+
+/// A checkpoint's model (in `precision`, on `device`), its metadata and the input
+/// normalisation it was trained with (ImageNet's for checkpoints that do not record one).
+pub fn load_checkpoint(
+    path: &Path,
+    device: &Device,
+    precision: Precision,
+) -> Result<(Model, CheckpointMetadata, Normalisation)> {
+    let (mut model, meta) = Model::from_checkpoint(path, device)
+        .with_context(|| format!("cannot load the checkpoint {}", path.display()))?;
+    model.set_precision(precision);
+    let norm = match meta.training_config.get("normalisation") {
+        Some(json) => {
+            serde_json::from_str(json).context("bad `normalisation` in the checkpoint")?
+        }
+        None => Normalisation::imagenet(model.config().in_channels),
+    };
+    Ok((model, meta, norm))
 }
 
 /// The head tasks a checkpoint's heads stand for.
@@ -117,6 +148,7 @@ pub fn heads_of(model: &Model) -> Result<Vec<HeadTask>> {
 }
 
 /// What `cxr-train predict` needs.
+#[derive(Debug)]
 pub struct PredictOptions<'a> {
     pub checkpoint: &'a Path,
     pub shards: &'a Path,
@@ -133,20 +165,7 @@ pub struct PredictOptions<'a> {
 
 /// Score one split with a checkpoint and write the predictions file; returns the image count.
 pub fn run(options: &PredictOptions) -> Result<usize> {
-    let (mut model, meta) = Model::from_checkpoint(options.checkpoint, &options.device)
-        .with_context(|| {
-            format!(
-                "cannot load the checkpoint {}",
-                options.checkpoint.display()
-            )
-        })?;
-    model.set_precision(options.precision);
-    let norm = match meta.training_config.get("normalisation") {
-        Some(json) => {
-            serde_json::from_str(json).context("bad `normalisation` in the checkpoint")?
-        }
-        None => Normalisation::imagenet(model.config().in_channels),
-    };
+    let (model, _, norm) = load_checkpoint(options.checkpoint, &options.device, options.precision)?;
     let manifest = Manifest::read(options.manifest)?;
     let set = Arc::new(ShardSet::open(options.shards, &manifest)?);
     let filter = Filter {
@@ -161,7 +180,7 @@ pub fn run(options: &PredictOptions) -> Result<usize> {
     }
     let partial = Partial::open(options, &samples)?;
     let logits = partial.infer(&model, &samples, &norm)?;
-    predictions(&samples, &logits)?.write(options.out)?;
+    predictions(&samples.image_ids, &samples.heads, &logits)?.write(options.out)?;
     partial
         .remove()
         .with_context(|| format!("cannot remove {}", partial.dir.display()))?;

@@ -565,7 +565,8 @@ impl<'a> Run<'a> {
             &config.normalisation,
             config.batch_size,
         )?;
-        predict::predictions(&self.data.valid, &logits)?.write(out)?;
+        let valid = &self.data.valid;
+        predict::predictions(&valid.image_ids, &valid.heads, &logits)?.write(out)?;
         Ok(())
     }
 }

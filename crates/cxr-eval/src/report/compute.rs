@@ -4,12 +4,13 @@
 //! hold and what the tables show.
 
 use super::types::{
-    CompareReport, MeanComparison, MeanResult, ScoreReport, Setup, TaskComparison, TaskResult,
+    CompareReport, MeanComparison, MeanResult, Observations, ScoreReport, Setup, TaskComparison,
+    TaskResult,
 };
 use crate::auc::{roc_auc_known, Ranked};
 use crate::bootstrap::{self, Bootstrap};
 use crate::delong::{self, DeLong};
-use crate::labels::{EvalSet, TaskData, TaskKind};
+use crate::labels::{EvalSet, Task, TaskData, TaskKind};
 use cxr_core::COMPETITION_5;
 use std::path::Path;
 
@@ -35,7 +36,25 @@ pub fn setup(
         n_patients: set.patient_ids.len(),
         bootstrap,
         min_positives,
+        observations: observations(set),
     }
+}
+
+/// The observations of `set`'s tasks and of its unscored tasks, with the images' datasets.
+fn observations(set: &EvalSet) -> Observations {
+    Observations {
+        datasets: set.datasets.iter().map(|d| d.to_string()).collect(),
+        shared: observation_names(set.tasks.iter().map(|t| &t.task)),
+        unlabelled: observation_names(set.unlabelled.iter()),
+    }
+}
+
+/// The names of the pathology tasks among `tasks` (sex and view are not observations).
+fn observation_names<'a>(tasks: impl Iterator<Item = &'a Task>) -> Vec<String> {
+    tasks
+        .filter(|t| matches!(t.kind, TaskKind::Pathology(_)))
+        .map(|t| t.kind.name().to_string())
+        .collect()
 }
 
 /// Whether each task enters the means: its AUC is defined and it has at least `min` positives
@@ -385,6 +404,8 @@ mod tests {
             unit_patient: vec![0, 0, 1, 1, 2, 2],
             patient_ids: vec!["a".into(), "b".into(), "c".into()],
             n_images: 6,
+            datasets: vec![cxr_core::Dataset::Chexpert],
+            unlabelled: Vec::new(),
             splits: Vec::new(),
             tasks: vec![
                 task("Edema", known.clone()),

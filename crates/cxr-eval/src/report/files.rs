@@ -218,6 +218,8 @@ mod tests {
             unit_patient: (0..40).map(|i| i / 2).collect(),
             patient_ids: (0..20).map(|i| format!("p{i}")).collect(),
             n_images: 80,
+            datasets: vec![cxr_core::Dataset::Chexpert],
+            unlabelled: Vec::new(),
             splits: vec![SplitCount {
                 split: Split::Valid,
                 images: 80,

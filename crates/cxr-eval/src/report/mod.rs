@@ -27,5 +27,6 @@ mod types;
 pub use compute::{compare, score, setup};
 pub use render::fmt_p;
 pub use types::{
-    CompareReport, MeanComparison, MeanResult, ScoreReport, Setup, TaskComparison, TaskResult,
+    CompareReport, MeanComparison, MeanResult, Observations, ScoreReport, Setup, TaskComparison,
+    TaskResult,
 };

@@ -2,7 +2,9 @@
 //! width, decimal and wording choice is here, so changing how a number looks never touches how
 //! it is computed. Undefined AUCs show as `n/a` with the reason, never as a number.
 
-use super::types::{CompareReport, MeanComparison, ScoreReport, Setup, TaskComparison, TaskResult};
+use super::types::{
+    CompareReport, MeanComparison, Observations, ScoreReport, Setup, TaskComparison, TaskResult,
+};
 use crate::bootstrap::Interval;
 use crate::labels::Aggregate;
 use std::fmt::Write as _;
@@ -49,9 +51,15 @@ fn header(out: &mut String, s: &Setup) {
     };
     let _ = writeln!(
         out,
-        "labels     {}, policy {}, unit: {unit}",
-        s.manifest, s.policy
+        "labels     {} ({}), policy {}, unit: {unit}",
+        s.manifest,
+        s.observations.datasets.join(", "),
+        s.policy
     );
+    if let Some([shared, unscored]) = s.observations.describe() {
+        let _ = writeln!(out, "shared     {shared}");
+        let _ = writeln!(out, "unscored   {unscored}");
+    }
     splits_line(out, s);
     let _ = match s.bootstrap {
         Some(b) => writeln!(
@@ -68,6 +76,30 @@ fn header(out: &mut String, s: &Setup) {
             s.n_patients
         ),
     };
+}
+
+impl Observations {
+    /// What was scored and what not, as two sentences, when some predicted observation was
+    /// left out because the images' datasets never label it (`None` when every one was scored):
+    /// what a reader of a cross-dataset score must know before reading its means.
+    pub fn describe(&self) -> Option<[String; 2]> {
+        if self.unlabelled.is_empty() {
+            return None;
+        }
+        let datasets = self.datasets.join(" and ");
+        Some([
+            format!(
+                "scored over the {} observations the predictions and {datasets} share: {}",
+                self.shared.len(),
+                self.shared.join(", ")
+            ),
+            format!(
+                "not scored: the {} predicted observations {datasets} never labels: {}",
+                self.unlabelled.len(),
+                self.unlabelled.join(", ")
+            ),
+        ])
+    }
 }
 
 /// The manifest splits scored, when known; training images are called out.
@@ -165,7 +197,8 @@ impl ScoreReport {
 fn score_row(out: &mut String, t: &TaskResult, total: Option<usize>) {
     let ci = match (t.auc, t.n) {
         (None, 0) => "no known labels".to_string(),
-        (None, _) => "one class only".to_string(),
+        (None, _) if t.n_pos == 0 => "one class only: no positives".to_string(),
+        (None, _) => "one class only: no negatives".to_string(),
         _ if t.too_few => format!("{}  (too few: not in means)", fmt_ci(t.ci, total)),
         _ => fmt_ci(t.ci, total),
     };

@@ -29,6 +29,23 @@ pub struct Setup {
     pub bootstrap: Option<Bootstrap>,
     /// Tasks with fewer positives or negatives than this are left out of means.
     pub min_positives: usize,
+    /// The observations scored: those the predictions and the images' datasets share.
+    pub observations: Observations,
+}
+
+/// Which observations were scored, and which were not because the scored images' dataset never
+/// labels them (a CheXpert model on NIH: 8 shared, 6 unlabelled). Means are over the shared
+/// ones only, so this names what a mean AUC is a mean of, across datasets.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Observations {
+    /// The datasets of the scored images, as the manifest spells them (`["nih"]`).
+    pub datasets: Vec<String>,
+    /// The predicted observations the datasets label: the ones scored, in the predictions'
+    /// order.
+    pub shared: Vec<String>,
+    /// The predicted observations none of the datasets labels: not scored, since their blank
+    /// labels mean "never looked for", not "absent".
+    pub unlabelled: Vec<String>,
 }
 
 /// One task's AUC.

@@ -5,7 +5,7 @@
 
 use super::experiment::{Experiment, TestSet};
 use super::numbers::{age_mae, differences, endpoints, Difference, Endpoint, RunNumbers};
-use crate::report::{CompareReport, ScoreReport};
+use crate::report::{CompareReport, Observations, ScoreReport};
 use anyhow::Result;
 use cxr_core::predictions::Predictions;
 use cxr_core::Manifest;
@@ -37,6 +37,9 @@ pub(super) struct SetNumbers {
     /// The manifest splits of the scored images (`metrics.json`'s `splits`: images per split),
     /// each different one once. Several mean the runs scored different images.
     pub splits: Vec<BTreeMap<String, usize>>,
+    /// The observations scored and left out (`metrics.json`'s `observations`), each different
+    /// one once: on another dataset than the training one, what the means are over.
+    pub observations: Vec<Observations>,
 }
 
 impl SetNumbers {
@@ -136,6 +139,7 @@ impl SetReader<'_> {
             diffs: Vec::new(),
             min_positives: None,
             splits: Vec::new(),
+            observations: Vec::new(),
         };
         for config in &exp.configs {
             let mut row = Vec::new();
@@ -165,6 +169,9 @@ impl SetReader<'_> {
             numbers.min_positives = numbers.min_positives.or(Some(setup.min_positives));
             if !numbers.splits.contains(&setup.splits) {
                 numbers.splits.push(setup.splits.clone());
+            }
+            if !numbers.observations.contains(&setup.observations) {
+                numbers.observations.push(setup.observations.clone());
             }
             Some(endpoints(&report))
         } else if let (true, Some(m)) = (preds.exists(), self.manifest) {

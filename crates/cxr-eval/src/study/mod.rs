@@ -83,7 +83,7 @@ mod tests {
     use crate::delong::DeLong;
     use crate::labels::Aggregate;
     use crate::report::{
-        CompareReport, MeanResult, ScoreReport, Setup, TaskComparison, TaskResult,
+        CompareReport, MeanResult, Observations, ScoreReport, Setup, TaskComparison, TaskResult,
     };
     use cxr_core::predictions::Predictions;
     use cxr_core::Manifest;
@@ -174,6 +174,11 @@ mod tests {
             n_patients: 92,
             bootstrap: None,
             min_positives: 10,
+            observations: Observations {
+                datasets: vec!["chexpert".into()],
+                shared: Vec::new(),
+                unlabelled: Vec::new(),
+            },
         }
     }
 

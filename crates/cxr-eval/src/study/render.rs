@@ -190,6 +190,11 @@ fn set_tables(exp: &Experiment, pairs: &[[String; 2]], l: &SetNumbers, out: &mut
             );
         }
     }
+    for scope in &l.observations {
+        if let Some([shared, unscored]) = scope.describe() {
+            let _ = writeln!(out, "Observations: {shared}; {unscored}.\n");
+        }
+    }
     headline_tables(exp, l, out);
     if !pairs.is_empty() {
         pair_table(exp, pairs, l, out);
