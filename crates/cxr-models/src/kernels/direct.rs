@@ -298,6 +298,26 @@ type DotKernel = unsafe fn(*const f32, *const f32, usize, &mut [f32; DOT_SUMS]);
 /// Floats of [`Direct::weight_grad_image`]'s sums: 4 channels x 3 taps x the widest vector.
 const DOT_SUMS: usize = CHANNELS * 3 * 16;
 
+/// Assembly zeroing the 12 accumulators of both microkernels, of either width: a VEX-encoded
+/// `vxorps` on the low 128 bits clears the whole register, and needs no AVX-512DQ (which
+/// `vxorps zmm` would).
+macro_rules! zero_accumulators {
+    () => {
+        "vxorps xmm0, xmm0, xmm0
+         vxorps xmm1, xmm1, xmm1
+         vxorps xmm2, xmm2, xmm2
+         vxorps xmm3, xmm3, xmm3
+         vxorps xmm4, xmm4, xmm4
+         vxorps xmm5, xmm5, xmm5
+         vxorps xmm6, xmm6, xmm6
+         vxorps xmm7, xmm7, xmm7
+         vxorps xmm8, xmm8, xmm8
+         vxorps xmm9, xmm9, xmm9
+         vxorps xmm10, xmm10, xmm10
+         vxorps xmm11, xmm11, xmm11"
+    };
+}
+
 /// The two microkernels for one vector width: `$v` names its registers (`ymm`, `zmm`, which
 /// also spells the memory operands' size: `ymmword`), `$bytes` is one vector's size and `$lanes`
 /// its floats. Written in assembly because the register budget is exact: 12 accumulators, 3
@@ -305,9 +325,6 @@ const DOT_SUMS: usize = CHANNELS * 3 * 16;
 /// accumulator was spilled to the stack and reloaded every tap, a store-to-load chain that
 /// halved the speed. AVX-512 has 32 registers but the same body is kept for both widths: a test
 /// on either machine then checks the instructions the other runs, up to the register names.
-///
-/// The accumulators are zeroed through their low 128 bits: a VEX-encoded `vxorps` clears the
-/// whole register, and needs no AVX-512DQ (which `vxorps zmm` would).
 macro_rules! microkernels {
     ($name:ident, $features:literal, $v:literal, $bytes:literal, $lanes:literal,
      [$($register:tt),*]) => {
@@ -341,18 +358,7 @@ macro_rules! microkernels {
                 // registers it touches are declared clobbered.
                 unsafe {
                     std::arch::asm!(
-                        "vxorps xmm0, xmm0, xmm0",
-                        "vxorps xmm1, xmm1, xmm1",
-                        "vxorps xmm2, xmm2, xmm2",
-                        "vxorps xmm3, xmm3, xmm3",
-                        "vxorps xmm4, xmm4, xmm4",
-                        "vxorps xmm5, xmm5, xmm5",
-                        "vxorps xmm6, xmm6, xmm6",
-                        "vxorps xmm7, xmm7, xmm7",
-                        "vxorps xmm8, xmm8, xmm8",
-                        "vxorps xmm9, xmm9, xmm9",
-                        "vxorps xmm10, xmm10, xmm10",
-                        "vxorps xmm11, xmm11, xmm11",
+                        zero_accumulators!(),
                         "2:",
                         "mov {tap:e}, dword ptr [{offsets}]",
                         concat!("vmovups ", $v, "12, ", $v, "word ptr [{input} + 4*{tap}]"),
@@ -427,18 +433,7 @@ macro_rules! microkernels {
                 // vector registers are declared clobbered.
                 unsafe {
                     std::arch::asm!(
-                        "vxorps xmm0, xmm0, xmm0",
-                        "vxorps xmm1, xmm1, xmm1",
-                        "vxorps xmm2, xmm2, xmm2",
-                        "vxorps xmm3, xmm3, xmm3",
-                        "vxorps xmm4, xmm4, xmm4",
-                        "vxorps xmm5, xmm5, xmm5",
-                        "vxorps xmm6, xmm6, xmm6",
-                        "vxorps xmm7, xmm7, xmm7",
-                        "vxorps xmm8, xmm8, xmm8",
-                        "vxorps xmm9, xmm9, xmm9",
-                        "vxorps xmm10, xmm10, xmm10",
-                        "vxorps xmm11, xmm11, xmm11",
+                        zero_accumulators!(),
                         "2:",
                         concat!("vmovups ", $v, "12, ", $v, "word ptr [{x}]"),
                         concat!("vmovups ", $v, "13, ", $v, "word ptr [{x} + 4]"),
