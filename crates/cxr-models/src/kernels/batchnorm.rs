@@ -19,7 +19,7 @@ use std::sync::Arc;
 use candle_core::{CpuStorage, CustomOp3, Layout, Shape, Tensor};
 
 use super::planes::{Order, Planes, View};
-use super::{for_overwrite, tensor, values, with_values};
+use super::{for_overwrite, tensor, values, vectorized, with_values};
 
 /// Batch mean and biased variance per channel (what train mode normalises with).
 #[derive(Clone, Debug)]
@@ -49,18 +49,20 @@ pub(super) fn batch_stats(x: View, s: Planes) -> BatchStats {
 /// reductions were most of BatchNorm's time; 16 lanes vectorise.
 const LANES: usize = 16;
 
-/// `Σ f(v)` over `values`: f32 within each lane, f64 across lanes (and, by the callers,
-/// across planes).
-fn lane_sum(values: &[f32], f: impl Fn(f32) -> f32) -> f64 {
-    let mut lanes = [0f32; LANES];
-    let chunks = values.chunks_exact(LANES);
-    let tail: f32 = chunks.remainder().iter().map(|&v| f(v)).sum();
-    for chunk in chunks {
-        for (lane, &v) in lanes.iter_mut().zip(chunk) {
-            *lane += f(v);
+vectorized! {
+    /// `Σ f(v)` over `values`: f32 within each lane, f64 across lanes (and, by the callers,
+    /// across planes).
+    fn lane_sum(values: &[f32], f: impl Fn(f32) -> f32) -> f64 {
+        let mut lanes = [0f32; LANES];
+        let chunks = values.chunks_exact(LANES);
+        let tail: f32 = chunks.remainder().iter().map(|&v| f(v)).sum();
+        for chunk in chunks {
+            for (lane, &v) in lanes.iter_mut().zip(chunk) {
+                *lane += f(v);
+            }
         }
+        lanes.iter().map(|&l| l as f64).sum::<f64>() + tail as f64
     }
-    lanes.iter().map(|&l| l as f64).sum::<f64>() + tail as f64
 }
 
 /// `1 / sqrt(var + eps)` per channel.
@@ -125,17 +127,15 @@ impl Norm<'_> {
             .collect();
         s.map(dx, dx_order, |image, c, out| {
             let (k_g, mean_g, k_x) = coefs[c];
-            let mean = self.mean[c];
-            let src = x.plane(s, image, c).iter();
-            let src = src.zip(y.plane(s, image, c)).zip(dy.plane(s, image, c));
-            let grads = src.map(|((&x, &y), &dy)| {
-                k_g * (masked(dy, y, self.relu) - mean_g) + k_x * (x - mean)
-            });
-            if accumulate {
-                out.iter_mut().zip(grads).for_each(|(o, d)| *o += d);
-            } else {
-                out.iter_mut().zip(grads).for_each(|(o, d)| *o = d);
-            }
+            let coefs = GradCoefs {
+                k_g,
+                mean_g,
+                k_x,
+                mean: self.mean[c],
+                relu: self.relu,
+            };
+            let [x, y, dy] = [x, y, dy].map(|v| v.plane(s, image, c));
+            plane_input_grad(out, x, y, dy, coefs, accumulate);
         });
         let dweight = sums.iter().zip(self.invstd);
         let dweight = dweight.map(|(&(_, gx), &i)| (gx * i as f64) as f32);
@@ -184,8 +184,13 @@ pub(super) fn affine_into(
     order: Order,
 ) {
     s.map(out, order, |image, c, out| {
-        let (a, b) = (scale[c], shift[c]);
-        let src = x.plane(s, image, c);
+        affine_plane(out, x.plane(s, image, c), scale[c], shift[c], relu)
+    });
+}
+
+vectorized! {
+    /// `out = relu?(src * a + b)`.
+    fn affine_plane(out: &mut [f32], src: &[f32], a: f32, b: f32, relu: bool) {
         if relu {
             out.iter_mut()
                 .zip(src)
@@ -193,7 +198,7 @@ pub(super) fn affine_into(
         } else {
             out.iter_mut().zip(src).for_each(|(o, &v)| *o = v * a + b);
         }
-    });
+    }
 }
 
 /// [`affine_into`] a new image-major tensor.
@@ -206,6 +211,7 @@ fn affine(x: &[f32], s: Planes, scale: &[f32], shift: &[f32], relu: bool) -> Vec
 }
 
 /// The gradient reaching the affine map: `dy`, zeroed where the fused ReLU clipped.
+#[inline(always)]
 fn masked(dy: f32, y: f32, relu: bool) -> f32 {
     if relu && y <= 0.0 {
         0.0
@@ -225,29 +231,63 @@ fn grad_sums(x: View, y: View, dy: View, s: Planes, centre: &[f32], relu: bool) 
     })
 }
 
-/// `Σ g` and `Σ g * (x - centre)` over one plane, in [`LANES`] lanes.
-fn plane_grad_sums(x: &[f32], y: &[f32], dy: &[f32], centre: f32, relu: bool) -> (f64, f64) {
-    let (mut g_lanes, mut gx_lanes) = ([0f32; LANES], [0f32; LANES]);
-    let whole = x.len() / LANES * LANES;
-    let xs = x[..whole].chunks_exact(LANES);
-    let chunks = xs
-        .zip(y[..whole].chunks_exact(LANES))
-        .zip(dy[..whole].chunks_exact(LANES));
-    for ((x, y), dy) in chunks {
-        for i in 0..LANES {
+vectorized! {
+    /// `Σ g` and `Σ g * (x - centre)` over one plane, in [`LANES`] lanes.
+    fn plane_grad_sums(x: &[f32], y: &[f32], dy: &[f32], centre: f32, relu: bool) -> (f64, f64) {
+        let (mut g_lanes, mut gx_lanes) = ([0f32; LANES], [0f32; LANES]);
+        let whole = x.len() / LANES * LANES;
+        let xs = x[..whole].chunks_exact(LANES);
+        let chunks = xs
+            .zip(y[..whole].chunks_exact(LANES))
+            .zip(dy[..whole].chunks_exact(LANES));
+        for ((x, y), dy) in chunks {
+            for i in 0..LANES {
+                let g = masked(dy[i], y[i], relu);
+                g_lanes[i] += g;
+                gx_lanes[i] += g * (x[i] - centre);
+            }
+        }
+        let total = |lanes: [f32; LANES]| lanes.iter().map(|&l| l as f64).sum::<f64>();
+        let (mut g_sum, mut gx_sum) = (total(g_lanes), total(gx_lanes));
+        for i in whole..x.len() {
             let g = masked(dy[i], y[i], relu);
-            g_lanes[i] += g;
-            gx_lanes[i] += g * (x[i] - centre);
+            g_sum += g as f64;
+            gx_sum += (g * (x[i] - centre)) as f64;
+        }
+        (g_sum, gx_sum)
+    }
+}
+
+/// One plane's `dx = k_g (g - mean_g) + k_x (x - mean)` (see [`Norm::backward`]).
+#[derive(Clone, Copy)]
+struct GradCoefs {
+    k_g: f32,
+    mean_g: f32,
+    k_x: f32,
+    mean: f32,
+    relu: bool,
+}
+
+vectorized! {
+    /// One plane's input gradient, written to `out` or added to it.
+    fn plane_input_grad(
+        out: &mut [f32],
+        x: &[f32],
+        y: &[f32],
+        dy: &[f32],
+        k: GradCoefs,
+        accumulate: bool,
+    ) {
+        let src = x.iter().zip(y).zip(dy);
+        let grads = src.map(|((&x, &y), &dy)| {
+            k.k_g * (masked(dy, y, k.relu) - k.mean_g) + k.k_x * (x - k.mean)
+        });
+        if accumulate {
+            out.iter_mut().zip(grads).for_each(|(o, d)| *o += d);
+        } else {
+            out.iter_mut().zip(grads).for_each(|(o, d)| *o = d);
         }
     }
-    let total = |lanes: [f32; LANES]| lanes.iter().map(|&l| l as f64).sum::<f64>();
-    let (mut g_sum, mut gx_sum) = (total(g_lanes), total(gx_lanes));
-    for i in whole..x.len() {
-        let g = masked(dy[i], y[i], relu);
-        g_sum += g as f64;
-        gx_sum += (g * (x[i] - centre)) as f64;
-    }
-    (g_sum, gx_sum)
 }
 
 /// The backward of a BatchNorm op whose inputs and output are candle tensors (image-major).
@@ -532,6 +572,44 @@ mod tests {
             let (got, want) = (run(fast, &vars, &mix), run(slow, &vars, &mix));
             for (i, what) in ["y", "dx", "dalpha", "dbeta"].iter().enumerate() {
                 assert_close(&got[i], &want[i], 1e-5, &format!("relu {relu}: {what}"));
+            }
+        }
+    }
+
+    /// The vectorised passes give the baseline's bits in every variant the CPU runs (a plane
+    /// length that leaves a tail after the lanes, ReLU on and off).
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn every_vector_variant_gives_the_same_bits() {
+        use crate::kernels::simd::assert_same_in_every_variant as same;
+        let value = |i: usize| ((i * 7919) % 201) as f32 / 50.0 - 2.0;
+        let [x, y, dy]: [Vec<f32>; 3] =
+            [0, 1, 2].map(|k| (0..1000).map(|i| value(i + 37 * k)).collect());
+        let bits = |v: &[f32]| v.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+        same("lane_sum", || lane_sum(&x, |v| (v - 0.3).powi(2)).to_bits());
+        for relu in [false, true] {
+            same("plane_grad_sums", || {
+                let (g, gx) = plane_grad_sums(&x, &y, &dy, 0.1, relu);
+                (g.to_bits(), gx.to_bits())
+            });
+            same("affine_plane", || {
+                let mut out = vec![0f32; x.len()];
+                affine_plane(&mut out, &x, 1.5, -0.25, relu);
+                bits(&out)
+            });
+            let k = GradCoefs {
+                k_g: 0.7,
+                mean_g: 0.05,
+                k_x: -0.3,
+                mean: 0.2,
+                relu,
+            };
+            for accumulate in [false, true] {
+                same("plane_input_grad", || {
+                    let mut out = y.clone();
+                    plane_input_grad(&mut out, &x, &y, &dy, k, accumulate);
+                    bits(&out)
+                });
             }
         }
     }

@@ -42,6 +42,19 @@ mod residual;
 mod simd;
 mod winograd;
 
+#[cfg(target_arch = "x86_64")]
+use simd::vectorized;
+
+/// Elsewhere than on x86-64, a [`vectorized!`](simd::vectorized) function is compiled once.
+#[cfg(not(target_arch = "x86_64"))]
+macro_rules! vectorized {
+    ($(#[$attr:meta])* $vis:vis fn $($rest:tt)*) => {
+        $(#[$attr])* $vis fn $($rest)*
+    };
+}
+#[cfg(not(target_arch = "x86_64"))]
+use vectorized;
+
 pub(crate) use batchnorm::{batch_norm_eval, batch_norm_train, BatchStats};
 pub(crate) use conv::{conv2d, FrozenWeights};
 pub(crate) use dense_block::{dense_block, DenseBlockSpec};
