@@ -104,11 +104,8 @@ impl Block {
         })
     }
 
-    /// On the CPU one fused op ([`kernels::residual_block`]), elsewhere candle's ops.
+    /// The block in candle's ops (off the CPU, or not in f32).
     fn forward(&self, x: &Tensor, mode: Mode) -> Result<Tensor> {
-        if kernels::on_cpu_f32(x) {
-            return self.fused(x, mode);
-        }
         let (last, inner) = self.path.split_last().expect("a block has convolutions");
         let mut out = x.clone();
         for conv_bn in inner {
@@ -122,15 +119,37 @@ impl Block {
         Ok((out + identity)?.relu()?)
     }
 
+    /// Its convolutions with their BatchNorms: the path's, then the projection.
+    fn conv_bns(&self) -> impl Iterator<Item = &ConvBn> {
+        self.path.iter().chain(&self.downsample)
+    }
+}
+
+/// The blocks of one `layerN`: on the CPU one fused op ([`kernels::residual_blocks`]),
+/// elsewhere candle's ops block by block.
+struct Stage(Vec<Block>);
+
+impl Stage {
+    fn forward(&self, x: &Tensor, mode: Mode) -> Result<Tensor> {
+        if kernels::on_cpu_f32(x) {
+            return self.fused(x, mode);
+        }
+        let mut x = x.clone();
+        for block in &self.0 {
+            x = block.forward(&x, mode)?;
+        }
+        Ok(x)
+    }
+
     fn fused(&self, x: &Tensor, mode: Mode) -> Result<Tensor> {
         BatchNorm::count(x, mode)?;
-        let conv_bns = || self.path.iter().chain(&self.downsample);
+        let conv_bns = || self.0.iter().flat_map(Block::conv_bns);
         let params = conv_bns().flat_map(|cb| [cb.conv.weight(), cb.bn.weight(), cb.bn.bias()]);
         let inputs = fused_inputs(x, params, conv_bns().map(|cb| &cb.bn), mode)?;
-        let (y, stats) = kernels::residual_block(
+        let (y, stats) = kernels::residual_blocks(
             &inputs.x,
             &inputs.packed,
-            self.spec.clone(),
+            self.0.iter().map(|b| b.spec.clone()).collect(),
             inputs.running,
             inputs.frozen,
         )?;
@@ -142,7 +161,7 @@ impl Block {
 /// Everything of torchvision's ResNet before `avgpool`.
 pub(crate) struct ResNet {
     stem: ConvBn,
-    stages: Vec<Vec<Block>>,
+    stages: Vec<Stage>,
 }
 
 impl ResNet {
@@ -165,7 +184,7 @@ impl ResNet {
                 })
                 .collect::<Result<Vec<_>>>()?;
             channels = planes * cfg.block.expansion();
-            stages.push(stage);
+            stages.push(Stage(stage));
         }
         Ok(Self { stem, stages })
     }
@@ -175,8 +194,8 @@ impl ResNet {
     pub(crate) fn features(&self, x: &Tensor, mode: Mode) -> Result<Tensor> {
         let x = self.stem.forward_relu(x, mode)?;
         let mut x = max_pool2d(&x, 3, 2, 1)?;
-        for block in self.stages.iter().flatten() {
-            x = block.forward(&x, mode)?;
+        for stage in &self.stages {
+            x = stage.forward(&x, mode)?;
         }
         Ok(x)
     }

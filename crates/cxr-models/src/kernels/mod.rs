@@ -16,7 +16,8 @@
 //!   times fewer multiply-adds.
 //! * [`batch_norm_train`] / [`batch_norm_eval`]: BatchNorm with an optional fused ReLU, forward
 //!   and backward in two passes each, parallel over channels or (image, channel) planes.
-//! * [`residual_block`]: a whole ResNet block, its last BatchNorms, sum and ReLU in one pass.
+//! * [`residual_blocks`]: a chain of whole ResNet blocks (a stage), each one's last BatchNorms,
+//!   sum and ReLU in one pass.
 //! * [`dense_block`]: a whole DenseNet dense block, in one buffer of all its channels, with no
 //!   concatenations and its input gradient accumulated in place.
 //! * [`max_pool2d`]: the stem's padded max pool, forward and backward in one pass each.
@@ -60,7 +61,7 @@ pub(crate) use conv::{conv2d, FrozenWeights};
 pub(crate) use dense_block::{dense_block, DenseBlockSpec};
 pub use in_place::{can_update_in_place, update_in_place};
 pub(crate) use pool::max_pool2d;
-pub(crate) use residual::{residual_block, ResidualSpec};
+pub(crate) use residual::{residual_blocks, ResidualSpec};
 
 use candle_core::{DType, Device, Layout, Shape, Storage, Tensor};
 use rayon::prelude::*;
