@@ -581,11 +581,8 @@ mod tests {
     #[cfg(target_arch = "x86_64")]
     #[test]
     fn every_vector_variant_gives_the_same_bits() {
-        use crate::kernels::simd::assert_same_in_every_variant as same;
-        let value = |i: usize| ((i * 7919) % 201) as f32 / 50.0 - 2.0;
-        let [x, y, dy]: [Vec<f32>; 3] =
-            [0, 1, 2].map(|k| (0..1000).map(|i| value(i + 37 * k)).collect());
-        let bits = |v: &[f32]| v.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+        use crate::kernels::simd::{assert_same_in_every_variant as same, bits};
+        let [x, y, dy] = crate::kernels::simd::test_planes();
         same("lane_sum", || lane_sum(&x, |v| (v - 0.3).powi(2)).to_bits());
         for relu in [false, true] {
             same("plane_grad_sums", || {

@@ -201,7 +201,7 @@ mod tests {
             let pool = || {
                 let mut out = vec![0f32; s.h_out * s.w_out];
                 pool_plane(op, s, &plane, &mut out, &mut vec![0f32; w]);
-                out.iter().map(|v| v.to_bits()).collect::<Vec<_>>()
+                crate::kernels::simd::bits(&out)
             };
             crate::kernels::simd::assert_same_in_every_variant("max pool", pool);
             let out = pool();

@@ -105,24 +105,13 @@ impl SavedConv {
     }
 }
 
-/// Block `k` of a chain: its spec, and where its convolutions (their statistics and frozen
-/// weights) and its packed parameters start among the chain's.
-#[derive(Clone, Copy)]
+/// Block `k` of a chain: its spec, where its convolutions (their statistics and frozen weights)
+/// start among the chain's, and which of the chain's packed parameters are its.
+#[derive(Clone)]
 struct Placed<'a> {
     spec: &'a ResidualSpec,
     first_conv: usize,
-    first_param: usize,
-}
-
-impl Placed<'_> {
-    /// The block's packed parameters (or their gradients) out of the chain's.
-    fn params<'p>(&self, chain: &'p [f32]) -> &'p [f32] {
-        &chain[self.first_param..][..self.spec.param_offsets().1]
-    }
-
-    fn params_mut<'p>(&self, chain: &'p mut [f32]) -> &'p mut [f32] {
-        &mut chain[self.first_param..][..self.spec.param_offsets().1]
-    }
+    params: std::ops::Range<usize>,
 }
 
 /// What the backward of one block keeps: its convolutions, and its input unless that is the
@@ -146,25 +135,27 @@ impl ResidualOp {
         self.stats.train()
     }
 
-    fn placed(&self) -> Vec<Placed<'_>> {
-        let (mut first_conv, mut first_param) = (0, 0);
+    /// The blocks in order, and the length of the chain's packed parameters.
+    fn placed(&self) -> (Vec<Placed<'_>>, usize) {
+        let (mut first_conv, mut end) = (0, 0);
         let mut placed = Vec::with_capacity(self.blocks.len());
         for spec in &self.blocks {
+            let start = end;
+            end += spec.param_offsets().1;
             placed.push(Placed {
                 spec,
                 first_conv,
-                first_param,
+                params: start..end,
             });
             first_conv += spec.convs().count();
-            first_param += spec.param_offsets().1;
         }
-        placed
+        (placed, end)
     }
 
     /// Convolution `i` of block `b` and its BatchNorm statistics.
     fn conv_bn(
         &self,
-        b: Placed,
+        b: &Placed,
         i: usize,
         x: &[f32],
         x_dims: [usize; 4],
@@ -202,7 +193,7 @@ impl ResidualOp {
     /// Block `b` on `x`: its output, the output's dimensions, and what its backward needs.
     fn block_forward(
         &self,
-        b: Placed,
+        b: &Placed,
         params: &[f32],
         x: &[f32],
         x_dims: [usize; 4],
@@ -324,7 +315,7 @@ impl CustomOp2 for ResidualOp {
             candle_core::Error::Msg(format!("residual blocks: input {:?}", x_layout.dims()))
         })?;
         let (x, params) = (values(x, x_layout)?, values(params, p_layout)?);
-        let len: usize = self.blocks.iter().map(|s| s.param_offsets().1).sum();
+        let (placed, len) = self.placed();
         if params.len() != len {
             candle_core::bail!(
                 "residual blocks: {} packed parameters, expected {len}",
@@ -333,9 +324,10 @@ impl CustomOp2 for ResidualOp {
         }
         let mut saved = Vec::with_capacity(self.blocks.len());
         let (mut input, mut dims): (Option<Vec<f32>>, _) = (None, x_dims);
-        for b in self.placed() {
+        for b in &placed {
+            let x = input.as_deref().unwrap_or(x);
             let (out, out_dims, convs) =
-                self.block_forward(b, b.params(params), input.as_deref().unwrap_or(x), dims)?;
+                self.block_forward(b, &params[b.params.clone()], x, dims)?;
             saved.push(SavedBlock { convs, input });
             (input, dims) = (Some(out), out_dims);
         }
@@ -355,7 +347,7 @@ impl CustomOp2 for ResidualOp {
         if saved.is_empty() {
             candle_core::bail!("residual blocks: backward before forward")
         }
-        let len: usize = self.blocks.iter().map(|s| s.param_offsets().1).sum();
+        let (_, len) = self.placed();
         let mut dparams = zeroed(len);
         let dx = with_values(x, |x| {
             with_values(params, |params| {
@@ -393,7 +385,7 @@ impl ResidualOp {
         saved: &[SavedBlock],
         dparams: &mut [f32],
     ) -> Vec<f32> {
-        let placed = self.placed();
+        let (placed, _) = self.placed();
         let mut d: Option<Vec<f32>> = None;
         for (k, b) in placed.iter().enumerate().rev() {
             let input = saved[k].input.as_deref().unwrap_or(x);
@@ -403,8 +395,8 @@ impl ResidualOp {
                 dy: d.as_deref().unwrap_or(dy),
             };
             let convs = &saved[k].convs;
-            let dparams = b.params_mut(dparams);
-            d = Some(self.block_backward(*b, input, b.params(params), convs, output, dparams));
+            let (params, dparams) = (&params[b.params.clone()], &mut dparams[b.params.clone()]);
+            d = Some(self.block_backward(b, input, params, convs, output, dparams));
         }
         d.expect("a chain has blocks")
     }
@@ -412,7 +404,7 @@ impl ResidualOp {
     /// Block `b`'s backward: its parameters' gradients into `dparams`, and its input's.
     fn block_backward(
         &self,
-        b: Placed,
+        b: &Placed,
         x: &[f32],
         params: &[f32],
         saved: &[SavedConv],
@@ -706,11 +698,8 @@ mod tests {
     #[cfg(target_arch = "x86_64")]
     #[test]
     fn every_vector_variant_gives_the_same_bits() {
-        use crate::kernels::simd::assert_same_in_every_variant as same;
-        let value = |i: usize| ((i * 7919) % 201) as f32 / 50.0 - 2.0;
-        let [path, x, dy]: [Vec<f32>; 3] =
-            [0, 1, 2].map(|k| (0..1000).map(|i| value(i + 37 * k)).collect());
-        let bits = |v: &[f32]| v.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+        use crate::kernels::simd::{assert_same_in_every_variant as same, bits};
+        let [path, x, dy] = crate::kernels::simd::test_planes();
         same("join_plane", || {
             let mut out = vec![0f32; x.len()];
             join_plane(&mut out, &path, (1.5, -0.2), &x);

@@ -136,6 +136,20 @@ pub(crate) fn assert_same_in_every_variant<R: PartialEq + std::fmt::Debug>(
     }
 }
 
+/// Three different planes of 1000 values in [-2, 2] (a length that leaves a tail after the
+/// lanes of every width), for the variant tests of the kernels.
+#[cfg(test)]
+pub(crate) fn test_planes() -> [Vec<f32>; 3] {
+    let value = |i: usize| ((i * 7919) % 201) as f32 / 50.0 - 2.0;
+    [0, 1, 2].map(|k| (0..1000).map(|i| value(i + 37 * k)).collect())
+}
+
+/// The bits of `values`, to compare variants exactly.
+#[cfg(test)]
+pub(crate) fn bits(values: &[f32]) -> Vec<u32> {
+    values.iter().map(|v| v.to_bits()).collect()
+}
+
 /// Defines a function whose body is compiled three times, for AVX-512, for AVX2 with FMA and for
 /// any x86-64, and runs the variant [`Simd::current`] names. Whatever the body calls inside its
 /// loops must be inlined into it (`#[inline(always)]`, or small enough), or it keeps the
@@ -182,5 +196,16 @@ mod tests {
             err.contains("CXR_SIMD=\"sse9\"") && err.contains("avx2"),
             "{err}"
         );
+    }
+
+    /// What the variant tests rest on: inside `forcing`, `current` names the forced variant,
+    /// and after it the one before.
+    #[test]
+    fn forcing_picks_the_variant_vectorized_functions_run() {
+        let before = Simd::current();
+        for simd in std::iter::once(None).chain(Simd::supported().iter().copied().map(Some)) {
+            assert_eq!(forcing(simd, Simd::current), simd);
+            assert_eq!(Simd::current(), before);
+        }
     }
 }
